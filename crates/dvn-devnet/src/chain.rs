@@ -1,0 +1,290 @@
+//! One local chain: an anvil process on 127.0.0.1 and a provider that talks to it.
+//!
+//! The anvil child is owned by [`Chain`]: dropping the chain (also while unwinding from a
+//! panic) stops it with SIGTERM, then SIGKILL, and reaps it. Its stdout goes to a log file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::node_bindings::{Anvil, AnvilInstance};
+use alloy::primitives::{Address, Bytes, TxHash, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, Log, TransactionReceipt, TransactionRequest};
+use alloy::sol_types::SolCall;
+use alloy::transports::{RpcError, TransportErrorKind};
+
+use crate::artifacts::Artifacts;
+use crate::wait::eventually;
+
+/// How the chain produces blocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mining {
+    /// One block per transaction, and otherwise only when [`Chain::mine`] is called: the
+    /// test controls confirmations exactly.
+    Auto,
+    /// A block every so many seconds, like a real chain.
+    Interval(f64),
+}
+
+/// Errors from the harness's chain calls, with the revert data kept for assertions.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("{what}: RPC error: {source}")]
+    Rpc {
+        what: String,
+        source: RpcError<TransportErrorKind>,
+    },
+    #[error("{what} reverted (data {})", revert_hex(.data))]
+    Reverted { what: String, data: Option<Bytes> },
+    #[error("{what}: cannot decode the return data: {reason}")]
+    Decode { what: String, reason: String },
+    #[error("{what}: {reason}")]
+    Other { what: String, reason: String },
+}
+
+fn revert_hex(data: &Option<Bytes>) -> String {
+    data.as_ref()
+        .map_or_else(|| "none".into(), |d| d.to_string())
+}
+
+impl ChainError {
+    /// The 4-byte custom error selector of a revert, if the node returned revert data.
+    pub fn revert_selector(&self) -> Option<[u8; 4]> {
+        match self {
+            Self::Reverted { data: Some(d), .. } if d.len() >= 4 => Some([d[0], d[1], d[2], d[3]]),
+            _ => None,
+        }
+    }
+
+    fn from_rpc(what: &str, source: RpcError<TransportErrorKind>) -> Self {
+        match source.as_error_resp() {
+            Some(payload) if payload.message.contains("revert") => Self::Reverted {
+                what: what.into(),
+                data: payload.as_revert_data(),
+            },
+            _ => Self::Rpc {
+                what: what.into(),
+                source,
+            },
+        }
+    }
+}
+
+/// One running anvil chain.
+#[derive(Debug)]
+pub struct Chain {
+    pub name: String,
+    pub chain_id: u64,
+    /// Anvil's funded dev accounts (unlocked in [`Chain::provider`]'s wallet).
+    pub accounts: Vec<Address>,
+    pub provider: DynProvider,
+    rpc_url: String,
+    // Declared last: dropped after the provider, stopping the process.
+    anvil: AnvilInstance,
+}
+
+const RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Chain {
+    /// Starts anvil with `chain_id` on a free 127.0.0.1 port; its output goes to `log_file`.
+    pub async fn start(
+        artifacts: &Artifacts,
+        name: &str,
+        chain_id: u64,
+        mining: Mining,
+        log_file: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut anvil = Anvil::at(artifacts.anvil_binary())
+            .host("127.0.0.1")
+            .port(0u16)
+            .chain_id(chain_id)
+            .keep_stdout();
+        if let Mining::Interval(secs) = mining {
+            anvil = anvil.block_time_f64(secs);
+        }
+        let mut instance = anvil.try_spawn()?;
+        // anvil logs every request; keep draining its stdout so it never blocks on a full pipe.
+        if let Some(stdout) = instance.child_mut().stdout.take() {
+            let mut log = File::create(log_file)?;
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = writeln!(log, "{line}");
+                }
+            });
+        }
+        let wallet: EthereumWallet = instance
+            .wallet()
+            .ok_or_else(|| anyhow::anyhow!("anvil printed no dev keys"))?;
+        let rpc_url = format!("http://127.0.0.1:{}", instance.port());
+        // Nonces come from the node for every transaction: alloy's cached nonce manager keeps a
+        // nonce reserved by a transaction whose gas estimate reverted, leaving a gap that
+        // blocks the account's next transaction forever (seen with a reverting commit).
+        let provider = ProviderBuilder::default()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .with_chain_id(chain_id)
+            .wallet(wallet)
+            .connect_http(rpc_url.parse()?)
+            .erased();
+        let actual = provider.get_chain_id().await?;
+        anyhow::ensure!(
+            actual == chain_id,
+            "anvil {name} reports chain id {actual}, not {chain_id}"
+        );
+        let accounts = instance.addresses().to_vec();
+        Ok(Self {
+            name: name.into(),
+            chain_id,
+            accounts,
+            provider,
+            rpc_url,
+            anvil: instance,
+        })
+    }
+
+    /// The JSON-RPC URL (always 127.0.0.1).
+    pub fn rpc_url(&self) -> &str {
+        &self.rpc_url
+    }
+
+    /// The anvil process id (for leak checks).
+    pub fn pid(&self) -> u32 {
+        self.anvil.child().id()
+    }
+
+    /// Deploys `code` (creation bytecode with constructor args appended) from `from`.
+    pub async fn deploy(
+        &self,
+        what: &str,
+        from: Address,
+        code: Bytes,
+    ) -> Result<Address, ChainError> {
+        let tx = TransactionRequest::default()
+            .from(from)
+            .with_deploy_code(code);
+        let receipt = self.send_tx(what, tx).await?;
+        receipt.contract_address.ok_or_else(|| ChainError::Other {
+            what: what.into(),
+            reason: "receipt has no contract address".into(),
+        })
+    }
+
+    /// Sends `call` to `to` from `from` with `value` wei and waits for a successful receipt.
+    pub async fn send<C: SolCall>(
+        &self,
+        from: Address,
+        to: Address,
+        call: &C,
+        value: U256,
+    ) -> Result<TransactionReceipt, ChainError> {
+        let tx = TransactionRequest::default()
+            .from(from)
+            .to(to)
+            .input(Bytes::from(call.abi_encode()).into())
+            .value(value);
+        self.send_tx(C::SIGNATURE, tx).await
+    }
+
+    /// Broadcasts `tx` and waits for its receipt; a mined revert is an error.
+    pub async fn send_tx(
+        &self,
+        what: &str,
+        tx: TransactionRequest,
+    ) -> Result<TransactionReceipt, ChainError> {
+        let pending = self
+            .provider
+            .send_transaction(tx)
+            .await
+            .map_err(|e| ChainError::from_rpc(what, e))?;
+        let hash = *pending.tx_hash();
+        let receipt = self.wait_receipt(what, hash).await?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted {
+                what: what.into(),
+                data: None,
+            });
+        }
+        Ok(receipt)
+    }
+
+    /// Polls for a receipt (anvil answers at once under automine; interval mining takes a block).
+    pub async fn wait_receipt(
+        &self,
+        what: &str,
+        hash: TxHash,
+    ) -> Result<TransactionReceipt, ChainError> {
+        let found = eventually(RECEIPT_TIMEOUT, Duration::from_millis(5), || async {
+            self.provider
+                .get_transaction_receipt(hash)
+                .await
+                .ok()
+                .flatten()
+        })
+        .await;
+        found.ok_or_else(|| ChainError::Other {
+            what: what.into(),
+            reason: format!("no receipt for {hash} within {RECEIPT_TIMEOUT:?}"),
+        })
+    }
+
+    /// `eth_call` of `call` on `to` at the latest block.
+    pub async fn call<C: SolCall>(&self, to: Address, call: &C) -> Result<C::Return, ChainError> {
+        let tx = TransactionRequest::default()
+            .to(to)
+            .input(Bytes::from(call.abi_encode()).into());
+        let out = self
+            .provider
+            .call(tx)
+            .await
+            .map_err(|e| ChainError::from_rpc(C::SIGNATURE, e))?;
+        C::abi_decode_returns(&out).map_err(|e| ChainError::Decode {
+            what: C::SIGNATURE.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Mines `blocks` empty blocks.
+    pub async fn mine(&self, blocks: u64) -> Result<(), ChainError> {
+        self.provider
+            .raw_request::<_, ()>("anvil_mine".into(), (U256::from(blocks),))
+            .await
+            .map_err(|e| ChainError::from_rpc("anvil_mine", e))
+    }
+
+    /// The latest block number.
+    pub async fn head(&self) -> Result<u64, ChainError> {
+        self.provider
+            .get_block_number()
+            .await
+            .map_err(|e| ChainError::from_rpc("head", e))
+    }
+
+    /// The latest block's timestamp (what `DVN.execute` compares expirations with).
+    pub async fn timestamp(&self) -> Result<u64, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| ChainError::from_rpc("latest block", e))?
+            .ok_or_else(|| ChainError::Other {
+                what: "latest block".into(),
+                reason: "none".into(),
+            })?;
+        Ok(block.header.timestamp)
+    }
+
+    /// All logs with `topic0` emitted by `address`, from genesis to the head.
+    pub async fn logs(&self, address: Address, topic0: B256) -> Result<Vec<Log>, ChainError> {
+        let filter = Filter::new()
+            .address(address)
+            .event_signature(topic0)
+            .from_block(0);
+        self.provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| ChainError::from_rpc("eth_getLogs", e))
+    }
+}

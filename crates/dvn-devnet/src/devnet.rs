@@ -1,0 +1,494 @@
+//! Two anvil chains with the real LayerZero V2 contracts, wired to each other, and the helpers a
+//! test needs to act as user, DVN and executor.
+//!
+//! Chain A is "ethereum" (chain id 1, eid 30101), chain B "conflux-espace" (chain id 1030, eid
+//! 30212). Each runs an EndpointV2, SendUln302, ReceiveUln302 (+ view), Treasury, PriceFeed,
+//! Executor, a 2-of-3 DVN and an OmniCounter whose peer is the other chain's counter. The
+//! default ULN config on every path requires that chain's DVN.
+
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::{keccak256, Address, Bytes, Signature, U256};
+use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use alloy::sol_types::SolEvent;
+use dvn_lz::contracts::{ExecuteParam, IReceiveUln302, IReceiveUln302View, IDVN};
+use dvn_lz::{packets_in_transaction, SentPacket, UnsignedParam, VerificationState};
+
+use crate::artifacts::Artifacts;
+use crate::chain::{Chain, ChainError, Mining};
+use crate::contracts::{EndpointV2, OmniCounter, Origin, COUNTER_VANILLA};
+use crate::deploy::{self, Contracts, Roles, SideSpec};
+
+/// Ethereum mainnet's chain id and LayerZero eid, used for chain A.
+pub const CHAIN_ID_A: u64 = 1;
+pub const EID_A: u32 = 30101;
+/// Conflux eSpace mainnet's chain id and LayerZero eid, used for chain B.
+pub const CHAIN_ID_B: u64 = 1030;
+pub const EID_B: u32 = 30212;
+
+/// Gas for the executor's `lzReceive` option on every message.
+pub const LZ_RECEIVE_GAS: u128 = 200_000;
+/// How long a harness-signed param stays valid on the destination.
+pub const EXPIRATION_SECS: u64 = 3_600;
+
+/// How to build the devnet.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    pub mining: Mining,
+    /// Confirmations in the default send and receive ULN configs for A → B.
+    pub confirmations_a_to_b: u64,
+    /// Confirmations in the default send and receive ULN configs for B → A.
+    pub confirmations_b_to_a: u64,
+    /// DVN multisig: number of signers and quorum.
+    pub signer_count: usize,
+    pub quorum: u64,
+    /// Where anvil logs go; a fresh temporary folder (removed on drop) when `None`.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        Self {
+            mining: Mining::Auto,
+            confirmations_a_to_b: 1,
+            confirmations_b_to_a: 1,
+            signer_count: 3,
+            quorum: 2,
+            log_dir: None,
+        }
+    }
+}
+
+/// Which way a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    AToB,
+    BToA,
+}
+
+/// Everything on one chain.
+#[derive(Debug)]
+pub struct Side {
+    pub chain: Chain,
+    pub eid: u32,
+    /// The DVN's `vid` (`eid % 30000`).
+    pub vid: u32,
+    pub contracts: Contracts,
+    pub roles: Roles,
+}
+
+/// The running devnet. Dropping it stops both chains.
+#[derive(Debug)]
+pub struct Devnet {
+    pub a: Side,
+    pub b: Side,
+    /// The DVN's signer keys (the same set on both chains), one per region.
+    pub signers: Vec<PrivateKeySigner>,
+    pub quorum: u64,
+    /// Sends the counter messages.
+    pub user: Address,
+    log_dir: PathBuf,
+    _temp_logs: Option<tempfile::TempDir>,
+}
+
+/// Anvil dev-account indices: one deployer per chain (so addresses differ across chains and
+/// mix-ups show), one submitter per region, the executor's admin, the user.
+const DEPLOYER_A: usize = 0;
+const DEPLOYER_B: usize = 1;
+const DVN_ADMINS: [usize; 3] = [2, 3, 4];
+const EXECUTOR_ADMIN: usize = 5;
+const USER: usize = 6;
+
+/// Deterministic signer keys, so demo and test configs can name them.
+pub fn signer_key(index: usize) -> anyhow::Result<PrivateKeySigner> {
+    let seed = keccak256(format!("dvn-devnet signer {index}"));
+    Ok(PrivateKeySigner::from_bytes(&seed)?)
+}
+
+fn account(chain: &Chain, index: usize) -> anyhow::Result<Address> {
+    chain
+        .accounts
+        .get(index)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("anvil has no account {index}"))
+}
+
+fn roles(chain: &Chain, deployer: usize) -> anyhow::Result<Roles> {
+    Ok(Roles {
+        deployer: account(chain, deployer)?,
+        dvn_admins: DVN_ADMINS
+            .iter()
+            .map(|&i| account(chain, i))
+            .collect::<anyhow::Result<_>>()?,
+        executor_admin: account(chain, EXECUTOR_ADMIN)?,
+    })
+}
+
+impl Devnet {
+    /// Starts both chains, deploys and wires everything. Takes a few seconds.
+    pub async fn start(config: DevnetConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.quorum >= 1, "quorum must be at least 1");
+        anyhow::ensure!(
+            config.signer_count >= usize::try_from(config.quorum)?,
+            "quorum {} exceeds {} signers",
+            config.quorum,
+            config.signer_count
+        );
+        let artifacts = Artifacts::locate()?;
+        let (log_dir, temp_logs) = match &config.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                (dir.clone(), None)
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("dvn-devnet-").tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let (log_a, log_b) = (
+            log_dir.join("anvil-ethereum.log"),
+            log_dir.join("anvil-conflux-espace.log"),
+        );
+        let (chain_a, chain_b) = tokio::try_join!(
+            Chain::start(&artifacts, "ethereum", CHAIN_ID_A, config.mining, &log_a),
+            Chain::start(
+                &artifacts,
+                "conflux-espace",
+                CHAIN_ID_B,
+                config.mining,
+                &log_b
+            ),
+        )?;
+        let signers = (0..config.signer_count)
+            .map(signer_key)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let signer_addresses: Vec<Address> = signers.iter().map(|s| s.address()).collect();
+        let spec = |eid, remote_eid| SideSpec {
+            eid,
+            remote_eid,
+            signers: signer_addresses.clone(),
+            quorum: config.quorum,
+        };
+        let (roles_a, roles_b) = (roles(&chain_a, DEPLOYER_A)?, roles(&chain_b, DEPLOYER_B)?);
+        let (spec_a, spec_b) = (spec(EID_A, EID_B), spec(EID_B, EID_A));
+        let (contracts_a, contracts_b) = tokio::try_join!(
+            deploy::deploy_side(&chain_a, &artifacts, &roles_a, &spec_a),
+            deploy::deploy_side(&chain_b, &artifacts, &roles_b, &spec_b),
+        )?;
+        // Send-side confirmations of A→B live on A, receive-side ones on B (and vice versa).
+        tokio::try_join!(
+            deploy::wire_side(
+                &chain_a,
+                roles_a.deployer,
+                &contracts_a,
+                EID_B,
+                contracts_b.counter,
+                config.confirmations_a_to_b,
+                config.confirmations_b_to_a,
+            ),
+            deploy::wire_side(
+                &chain_b,
+                roles_b.deployer,
+                &contracts_b,
+                EID_A,
+                contracts_a.counter,
+                config.confirmations_b_to_a,
+                config.confirmations_a_to_b,
+            ),
+        )?;
+        let user = account(&chain_a, USER)?;
+        let side = |chain, eid: u32, contracts, roles| Side {
+            chain,
+            eid,
+            vid: eid % 30_000,
+            contracts,
+            roles,
+        };
+        Ok(Self {
+            a: side(chain_a, EID_A, contracts_a, roles_a),
+            b: side(chain_b, EID_B, contracts_b, roles_b),
+            signers,
+            quorum: config.quorum,
+            user,
+            log_dir,
+            _temp_logs: temp_logs,
+        })
+    }
+
+    /// Where the anvil logs are.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// `(source, destination)` of a direction.
+    pub fn sides(&self, direction: Direction) -> (&Side, &Side) {
+        match direction {
+            Direction::AToB => (&self.a, &self.b),
+            Direction::BToA => (&self.b, &self.a),
+        }
+    }
+
+    /// Process ids of both anvils.
+    pub fn pids(&self) -> [u32; 2] {
+        [self.a.chain.pid(), self.b.chain.pid()]
+    }
+
+    /// Sends `count` OmniCounter increments and returns the packets they emitted, each paired
+    /// with its `DVNFeePaid` by `dvn_lz`'s assignment rule.
+    pub async fn send_messages(
+        &self,
+        direction: Direction,
+        count: usize,
+    ) -> anyhow::Result<Vec<SentPacket>> {
+        let (src, dst) = self.sides(direction);
+        let options = dvn_lz::options::executor_lz_receive_option(LZ_RECEIVE_GAS, 0);
+        let mut packets = Vec::with_capacity(count);
+        for _ in 0..count {
+            let quote = OmniCounter::quoteCall {
+                _eid: dst.eid,
+                _type: COUNTER_VANILLA,
+                _options: options.clone(),
+            };
+            let fee = src.chain.call(src.contracts.counter, &quote).await?;
+            let increment = OmniCounter::incrementCall {
+                _eid: dst.eid,
+                _type: COUNTER_VANILLA,
+                _options: options.clone(),
+            };
+            let receipt = src
+                .chain
+                .send(
+                    self.user_on(src)?,
+                    src.contracts.counter,
+                    &increment,
+                    fee.nativeFee,
+                )
+                .await?;
+            packets.extend(self.packets_in_receipt(src, &receipt)?);
+        }
+        Ok(packets)
+    }
+
+    /// The user account on `side`'s chain (same index on every chain).
+    fn user_on(&self, side: &Side) -> anyhow::Result<Address> {
+        account(&side.chain, USER)
+    }
+
+    /// Packets emitted by `side`'s endpoint in one receipt.
+    pub fn packets_in_receipt(
+        &self,
+        side: &Side,
+        receipt: &TransactionReceipt,
+    ) -> anyhow::Result<Vec<SentPacket>> {
+        let logs: Vec<_> = receipt
+            .inner
+            .logs()
+            .iter()
+            .map(|l| l.inner.clone())
+            .collect();
+        packets_in_transaction(side.contracts.endpoint, &logs)
+            .into_iter()
+            .map(|r| r.map_err(anyhow::Error::from))
+            .collect()
+    }
+
+    /// The confirmations the destination's receive ULN requires for packets to `receiver`.
+    pub async fn required_confirmations(
+        &self,
+        direction: Direction,
+        receiver: Address,
+    ) -> Result<u64, ChainError> {
+        let (src, dst) = self.sides(direction);
+        let call = IReceiveUln302::getUlnConfigCall {
+            oapp: receiver,
+            remoteEid: src.eid,
+        };
+        Ok(dst
+            .chain
+            .call(dst.contracts.receive_lib, &call)
+            .await?
+            .confirmations)
+    }
+
+    /// The unsigned `verify` param for `packet` on the destination DVN.
+    pub fn verify_param(
+        &self,
+        direction: Direction,
+        packet: &SentPacket,
+        confirmations: u64,
+        expiration: u64,
+    ) -> UnsignedParam {
+        let (_, dst) = self.sides(direction);
+        UnsignedParam::verify(
+            dst.vid,
+            dst.contracts.receive_lib,
+            &packet.packet.header,
+            packet.packet.payload_hash(),
+            confirmations,
+            expiration,
+        )
+    }
+
+    /// Signatures over `param` by the chosen signers (indices into [`Devnet::signers`]).
+    pub fn sign(&self, param: &UnsignedParam, signers: &[usize]) -> anyhow::Result<Vec<Signature>> {
+        let digest = param.digest();
+        signers
+            .iter()
+            .map(|&i| {
+                let key = self
+                    .signers
+                    .get(i)
+                    .ok_or_else(|| anyhow::anyhow!("no signer {i}"))?;
+                Ok(key.sign_hash_sync(&digest)?)
+            })
+            .collect()
+    }
+
+    /// Sends `DVN.execute(params)` on the destination from region `submitter`'s admin account.
+    pub async fn execute(
+        &self,
+        direction: Direction,
+        submitter: usize,
+        params: Vec<ExecuteParam>,
+    ) -> anyhow::Result<TransactionReceipt> {
+        let (_, dst) = self.sides(direction);
+        let from = *dst
+            .roles
+            .dvn_admins
+            .get(submitter)
+            .ok_or_else(|| anyhow::anyhow!("no submitter {submitter}"))?;
+        let call = IDVN::executeCall { params };
+        Ok(dst
+            .chain
+            .send(from, dst.contracts.dvn, &call, U256::ZERO)
+            .await?)
+    }
+
+    /// Plays the 2-of-3 DVN correctly: one batched `execute` verifying every packet with the
+    /// receive-side confirmations, signed by `signers` and packed by `dvn_lz`.
+    pub async fn verify_as_dvn(
+        &self,
+        direction: Direction,
+        packets: &[SentPacket],
+        signers: &[usize],
+    ) -> anyhow::Result<TransactionReceipt> {
+        let (_, dst) = self.sides(direction);
+        let expiration = dst.chain.timestamp().await? + EXPIRATION_SECS;
+        let signer_set: Vec<Address> = self.signers.iter().map(|s| s.address()).collect();
+        let quorum = usize::try_from(self.quorum)?;
+        let mut params = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let receiver = packet.packet.header.receiver_address()?;
+            let confirmations = self.required_confirmations(direction, receiver).await?;
+            let unsigned = self.verify_param(direction, packet, confirmations, expiration);
+            let mut set = dvn_lz::SignatureSet::new(unsigned.call_hash());
+            for signature in self.sign(&unsigned, signers)? {
+                set.insert(signature, &signer_set)?;
+            }
+            let packed = set.pack(quorum)?;
+            params.push(unsigned.into_param(packed));
+        }
+        self.execute(direction, 0, params).await
+    }
+
+    /// `ReceiveUln302View.verifiable` for `packet` on the destination.
+    pub async fn verification_state(
+        &self,
+        direction: Direction,
+        packet: &SentPacket,
+    ) -> anyhow::Result<VerificationState> {
+        let (_, dst) = self.sides(direction);
+        let call = IReceiveUln302View::verifiableCall {
+            packetHeader: Bytes::copy_from_slice(&packet.packet.header.encode()),
+            payloadHash: packet.packet.payload_hash(),
+        };
+        let raw = dst.chain.call(dst.contracts.receive_view, &call).await?;
+        VerificationState::from_u8(raw)
+            .ok_or_else(|| anyhow::anyhow!("unknown verifiable state {raw}"))
+    }
+
+    /// Acts as the executor: `commitVerification` then `EndpointV2.lzReceive`.
+    pub async fn commit_and_deliver(
+        &self,
+        direction: Direction,
+        packet: &SentPacket,
+    ) -> Result<(), ChainError> {
+        self.commit(direction, packet).await?;
+        let (_, dst) = self.sides(direction);
+        let header = &packet.packet.header;
+        let receive = EndpointV2::lzReceiveCall {
+            _origin: Origin {
+                srcEid: header.src_eid,
+                sender: header.sender,
+                nonce: header.nonce,
+            },
+            _receiver: Address::from_word(header.receiver),
+            _guid: packet.packet.guid,
+            _message: packet.packet.message.clone(),
+            _extraData: Bytes::new(),
+        };
+        dst.chain
+            .send(
+                dst.roles.executor_admin,
+                dst.contracts.endpoint,
+                &receive,
+                U256::ZERO,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `ReceiveUln302.commitVerification` (reverts with `LZ_ULN_Verifying` if not verifiable).
+    pub async fn commit(
+        &self,
+        direction: Direction,
+        packet: &SentPacket,
+    ) -> Result<(), ChainError> {
+        let (_, dst) = self.sides(direction);
+        let commit = IReceiveUln302::commitVerificationCall {
+            packetHeader: Bytes::copy_from_slice(&packet.packet.header.encode()),
+            payloadHash: packet.packet.payload_hash(),
+        };
+        dst.chain
+            .send(
+                dst.roles.executor_admin,
+                dst.contracts.receive_lib,
+                &commit,
+                U256::ZERO,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// OmniCounter's `count()` on a side.
+    pub async fn counter(&self, side: &Side) -> Result<U256, ChainError> {
+        side.chain
+            .call(side.contracts.counter, &OmniCounter::countCall {})
+            .await
+    }
+
+    /// Every `PayloadVerified` on the destination credited to the destination DVN.
+    pub async fn payload_verified(
+        &self,
+        direction: Direction,
+    ) -> anyhow::Result<Vec<IReceiveUln302::PayloadVerified>> {
+        let (_, dst) = self.sides(direction);
+        let logs = dst
+            .chain
+            .logs(
+                dst.contracts.receive_lib,
+                IReceiveUln302::PayloadVerified::SIGNATURE_HASH,
+            )
+            .await?;
+        let mut events = Vec::with_capacity(logs.len());
+        for log in logs {
+            let event = IReceiveUln302::PayloadVerified::decode_log_data(&log.inner.data)?;
+            if event.dvn == dst.contracts.dvn {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+}

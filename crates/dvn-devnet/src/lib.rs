@@ -1,0 +1,21 @@
+//! A local two-chain LayerZero V2 devnet for tests, the demo and benchmarks.
+//!
+//! Runs two anvil processes (from the pinned npm package) on 127.0.0.1 and deploys the real
+//! LayerZero V2 contracts from their npm artifacts — never a mock of the protocol. Every child
+//! process is owned by a value and stopped when it drops, also on panic.
+//!
+//! - [`artifacts`]: finds the pinned npm packages and reads bytecode and ABIs.
+//! - [`chain`]: one anvil chain and typed `send`/`call`/`deploy` helpers.
+//! - [`deploy`]: the deploy-and-wire recipe for one side.
+//! - [`devnet`]: both sides, plus user / DVN / executor actions.
+//! - [`wait`]: condition waits with a deadline (no fixed sleeps).
+
+pub mod artifacts;
+pub mod chain;
+pub mod contracts;
+pub mod deploy;
+pub mod devnet;
+pub mod wait;
+
+pub use chain::{Chain, ChainError, Mining};
+pub use devnet::{Devnet, DevnetConfig, Direction, Side};

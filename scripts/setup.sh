@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the demo need on a fresh machine of this project's kind.
+# Idempotent, and quiet when all is present.
+#   scripts/setup.sh          everything the tests need
+#   scripts/setup.sh devnet   only the pinned npm packages (anvil + LayerZero artifacts)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+mode="${1:-all}"
+say() { printf 'setup: %s\n' "$*"; }
+
+# --- pinned npm packages: anvil 1.7.1 and the LayerZero V2 contracts 3.0.168 -----------------
+install_devnet_packages() {
+  local dir="$root/devnet" stamp="$root/devnet/node_modules/.dvn-lock.sha256"
+  local want; want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$dir/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil" ]]; then
+    return
+  fi
+  command -v npm >/dev/null || { say "npm is required (Node.js 20)"; exit 1; }
+  say "installing pinned npm packages into devnet/node_modules"
+  (cd "$dir" && npm ci --no-progress --loglevel=error >/dev/null)
+  echo "$want" > "$stamp"
+}
+
+# --- Debian packages the test suites use -------------------------------------------------------
+# softhsm2 + opensc: a real PKCS#11 token for the HSM signer tests.
+# prometheus: promtool, to check alert rules and the metrics exposition.
+# redis-server / postgresql: normally already running on this machine kind; the test suites
+# also start private instances of them.
+install_debs() {
+  local missing=()
+  command -v softhsm2-util >/dev/null || missing+=(softhsm2)
+  command -v pkcs11-tool >/dev/null || missing+=(opensc)
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+  if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# --- services: PostgreSQL (127.0.0.1:5432, database `test`) and Redis (127.0.0.1:6379) ---------
+start_services() {
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    say "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  fi
+  if ! psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname='test'" 2>/dev/null | grep -q 1; then
+    psql -h 127.0.0.1 -U postgres -qc "create database test" >/dev/null
+  fi
+  if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    say "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  fi
+}
+
+install_devnet_packages
+if [[ "$mode" == all ]]; then
+  install_debs
+  start_services
+fi
