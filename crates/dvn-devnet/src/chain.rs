@@ -80,6 +80,8 @@ pub struct Chain {
     pub chain_id: u64,
     /// Anvil's funded dev accounts (unlocked in [`Chain::provider`]'s wallet).
     pub accounts: Vec<Address>,
+    /// Their private keys (anvil's well-known dev mnemonic; the same on every chain).
+    pub keys: Vec<B256>,
     pub provider: DynProvider,
     rpc_url: String,
     // Declared last: dropped after the provider, stopping the process.
@@ -135,10 +137,16 @@ impl Chain {
             "anvil {name} reports chain id {actual}, not {chain_id}"
         );
         let accounts = instance.addresses().to_vec();
+        let keys = instance
+            .keys()
+            .iter()
+            .map(|k| B256::from_slice(&k.to_bytes()))
+            .collect();
         Ok(Self {
             name: name.into(),
             chain_id,
             accounts,
+            keys,
             provider,
             rpc_url,
             anvil: instance,

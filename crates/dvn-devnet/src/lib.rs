@@ -8,6 +8,8 @@
 //! - [`chain`]: one anvil chain and typed `send`/`call`/`deploy` helpers.
 //! - [`deploy`]: the deploy-and-wire recipe for one side.
 //! - [`devnet`]: both sides, plus user / DVN / executor actions.
+//! - [`invariants`]: no loss / no duplicate / no forgery, read from the chains.
+//! - [`nodes`]: three real `dvn` node processes configured against a devnet.
 //! - [`wait`]: condition waits with a deadline (no fixed sleeps).
 
 pub mod artifacts;
@@ -15,6 +17,8 @@ pub mod chain;
 pub mod contracts;
 pub mod deploy;
 pub mod devnet;
+pub mod invariants;
+pub mod nodes;
 pub mod wait;
 
 pub use chain::{Chain, ChainError, Mining};

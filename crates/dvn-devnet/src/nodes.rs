@@ -1,0 +1,307 @@
+//! Three real `dvn` node processes — one per region — configured against a [`Devnet`].
+//!
+//! Each node gets its own config file, store, HTTP port on 127.0.0.1, signer key (one of the
+//! DVN's three signers) and submitter account (one of the DVN admins). Processes are owned by
+//! [`DvnNode`]: dropped, they are killed and reaped. Logs go to a file per node.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use alloy::primitives::hex;
+use serde_json::{json, Value};
+
+use crate::devnet::{Devnet, Side};
+use crate::wait::eventually;
+
+/// The regions, in the order of the DVN's signers and admins.
+pub const REGIONS: [&str; 3] = ["aws", "aliyun", "gcp"];
+
+/// Which store each node uses.
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    /// A SQLite file in the node's folder.
+    Sqlite,
+    /// `postgres://…/{prefix}_{region}` — the databases must exist.
+    Postgres { base_url: String, prefix: String },
+}
+
+/// Node settings the tests vary.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub store: StoreKind,
+    pub takeover_after_secs: u64,
+    pub poll_interval_ms: u64,
+    pub tick_ms: u64,
+    pub max_batch: usize,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::Sqlite,
+            takeover_after_secs: 3,
+            poll_interval_ms: 200,
+            tick_ms: 200,
+            max_batch: 50,
+        }
+    }
+}
+
+/// One `dvn` process (or its configuration while stopped).
+#[derive(Debug)]
+pub struct DvnNode {
+    pub region: String,
+    pub port: u16,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl DvnNode {
+    /// Starts the process (no-op when running).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(&self.binary)
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the crash case. Waits until the process is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Fetches `/metrics` (None while the node is down).
+    pub async fn metrics(&self) -> Option<String> {
+        let response = reqwest_get(&format!("{}/metrics", self.url())).await?;
+        Some(response)
+    }
+
+    /// Sum of every sample of `name` (all label sets) in `/metrics`; 0 when absent.
+    pub async fn metric_sum(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await?;
+        Some(sum_metric(&text, name))
+    }
+
+    /// Waits until `/health` answers.
+    pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let url = format!("{}/health", self.url());
+        let ok = eventually(timeout, Duration::from_millis(50), || {
+            let url = url.clone();
+            async move { reqwest_get(&url).await.map(|_| ()) }
+        })
+        .await;
+        if ok.is_none() {
+            let tail = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let tail: String = tail
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            anyhow::bail!(
+                "node {} not healthy within {timeout:?}; log tail:\n{tail}",
+                self.region
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DvnNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Sums all samples of a metric in Prometheus text format.
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GET `url`, the body of a 200 answer or `None` (down, error status, timeout).
+async fn reqwest_get(url: &str) -> Option<String> {
+    let client = alloy::transports::http::reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let response = client.get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.text().await.ok()
+}
+
+/// The three nodes.
+#[derive(Debug)]
+pub struct NodeSet {
+    pub nodes: Vec<DvnNode>,
+    pub dir: PathBuf,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn chain_entry(side: &Side, name: &str, poll_ms: u64) -> Value {
+    json!({
+        "name": name,
+        "eid": side.eid,
+        "chain_id": side.chain.chain_id,
+        "rpc": [side.chain.rpc_url()],
+        "endpoint": side.contracts.endpoint.to_string(),
+        "send_uln": side.contracts.send_lib.to_string(),
+        "receive_uln": side.contracts.receive_lib.to_string(),
+        "dvn": side.contracts.dvn.to_string(),
+        "poll_interval_ms": poll_ms,
+        "rpc_timeout_ms": 5000,
+    })
+}
+
+impl NodeSet {
+    /// Writes the three configs into `dir` (created) without starting anything.
+    pub fn configure(
+        devnet: &Devnet,
+        binary: &Path,
+        dir: &Path,
+        options: &NodeOptions,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let ports = [free_port()?, free_port()?, free_port()?];
+        let mut nodes = Vec::new();
+        for (i, region) in REGIONS.iter().enumerate() {
+            let peers: Vec<Value> = REGIONS
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, name)| {
+                    json!({
+                        "name": name,
+                        "url": format!("http://127.0.0.1:{}", ports[j]),
+                        "signer": devnet.signers[j].address().to_string(),
+                    })
+                })
+                .collect();
+            let store_url = match &options.store {
+                StoreKind::Sqlite => {
+                    format!("sqlite://{}", dir.join(format!("{region}.db")).display())
+                }
+                StoreKind::Postgres { base_url, prefix } => {
+                    format!("{}/{prefix}_{region}", base_url.trim_end_matches('/'))
+                }
+            };
+            let config = json!({
+                "node": { "name": region, "listen": format!("127.0.0.1:{}", ports[i]) },
+                "store": { "url": store_url },
+                "chains": [
+                    chain_entry(&devnet.a, &devnet.a.chain.name, options.poll_interval_ms),
+                    chain_entry(&devnet.b, &devnet.b.chain.name, options.poll_interval_ms),
+                ],
+                "peers": peers,
+                "signer": { "kind": "env", "var": "DVN_SIGNER_KEY", "allow_plaintext": true },
+                "submitter": {
+                    "key": { "kind": "env", "var": "DVN_SUBMITTER_KEY", "allow_plaintext": true },
+                    "max_batch": options.max_batch,
+                    "takeover_after_secs": options.takeover_after_secs,
+                    "replace_after_secs": 30,
+                },
+                "verification": { "expiration_secs": 3600, "tick_ms": options.tick_ms },
+            });
+            let config_path = dir.join(format!("{region}.yaml"));
+            std::fs::write(&config_path, serde_norway::to_string(&config)?)?;
+            let submitter = devnet.a.roles.dvn_admins[i];
+            let submitter_index = devnet
+                .a
+                .chain
+                .accounts
+                .iter()
+                .position(|a| *a == submitter)
+                .ok_or_else(|| anyhow::anyhow!("admin account not found"))?;
+            let env = vec![
+                (
+                    "DVN_SIGNER_KEY".to_string(),
+                    hex::encode_prefixed(devnet.signers[i].to_bytes()),
+                ),
+                (
+                    "DVN_SUBMITTER_KEY".to_string(),
+                    hex::encode_prefixed(devnet.a.chain.keys[submitter_index]),
+                ),
+            ];
+            nodes.push(DvnNode {
+                region: region.to_string(),
+                port: ports[i],
+                config_path,
+                log_path: dir.join(format!("{region}.log")),
+                binary: binary.to_path_buf(),
+                env,
+                child: None,
+            });
+        }
+        Ok(Self {
+            nodes,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Starts the nodes at `indices` and waits for their `/health`.
+    pub async fn start(&mut self, indices: &[usize]) -> anyhow::Result<()> {
+        for &i in indices {
+            self.nodes[i].start()?;
+        }
+        for &i in indices {
+            self.nodes[i].wait_healthy(Duration::from_secs(60)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sum of a metric over the running nodes.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let mut total = 0.0;
+        for node in &self.nodes {
+            total += node.metric_sum(name).await.unwrap_or(0.0);
+        }
+        total
+    }
+}

@@ -1,0 +1,58 @@
+//! The node's HTTP listener: liveness and readiness, Prometheus metrics, and the peer API.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::peer::protocol::MAX_BODY_BYTES;
+use crate::peer::server;
+use crate::pipeline::Context;
+
+#[derive(Clone)]
+struct ApiState {
+    ctx: Arc<Context>,
+    metrics: PrometheusHandle,
+}
+
+/// All routes.
+pub fn router(ctx: Arc<Context>, metrics: PrometheusHandle) -> Router {
+    let peer = Router::new()
+        .route("/v1/signatures", post(server::push))
+        .route("/v1/signatures/{call_hash}", get(server::pull))
+        .with_state(Arc::clone(&ctx));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(ApiState { ctx, metrics })
+        .merge(peer)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Liveness: 200 while the process can serve.
+async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "node": state.ctx.config.node.name }))
+}
+
+/// Readiness: the store answers. (Chains, signer and peers join this with the operations work.)
+async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
+    let store = state.ctx.store.ping().await;
+    let status = if store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": store, "components": { "store": store } })),
+    )
+}
+
+async fn render_metrics(State(state): State<ApiState>) -> String {
+    state.metrics.render()
+}

@@ -1,0 +1,433 @@
+//! One EVM chain as the node sees it: several JSON-RPC endpoints, and reads that count only
+//! when enough of them agree.
+//!
+//! Fail closed (KelpDAO, April 2026: a DVN failed over to poisoned RPCs and signed a packet
+//! that never existed): every read a signature depends on is sent to *every* endpoint and is
+//! accepted only when `rpc_quorum` of them return the identical answer. An endpoint that errors
+//! or times out counts as a "no"; there is no fallback to fewer. Heads are the `rpc_quorum`-th
+//! highest reported value, so one stale or racing endpoint cannot move confirmations forward.
+//! Endpoints appear in logs and metrics by index only: URLs often carry API keys.
+
+use std::future::Future;
+use std::time::Duration;
+
+use alloy::eips::{BlockId, BlockNumberOrTag};
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, Bytes, B256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Filter, Log, TransactionReceipt, TransactionRequest};
+use alloy::sol_types::SolCall;
+use alloy::transports::{RpcError, TransportErrorKind};
+
+use crate::config::ChainConfig;
+
+/// Why a chain read did not produce an answer the node may act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("{chain}: {what}: only {agreeing} of {total} RPC endpoints agree, {needed} required ({detail})")]
+    NoQuorum {
+        chain: String,
+        what: &'static str,
+        agreeing: usize,
+        total: usize,
+        needed: usize,
+        detail: String,
+    },
+    #[error("{chain}: {what}: {reason}")]
+    BadResponse {
+        chain: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{chain}: broadcast failed on every endpoint: {detail}")]
+    Broadcast { chain: String, detail: String },
+}
+
+/// A chain with its endpoints.
+#[derive(Debug, Clone)]
+pub struct EvmChain {
+    pub config: ChainConfig,
+    providers: Vec<DynProvider>,
+    timeout: Duration,
+}
+
+/// Outcome of one endpoint's answer, for the agreement count.
+type Answer<T> = Result<T, String>;
+
+impl EvmChain {
+    /// Builds the providers (no network traffic yet).
+    pub fn new(config: &ChainConfig) -> anyhow::Result<Self> {
+        let providers = config
+            .rpc
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let url = url.parse().map_err(|e| {
+                    anyhow::anyhow!("chains {}: rpc[{i}] is not a URL: {e}", config.name)
+                })?;
+                Ok(ProviderBuilder::default().connect_http(url).erased())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            config: config.clone(),
+            providers,
+            timeout: Duration::from_millis(config.rpc_timeout_ms),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn eid(&self) -> u32 {
+        self.config.eid
+    }
+
+    fn quorum(&self) -> usize {
+        self.config.quorum()
+    }
+
+    /// Asks every endpoint, in parallel, with a per-call timeout.
+    async fn ask_all<T, F, Fut>(&self, what: &'static str, f: F) -> Vec<Answer<T>>
+    where
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
+        let calls = self.providers.iter().enumerate().map(|(index, p)| {
+            let call = f(p.clone());
+            async move {
+                let answer = match tokio::time::timeout(self.timeout, call).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(format!("rpc[{index}]: {}", redact(&e.to_string()))),
+                    Err(_) => Err(format!("rpc[{index}]: timed out after {:?}", self.timeout)),
+                };
+                let outcome = if answer.is_ok() { "ok" } else { "error" };
+                metrics::counter!("dvn_rpc_requests_total", "chain" => self.config.name.clone(), "endpoint" => index.to_string(), "method" => what, "outcome" => outcome).increment(1);
+                if let Err(e) = &answer {
+                    tracing::debug!(chain = %self.config.name, what, "{e}");
+                }
+                answer
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// The answer at least `rpc_quorum` endpoints returned identically.
+    async fn agree<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T, ChainError>
+    where
+        T: PartialEq + Clone,
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
+        let answers = self.ask_all(what, f).await;
+        let ok: Vec<&T> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        for candidate in &ok {
+            let votes = ok.iter().filter(|v| *v == candidate).count();
+            if votes >= self.quorum() {
+                return Ok((*candidate).clone());
+            }
+        }
+        let best = ok
+            .iter()
+            .map(|c| ok.iter().filter(|v| *v == c).count())
+            .max()
+            .unwrap_or(0);
+        let errors: Vec<String> = answers.into_iter().filter_map(Result::err).collect();
+        let detail = if errors.is_empty() {
+            "answers differ".to_string()
+        } else {
+            errors.join("; ")
+        };
+        metrics::counter!("dvn_rpc_disagreements_total", "chain" => self.config.name.clone(), "method" => what).increment(1);
+        Err(ChainError::NoQuorum {
+            chain: self.config.name.clone(),
+            what,
+            agreeing: best,
+            total: self.providers.len(),
+            needed: self.quorum(),
+            detail,
+        })
+    }
+
+    /// The `rpc_quorum`-th highest of the numbers the endpoints report: at least that many
+    /// endpoints have reached it.
+    async fn conservative(
+        &self,
+        what: &'static str,
+        answers: Vec<Answer<u64>>,
+    ) -> Result<u64, ChainError> {
+        let mut ok: Vec<u64> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok().copied())
+            .collect();
+        ok.sort_unstable_by(|a, b| b.cmp(a));
+        ok.get(self.quorum().saturating_sub(1))
+            .copied()
+            .ok_or_else(|| {
+                let detail = answers
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                ChainError::NoQuorum {
+                    chain: self.config.name.clone(),
+                    what,
+                    agreeing: ok.len(),
+                    total: self.providers.len(),
+                    needed: self.quorum(),
+                    detail,
+                }
+            })
+    }
+
+    /// `eth_chainId`, agreed.
+    pub async fn chain_id(&self) -> Result<u64, ChainError> {
+        self.agree("eth_chainId", |p| async move { p.get_chain_id().await })
+            .await
+    }
+
+    /// The head that at least `rpc_quorum` endpoints have reached.
+    pub async fn head(&self) -> Result<u64, ChainError> {
+        let answers = self
+            .ask_all(
+                "eth_blockNumber",
+                |p| async move { p.get_block_number().await },
+            )
+            .await;
+        self.conservative("eth_blockNumber", answers).await
+    }
+
+    /// The `finalized` block number that at least `rpc_quorum` endpoints report.
+    pub async fn finalized(&self) -> Result<u64, ChainError> {
+        let answers = self
+            .ask_all("eth_getBlockByNumber(finalized)", |p| async move {
+                let block = p.get_block_by_number(BlockNumberOrTag::Finalized).await?;
+                Ok(block.map_or(0, |b| b.header.number))
+            })
+            .await;
+        self.conservative("finalized", answers).await
+    }
+
+    /// `(hash, timestamp)` of block `number`, agreed.
+    pub async fn block(&self, number: u64) -> Result<(B256, u64), ChainError> {
+        let found = self
+            .agree("eth_getBlockByNumber", |p| async move {
+                let block = p
+                    .get_block_by_number(BlockNumberOrTag::Number(number))
+                    .await?;
+                Ok(block.map(|b| (b.header.hash, b.header.timestamp)))
+            })
+            .await?;
+        found.ok_or_else(|| self.bad("eth_getBlockByNumber", format!("block {number} not found")))
+    }
+
+    /// The latest block's timestamp (what `DVN.execute` compares expirations with).
+    pub async fn latest_timestamp(&self) -> Result<u64, ChainError> {
+        let answers = self
+            .ask_all("eth_getBlockByNumber(latest)", |p| async move {
+                let block = p.get_block_by_number(BlockNumberOrTag::Latest).await?;
+                Ok(block.map_or(0, |b| b.header.timestamp))
+            })
+            .await;
+        self.conservative("latest timestamp", answers).await
+    }
+
+    /// Logs in `[from, to]` from `addresses` with any of `topics`, agreed in full.
+    pub async fn logs(
+        &self,
+        from: u64,
+        to: u64,
+        addresses: &[Address],
+        topics: &[B256],
+    ) -> Result<Vec<Log>, ChainError> {
+        let filter = Filter::new()
+            .address(addresses.to_vec())
+            .event_signature(topics.to_vec())
+            .from_block(from)
+            .to_block(to);
+        self.agree("eth_getLogs", |p| {
+            let filter = filter.clone();
+            async move { p.get_logs(&filter).await }
+        })
+        .await
+    }
+
+    /// A transaction receipt, agreed (`None` when the agreed answer is "no such receipt").
+    pub async fn receipt(&self, tx: B256) -> Result<Option<TransactionReceipt>, ChainError> {
+        let answers = self.agree("eth_getTransactionReceipt", |p| async move {
+            Ok(p.get_transaction_receipt(tx).await?.map(ReceiptKey::from))
+        });
+        Ok(answers.await?.map(|k| k.0))
+    }
+
+    /// `eth_call` at `block` (latest when `None`), agreed on the exact return bytes.
+    pub async fn call<C: SolCall>(
+        &self,
+        to: Address,
+        call: &C,
+        block: Option<u64>,
+    ) -> Result<C::Return, ChainError> {
+        let data = Bytes::from(call.abi_encode());
+        let out = self
+            .agree("eth_call", |p| {
+                let tx = TransactionRequest::default()
+                    .with_to(to)
+                    .with_input(data.clone());
+                async move {
+                    let id = block.map_or(BlockId::latest(), BlockId::number);
+                    p.call(tx).block(id).await
+                }
+            })
+            .await?;
+        C::abi_decode_returns(&out)
+            .map_err(|e| self.bad("eth_call", format!("{}: {e}", C::SIGNATURE)))
+    }
+
+    /// The pending nonce of `account`: the highest any endpoint reports (a stale endpoint would
+    /// make us reuse a nonce; a too-high one only makes a transaction wait).
+    pub async fn pending_nonce(&self, account: Address) -> Result<u64, ChainError> {
+        let answers = self
+            .ask_all("eth_getTransactionCount", |p| async move {
+                p.get_transaction_count(account).pending().await
+            })
+            .await;
+        answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok().copied())
+            .max()
+            .ok_or_else(|| self.bad("eth_getTransactionCount", "no endpoint answered".into()))
+    }
+
+    /// The number of transactions of `account` mined at the head that `rpc_quorum` endpoints
+    /// have reached.
+    pub async fn mined_nonce(&self, account: Address) -> Result<u64, ChainError> {
+        let answers = self
+            .ask_all("eth_getTransactionCount", |p| async move {
+                p.get_transaction_count(account).latest().await
+            })
+            .await;
+        self.conservative("mined nonce", answers).await
+    }
+
+    /// The first endpoint that answers, for non-critical reads (fee and gas estimates).
+    pub fn any_provider(&self) -> &DynProvider {
+        // Config validation guarantees at least one endpoint.
+        &self.providers[0]
+    }
+
+    /// `(maxFeePerGas, maxPriorityFeePerGas)` suggested by the first endpoint that answers.
+    pub async fn fees(&self) -> Result<(u128, u128), ChainError> {
+        let answers = self
+            .ask_all("eth_feeHistory", |p| async move {
+                let f = p
+                    .estimate_eip1559_fees()
+                    .await
+                    .map_err(|e| TransportErrorKind::custom_str(&e.to_string()))?;
+                Ok((f.max_fee_per_gas, f.max_priority_fee_per_gas))
+            })
+            .await;
+        answers
+            .into_iter()
+            .find_map(Result::ok)
+            .ok_or_else(|| self.bad("eth_feeHistory", "no endpoint answered".into()))
+    }
+
+    /// Gas estimate from the first endpoint that answers.
+    pub async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, ChainError> {
+        let mut last = String::new();
+        for (index, p) in self.providers.iter().enumerate() {
+            match tokio::time::timeout(self.timeout, p.estimate_gas(tx.clone())).await {
+                Ok(Ok(gas)) => return Ok(gas),
+                Ok(Err(e)) => last = format!("rpc[{index}]: {}", redact(&e.to_string())),
+                Err(_) => last = format!("rpc[{index}]: timed out"),
+            }
+        }
+        Err(self.bad("eth_estimateGas", last))
+    }
+
+    /// Sends a signed transaction to every endpoint; succeeds if any accepted it (or already
+    /// knows it).
+    pub async fn broadcast(&self, raw: &[u8]) -> Result<(), ChainError> {
+        let answers = self
+            .ask_all("eth_sendRawTransaction", |p| {
+                let raw = raw.to_vec();
+                async move { p.send_raw_transaction(&raw).await.map(|_| ()) }
+            })
+            .await;
+        let mut errors = Vec::new();
+        for answer in answers {
+            match answer {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.contains("already known")
+                        || e.contains("nonce too low") && e.contains("known") =>
+                {
+                    return Ok(())
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(ChainError::Broadcast {
+            chain: self.config.name.clone(),
+            detail: errors.join("; "),
+        })
+    }
+
+    fn bad(&self, what: &'static str, reason: String) -> ChainError {
+        ChainError::BadResponse {
+            chain: self.config.name.clone(),
+            what,
+            reason,
+        }
+    }
+}
+
+/// Compares receipts by what the node relies on (status, block, logs), not by every field an
+/// endpoint may fill differently.
+#[derive(Debug, Clone)]
+struct ReceiptKey(TransactionReceipt);
+
+impl From<TransactionReceipt> for ReceiptKey {
+    fn from(r: TransactionReceipt) -> Self {
+        Self(r)
+    }
+}
+
+impl PartialEq for ReceiptKey {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        a.status() == b.status()
+            && a.block_hash == b.block_hash
+            && a.block_number == b.block_number
+            && a.transaction_index == b.transaction_index
+            && a.inner.logs().len() == b.inner.logs().len()
+            && a.inner
+                .logs()
+                .iter()
+                .zip(b.inner.logs())
+                .all(|(x, y)| x.inner == y.inner && x.log_index == y.log_index)
+    }
+}
+
+/// Removes anything URL-like from an error message (endpoints may embed API keys).
+pub fn redact(message: &str) -> String {
+    message
+        .split_whitespace()
+        .map(|w| if w.contains("://") { "<url>" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_never_reach_error_text() {
+        let msg =
+            "error sending request for url (https://eth.example/v2/SECRETKEY): connection refused";
+        let out = redact(msg);
+        assert!(!out.contains("SECRETKEY"), "{out}");
+        assert!(out.contains("connection refused"));
+    }
+}

@@ -1,0 +1,278 @@
+//! The node's configuration: a YAML file, then environment overrides ([`env`]), then one
+//! validator ([`validate`]) that reports *every* problem with its path.
+//!
+//! Unknown fields are rejected. Secrets (keys, passwords) are never in this struct: it holds
+//! only where to find them (an env var name or a file path), so printing a config is safe.
+
+pub mod env;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use alloy::primitives::Address;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub store: StoreConfig,
+    pub chains: Vec<ChainConfig>,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    pub signer: KeyConfig,
+    pub submitter: SubmitterConfig,
+    #[serde(default)]
+    pub verification: VerificationConfig,
+}
+
+/// This node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Region / node name (`aws`, `aliyun`, `gcp`); unique among the peers.
+    pub name: String,
+    /// HTTP listen address for health, metrics and the peer API.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path/to/dvn.db` (embedded, the default) or `postgres://user@host/db`.
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+fn default_store_url() -> String {
+    "sqlite://dvn.db".into()
+}
+
+/// How a chain's blocks count as final enough to sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finality {
+    /// Wait for the confirmations the destination's receive ULN config asks for.
+    Confirmations,
+    /// Additionally wait until the block is at or below the chain's `finalized` tag.
+    Finalized,
+}
+
+/// One chain the node watches (as a source) and verifies on (as a destination).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub name: String,
+    pub eid: u32,
+    pub chain_id: u64,
+    /// One or more JSON-RPC URLs; reads a signature depends on must be agreed by `rpc_quorum`.
+    pub rpc: Vec<String>,
+    /// How many RPC endpoints must return the same answer. Defaults to all of them.
+    #[serde(default)]
+    pub rpc_quorum: Option<usize>,
+    pub endpoint: Address,
+    pub send_uln: Address,
+    pub receive_uln: Address,
+    /// Our DVN contract on this chain.
+    pub dvn: Address,
+    #[serde(default = "default_finality")]
+    pub finality: Finality,
+    /// Largest `eth_getLogs` block range (Conflux eSpace: 1000).
+    #[serde(default = "default_max_log_range")]
+    pub max_log_range: u64,
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// First block to scan when the store has no cursor for this chain.
+    #[serde(default)]
+    pub start_block: u64,
+    /// Per-request timeout.
+    #[serde(default = "default_rpc_timeout_ms")]
+    pub rpc_timeout_ms: u64,
+}
+
+fn default_finality() -> Finality {
+    Finality::Confirmations
+}
+fn default_max_log_range() -> u64 {
+    1_000
+}
+fn default_poll_interval_ms() -> u64 {
+    1_000
+}
+fn default_rpc_timeout_ms() -> u64 {
+    10_000
+}
+
+impl ChainConfig {
+    /// The effective RPC agreement threshold.
+    pub fn quorum(&self) -> usize {
+        self.rpc_quorum.unwrap_or(self.rpc.len())
+    }
+}
+
+/// Another region's node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub name: String,
+    /// Base URL of its HTTP listener, e.g. `http://10.0.2.1:8080`.
+    pub url: String,
+    /// Its DVN signer address (must be in the on-chain signer set).
+    pub signer: Address,
+}
+
+/// Where a secp256k1 key lives. Issue-4 backends (PKCS#11, cloud KMS) extend this.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
+pub enum KeyConfig {
+    /// An Ethereum keystore v3 JSON file, with its password from an env var or a file.
+    Keystore {
+        path: PathBuf,
+        #[serde(default)]
+        password_env: Option<String>,
+        #[serde(default)]
+        password_file: Option<PathBuf>,
+    },
+    /// A hex private key in an environment variable: development and devnets only, refused
+    /// unless `allow_plaintext` is set.
+    Env {
+        var: String,
+        #[serde(default)]
+        allow_plaintext: bool,
+    },
+}
+
+/// The account that sends `DVN.execute` on destinations (holds `ADMIN_ROLE`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitterConfig {
+    pub key: KeyConfig,
+    /// Most params in one `DVN.execute`.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long the first ready packet may wait for others to join its batch (gas vs latency).
+    #[serde(default = "default_batch_wait_ms")]
+    pub batch_wait_ms: u64,
+    /// Gas ceiling for one `execute` transaction; batches are split below it.
+    #[serde(default = "default_max_batch_gas")]
+    pub max_batch_gas: u64,
+    /// How long the designated submitter has before the next region takes over.
+    #[serde(default = "default_takeover_secs")]
+    pub takeover_after_secs: u64,
+    /// A transaction not mined after this long is re-sent with higher fees.
+    #[serde(default = "default_stuck_secs")]
+    pub replace_after_secs: u64,
+    /// Most fee bumps for one transaction.
+    #[serde(default = "default_max_replacements")]
+    pub max_replacements: u32,
+    /// Highest `maxFeePerGas` the node will pay, in gwei.
+    #[serde(default = "default_max_fee_gwei")]
+    pub max_fee_gwei: u64,
+}
+
+fn default_max_batch() -> usize {
+    50
+}
+fn default_batch_wait_ms() -> u64 {
+    1_000
+}
+fn default_max_batch_gas() -> u64 {
+    10_000_000
+}
+fn default_takeover_secs() -> u64 {
+    30
+}
+fn default_stuck_secs() -> u64 {
+    60
+}
+fn default_max_replacements() -> u32 {
+    5
+}
+fn default_max_fee_gwei() -> u64 {
+    500
+}
+
+/// How the node signs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationConfig {
+    /// Lifetime of a signed param, anchored at the source block's timestamp (see
+    /// `pipeline::expiration`). Capped by the validator: stolen signatures must not live long.
+    #[serde(default = "default_expiration_secs")]
+    pub expiration_secs: u64,
+    /// How often pending work is re-examined even without a wake-up.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+}
+
+fn default_expiration_secs() -> u64 {
+    3_600
+}
+fn default_tick_ms() -> u64 {
+    500
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        Self {
+            expiration_secs: default_expiration_secs(),
+            tick_ms: default_tick_ms(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<validate::Problem>),
+}
+
+impl Config {
+    /// Reads `path`, applies the environment overrides, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = serde_norway::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut problems = env::apply(&mut config, &env::process_env());
+        problems.extend(validate::validate(&config));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The chain with `eid`.
+    pub fn chain(&self, eid: u32) -> Option<&ChainConfig> {
+        self.chains.iter().find(|c| c.eid == eid)
+    }
+
+    /// All regions' names, this node included, sorted: the submitter rotation order.
+    pub fn regions(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.peers.iter().map(|p| p.name.clone()).collect();
+        names.push(self.node.name.clone());
+        names.sort();
+        names
+    }
+}

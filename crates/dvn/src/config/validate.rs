@@ -1,0 +1,325 @@
+//! One validator for the whole configuration, used at startup and by `dvn config check`.
+//! It collects every problem with the path of the field, instead of stopping at the first.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use alloy::primitives::Address;
+
+use super::{Config, KeyConfig};
+
+/// Longest accepted `verification.expiration_secs`: a leaked signature stays usable until its
+/// expiration, so it must not live for days.
+pub const MAX_EXPIRATION_SECS: u64 = 86_400;
+/// Shortest accepted expiration: a param must survive aggregation and inclusion.
+pub const MIN_EXPIRATION_SECS: u64 = 60;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: `chains[1].rpc_quorum`, `peers[0].signer`, or an env var name.
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem in `config`; empty when it is usable.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut problem = |path: String, message: String| out.push(Problem { path, message });
+
+    if config.node.name.trim().is_empty() {
+        problem("node.name".into(), "must not be empty".into());
+    }
+    let url = &config.store.url;
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
+    {
+        problem(
+            "store.url".into(),
+            "must start with sqlite: or postgres://".into(),
+        );
+    }
+
+    if config.chains.len() < 2 {
+        problem(
+            "chains".into(),
+            format!("need at least 2 chains, got {}", config.chains.len()),
+        );
+    }
+    let mut eids = HashSet::new();
+    let mut names = HashSet::new();
+    for (i, chain) in config.chains.iter().enumerate() {
+        let at = |field: &str| format!("chains[{i}].{field}");
+        if !eids.insert(chain.eid) {
+            problem(at("eid"), format!("eid {} appears twice", chain.eid));
+        }
+        if chain.eid == 0 {
+            problem(at("eid"), "must not be 0".into());
+        }
+        if !names.insert(chain.name.clone()) {
+            problem(
+                at("name"),
+                format!("chain name {:?} appears twice", chain.name),
+            );
+        }
+        if chain.rpc.is_empty() {
+            problem(at("rpc"), "needs at least one URL".into());
+        }
+        let mut urls = HashSet::new();
+        for (j, rpc) in chain.rpc.iter().enumerate() {
+            if !(rpc.starts_with("http://") || rpc.starts_with("https://")) {
+                problem(
+                    format!("chains[{i}].rpc[{j}]"),
+                    "must be an http(s) URL".into(),
+                );
+            }
+            if !urls.insert(rpc.trim_end_matches('/').to_ascii_lowercase()) {
+                problem(
+                    format!("chains[{i}].rpc[{j}]"),
+                    "duplicate URL: the same endpoint cannot count twice towards rpc_quorum".into(),
+                );
+            }
+        }
+        match chain.rpc_quorum {
+            Some(0) => problem(at("rpc_quorum"), "must be at least 1".into()),
+            Some(q) if q > chain.rpc.len() => problem(
+                at("rpc_quorum"),
+                format!("{q} exceeds the {} configured RPC URLs", chain.rpc.len()),
+            ),
+            _ => {}
+        }
+        for (field, address) in [
+            ("endpoint", chain.endpoint),
+            ("send_uln", chain.send_uln),
+            ("receive_uln", chain.receive_uln),
+            ("dvn", chain.dvn),
+        ] {
+            if address == Address::ZERO {
+                problem(at(field), "must not be the zero address".into());
+            }
+        }
+        if chain.max_log_range == 0 {
+            problem(at("max_log_range"), "must be at least 1".into());
+        }
+        if chain.poll_interval_ms == 0 {
+            problem(at("poll_interval_ms"), "must be at least 1".into());
+        }
+        if chain.rpc_timeout_ms == 0 {
+            problem(at("rpc_timeout_ms"), "must be at least 1".into());
+        }
+    }
+
+    let mut peer_names = HashSet::from([config.node.name.clone()]);
+    let mut signers = HashSet::new();
+    for (i, peer) in config.peers.iter().enumerate() {
+        if !peer_names.insert(peer.name.clone()) {
+            problem(
+                format!("peers[{i}].name"),
+                format!("{:?} is not unique (node.name included)", peer.name),
+            );
+        }
+        if !(peer.url.starts_with("http://") || peer.url.starts_with("https://")) {
+            problem(format!("peers[{i}].url"), "must be an http(s) URL".into());
+        }
+        if peer.signer == Address::ZERO || !signers.insert(peer.signer) {
+            problem(
+                format!("peers[{i}].signer"),
+                "must be a distinct non-zero address".into(),
+            );
+        }
+    }
+
+    check_key(&mut problem, "signer", &config.signer);
+    check_key(&mut problem, "submitter.key", &config.submitter.key);
+    let submitter = &config.submitter;
+    if submitter.max_batch == 0 {
+        problem("submitter.max_batch".into(), "must be at least 1".into());
+    }
+    if submitter.max_batch_gas < 100_000 {
+        problem(
+            "submitter.max_batch_gas".into(),
+            "must be at least 100000".into(),
+        );
+    }
+    if submitter.takeover_after_secs == 0 {
+        problem(
+            "submitter.takeover_after_secs".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if submitter.replace_after_secs == 0 {
+        problem(
+            "submitter.replace_after_secs".into(),
+            "must be at least 1".into(),
+        );
+    }
+    if submitter.max_fee_gwei == 0 {
+        problem("submitter.max_fee_gwei".into(), "must be at least 1".into());
+    }
+    let ttl = config.verification.expiration_secs;
+    if !(MIN_EXPIRATION_SECS..=MAX_EXPIRATION_SECS).contains(&ttl) {
+        problem(
+            "verification.expiration_secs".into(),
+            format!("{ttl} is outside {MIN_EXPIRATION_SECS}..={MAX_EXPIRATION_SECS}"),
+        );
+    }
+    if config.verification.tick_ms == 0 {
+        problem("verification.tick_ms".into(), "must be at least 1".into());
+    }
+    out
+}
+
+fn check_key(problem: &mut impl FnMut(String, String), at: &str, key: &KeyConfig) {
+    match key {
+        KeyConfig::Keystore {
+            password_env,
+            password_file,
+            ..
+        } => {
+            if password_env.is_some() == password_file.is_some() {
+                problem(
+                    format!("{at}.password_env"),
+                    "set exactly one of password_env and password_file".into(),
+                );
+            }
+        }
+        KeyConfig::Env {
+            var,
+            allow_plaintext,
+        } => {
+            if var.trim().is_empty() {
+                problem(
+                    format!("{at}.var"),
+                    "must name an environment variable".into(),
+                );
+            }
+            if !allow_plaintext {
+                problem(
+                    format!("{at}.allow_plaintext"),
+                    "a plaintext key from the environment is for devnets only: set allow_plaintext: true to accept it".into(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    pub(crate) const SAMPLE: &str = r#"
+node:
+  name: aws
+  listen: 127.0.0.1:8080
+store:
+  url: sqlite://dvn.db
+chains:
+  - name: ethereum
+    eid: 30101
+    chain_id: 1
+    rpc: [http://127.0.0.1:8545]
+    endpoint: "0x1a44076050125825900e736c501f859c50fE728c"
+    send_uln: "0xbB2Ea70C9E858123480642Cf96acbcCE1372dCe1"
+    receive_uln: "0xc02Ab410f0734EFa3F14628780e6e695156024C2"
+    dvn: "0x589dEDbD617e0CBcB916A9223F4d1300c294236b"
+  - name: conflux-espace
+    eid: 30212
+    chain_id: 1030
+    rpc: [http://127.0.0.1:8546, http://127.0.0.1:8547]
+    rpc_quorum: 2
+    endpoint: "0x1a44076050125825900e736c501f859c50fE728c"
+    send_uln: "0xbB2Ea70C9E858123480642Cf96acbcCE1372dCe1"
+    receive_uln: "0xc02Ab410f0734EFa3F14628780e6e695156024C2"
+    dvn: "0x589dEDbD617e0CBcB916A9223F4d1300c294236b"
+    max_log_range: 1000
+peers:
+  - name: aliyun
+    url: http://127.0.0.1:8081
+    signer: "0x0000000000000000000000000000000000000002"
+  - name: gcp
+    url: http://127.0.0.1:8082
+    signer: "0x0000000000000000000000000000000000000003"
+signer:
+  kind: env
+  var: DVN_SIGNER_KEY
+  allow_plaintext: true
+submitter:
+  key:
+    kind: env
+    var: DVN_SUBMITTER_KEY
+    allow_plaintext: true
+"#;
+
+    pub(crate) fn sample_config() -> Config {
+        serde_norway::from_str(SAMPLE).unwrap()
+    }
+
+    #[test]
+    fn the_sample_is_valid_and_defaults_apply() {
+        let config = sample_config();
+        assert_eq!(validate(&config), vec![]);
+        assert_eq!(config.chains[0].quorum(), 1);
+        assert_eq!(config.chains[1].quorum(), 2);
+        assert_eq!(config.submitter.max_batch, 50);
+        assert_eq!(config.regions(), vec!["aliyun", "aws", "gcp"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let mut config = sample_config();
+        config.chains[1].rpc_quorum = Some(3);
+        config.chains[1].rpc[1] = config.chains[1].rpc[0].clone();
+        config.chains[0].dvn = Address::ZERO;
+        config.peers[1].name = "aws".into();
+        config.verification.expiration_secs = 30 * 86_400;
+        let paths: Vec<String> = validate(&config).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "chains[0].dvn",
+                "chains[1].rpc[1]",
+                "chains[1].rpc_quorum",
+                "peers[1].name",
+                "verification.expiration_secs"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_by_the_parser() {
+        let text = SAMPLE.replace(
+            "  listen: 127.0.0.1:8080",
+            "  listen: 127.0.0.1:8080\n  colour: blue",
+        );
+        let err = serde_norway::from_str::<Config>(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn a_plaintext_env_key_needs_the_explicit_flag() {
+        let text = SAMPLE.replacen("  allow_plaintext: true\n", "", 1);
+        let config: Config = serde_norway::from_str(&text).unwrap();
+        let problems = validate(&config);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "signer.allow_plaintext");
+    }
+}

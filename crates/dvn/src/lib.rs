@@ -1,0 +1,20 @@
+//! `dvn`: a LayerZero V2 DVN node.
+//!
+//! - [`config`]: the YAML configuration, env overrides and the one validator.
+//! - [`chain`]: JSON-RPC access with threshold agreement across endpoints (fail closed).
+//! - [`store`]: the durable state (SQLite or PostgreSQL).
+//! - [`signer`]: the signing keys behind one interface.
+//! - [`pipeline`]: watch → confirm/check → sign → aggregate → submit → settle.
+//! - [`peer`]: the signature exchange between regions.
+//! - [`api`]: health, readiness, metrics and the peer API over HTTP.
+//! - [`node`]: start-up checks and task supervision.
+
+pub mod api;
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod node;
+pub mod peer;
+pub mod pipeline;
+pub mod signer;
+pub mod store;

@@ -1,0 +1,226 @@
+//! Builds the node from its configuration, checks it against the chains, and supervises every
+//! task: the HTTP listener, one watcher per source chain, the signing stage, and one
+//! submitter per destination. Any task ending early cancels the rest and the node exits
+//! non-zero; Ctrl-C / SIGTERM cancel them all and the node exits cleanly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use alloy::primitives::Address;
+use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::EvmChain;
+use crate::config::Config;
+use crate::peer::client::PeerClient;
+use crate::pipeline::sign::SignStage;
+use crate::pipeline::submit::SubmitStage;
+use crate::pipeline::watch::Watcher;
+use crate::pipeline::{run_stage, Context, DvnInfo, Wakeups};
+use crate::signer::KeyHandle;
+use crate::store::Store;
+
+/// A startup check that failed: the node refuses to run and says expected vs actual.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("chain {chain}: expected chain id {expected}, the RPC endpoints report {actual}")]
+    ChainId {
+        chain: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("chain {chain}: our signer {signer} is not in the DVN {dvn}'s signer set {actual:?}")]
+    NotASigner {
+        chain: String,
+        signer: Address,
+        dvn: Address,
+        actual: Vec<Address>,
+    },
+    #[error("chain {chain}: the submitter {submitter} lacks ADMIN_ROLE on DVN {dvn}")]
+    NotAdmin {
+        chain: String,
+        submitter: Address,
+        dvn: Address,
+    },
+    #[error("chain {chain}: DVN {dvn} reports quorum {quorum} with {signers} signers")]
+    BadQuorum {
+        chain: String,
+        dvn: Address,
+        quorum: u64,
+        signers: usize,
+    },
+    #[error("chain {chain}: peer {peer}'s signer {signer} is not in the DVN's signer set")]
+    PeerNotASigner {
+        chain: String,
+        peer: String,
+        signer: Address,
+    },
+}
+
+/// Reads our DVN on every chain and checks the configuration against it.
+pub async fn self_check(
+    config: &Config,
+    chains: &BTreeMap<u32, EvmChain>,
+    signer: Address,
+    submitter: Address,
+) -> anyhow::Result<BTreeMap<u32, DvnInfo>> {
+    let mut dvns = BTreeMap::new();
+    for chain in chains.values() {
+        let name = chain.name().to_string();
+        let actual = chain.chain_id().await?;
+        if actual != chain.config.chain_id {
+            return Err(StartupError::ChainId {
+                chain: name,
+                expected: chain.config.chain_id,
+                actual,
+            }
+            .into());
+        }
+        let dvn = chain.config.dvn;
+        let signers = chain.call(dvn, &IDVN::getSignersCall {}, None).await?;
+        let quorum = chain.call(dvn, &IDVN::quorumCall {}, None).await?;
+        let vid = chain.call(dvn, &IDVN::vidCall {}, None).await?;
+        if !signers.contains(&signer) {
+            return Err(StartupError::NotASigner {
+                chain: name,
+                signer,
+                dvn,
+                actual: signers,
+            }
+            .into());
+        }
+        if quorum == 0 || quorum as usize > signers.len() {
+            return Err(StartupError::BadQuorum {
+                chain: name,
+                dvn,
+                quorum,
+                signers: signers.len(),
+            }
+            .into());
+        }
+        if !chain
+            .call(
+                dvn,
+                &IDVN::hasRoleCall {
+                    role: ADMIN_ROLE,
+                    account: submitter,
+                },
+                None,
+            )
+            .await?
+        {
+            return Err(StartupError::NotAdmin {
+                chain: name,
+                submitter,
+                dvn,
+            }
+            .into());
+        }
+        for peer in &config.peers {
+            if !signers.contains(&peer.signer) {
+                return Err(StartupError::PeerNotASigner {
+                    chain: name,
+                    peer: peer.name.clone(),
+                    signer: peer.signer,
+                }
+                .into());
+            }
+        }
+        tracing::info!(chain = %name, %dvn, vid, quorum, signers = signers.len(), "DVN checked");
+        dvns.insert(
+            chain.eid(),
+            DvnInfo {
+                address: dvn,
+                signers,
+                quorum: usize::try_from(quorum)?,
+                vid,
+            },
+        );
+    }
+    Ok(dvns)
+}
+
+/// Runs the node until cancelled (clean exit) or until a task fails (error).
+pub async fn run(
+    config: Config,
+    metrics: PrometheusHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&config.store.url).await?;
+    let signer = KeyHandle::load(&config.signer)?;
+    let submitter = KeyHandle::load(&config.submitter.key)?;
+    let chains = config
+        .chains
+        .iter()
+        .map(|c| Ok((c.eid, EvmChain::new(c)?)))
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let dvns = self_check(&config, &chains, signer.address(), submitter.address()).await?;
+    let peers = PeerClient::new(&config.peers)?;
+    let listen = config.node.listen;
+    let ctx = Arc::new(Context {
+        config,
+        store,
+        chains,
+        dvns,
+        signer,
+        submitter,
+        peers,
+        wake: Wakeups::default(),
+        cancel: cancel.clone(),
+    });
+    tracing::info!(node = %ctx.config.node.name, signer = %ctx.signer.address(), submitter = %ctx.submitter.address(), "starting");
+
+    let mut tasks = JoinSet::new();
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "listening");
+    let app = crate::api::router(Arc::clone(&ctx), metrics);
+    let http_cancel = cancel.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(http_cancel.cancelled_owned())
+            .await?;
+        Ok::<_, anyhow::Error>("http")
+    });
+    for &eid in ctx.chains.keys() {
+        let watcher = Watcher::new(Arc::clone(&ctx), eid);
+        let c = Arc::clone(&ctx);
+        tasks.spawn(async move {
+            run_stage(Arc::clone(&c), "watch", None, watcher).await;
+            Ok("watch")
+        });
+        let submitter = SubmitStage::new(Arc::clone(&ctx), eid);
+        let c = Arc::clone(&ctx);
+        tasks.spawn(async move {
+            run_stage(Arc::clone(&c), "submit", Some(&c.wake.submit), submitter).await;
+            Ok("submit")
+        });
+    }
+    let sign = SignStage::new(Arc::clone(&ctx));
+    let c = Arc::clone(&ctx);
+    tasks.spawn(async move {
+        run_stage(Arc::clone(&c), "sign", Some(&c.wake.sign), sign).await;
+        Ok("sign")
+    });
+
+    let mut failure = None;
+    while let Some(done) = tasks.join_next().await {
+        let outcome = match done {
+            Ok(Ok(name)) if cancel.is_cancelled() => {
+                tracing::debug!(task = name, "stopped");
+                continue;
+            }
+            Ok(Ok(name)) => anyhow::anyhow!("task {name} ended unexpectedly"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("task panicked: {e}"),
+        };
+        tracing::error!("{outcome:#}; shutting down");
+        failure.get_or_insert(outcome);
+        cancel.cancel();
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,152 @@
+//! The versioned wire messages of the peer API, decoded strictly.
+
+use alloy::primitives::{Address, Bytes, Signature, B256};
+use serde::{Deserialize, Serialize};
+
+/// Version of the messages below; a different version is refused.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Largest request body the peer API reads.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Most signatures one pull answer may carry (more than any quorum needs).
+pub const MAX_SIGNATURES_PER_HASH: usize = 32;
+
+/// `POST /v1/signatures`: one signature over one param hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturePush {
+    pub version: u8,
+    pub call_hash: B256,
+    pub signer: Address,
+    pub signature: Bytes,
+}
+
+/// Answer to a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushReply {
+    pub accepted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One signature in a pull answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureEntry {
+    pub signer: Address,
+    pub signature: Bytes,
+}
+
+/// `GET /v1/signatures/{call_hash}`: every signature the peer holds over that hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureList {
+    pub version: u8,
+    pub signatures: Vec<SignatureEntry>,
+}
+
+/// Why a peer's signature was not counted (also the metrics label, so the set is fixed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("unsupported protocol version")]
+    Version,
+    #[error("malformed signature bytes")]
+    Malformed,
+    #[error("signature does not recover to the claimed signer")]
+    WrongSigner,
+    #[error("signer is not in the DVN's on-chain signer set")]
+    NotASigner,
+    #[error("unknown param hash")]
+    UnknownHash,
+    #[error("malformed request")]
+    BadRequest,
+}
+
+impl Rejection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Version => "version",
+            Self::Malformed => "malformed",
+            Self::WrongSigner => "wrong_signer",
+            Self::NotASigner => "not_a_signer",
+            Self::UnknownHash => "unknown_hash",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// Checks a signature claimed to be `signer`'s over `call_hash` against the on-chain signer set.
+pub fn check_signature(
+    call_hash: B256,
+    signer: Address,
+    bytes: &[u8],
+    signer_set: &[Address],
+) -> Result<Signature, Rejection> {
+    let signature = dvn_lz::multisig::parse_signature(bytes).map_err(|_| Rejection::Malformed)?;
+    let digest = dvn_lz::multisig::signing_digest(call_hash);
+    let recovered =
+        dvn_lz::multisig::recover_signer(digest, signature).map_err(|_| Rejection::Malformed)?;
+    if recovered != signer {
+        return Err(Rejection::WrongSigner);
+    }
+    if !signer_set.contains(&signer) {
+        return Err(Rejection::NotASigner);
+    }
+    Ok(dvn_lz::multisig::normalize(signature))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::signers::local::PrivateKeySigner;
+    use alloy::signers::SignerSync;
+
+    #[test]
+    fn unknown_fields_and_wrong_types_are_refused() {
+        let ok = r#"{"version":1,"call_hash":"0x0101010101010101010101010101010101010101010101010101010101010101","signer":"0x0000000000000000000000000000000000000001","signature":"0x00"}"#;
+        assert!(serde_json::from_str::<SignaturePush>(ok).is_ok());
+        let extra = ok.replace("\"version\":1", "\"version\":1,\"please_sign\":\"0x\"");
+        assert!(serde_json::from_str::<SignaturePush>(&extra).is_err());
+        let short_hash = ok.replace(
+            "0x0101010101010101010101010101010101010101010101010101010101010101",
+            "0x01",
+        );
+        assert!(serde_json::from_str::<SignaturePush>(&short_hash).is_err());
+    }
+
+    #[test]
+    fn only_a_set_member_signing_this_hash_is_accepted() {
+        let member = PrivateKeySigner::random();
+        let outsider = PrivateKeySigner::random();
+        let hash = B256::repeat_byte(7);
+        let digest = dvn_lz::multisig::signing_digest(hash);
+        let set = [member.address()];
+        let good = member.sign_hash_sync(&digest).unwrap().as_bytes();
+        assert!(check_signature(hash, member.address(), &good, &set).is_ok());
+        let theirs = outsider.sign_hash_sync(&digest).unwrap().as_bytes();
+        assert_eq!(
+            check_signature(hash, outsider.address(), &theirs, &set),
+            Err(Rejection::NotASigner)
+        );
+        assert_eq!(
+            check_signature(hash, member.address(), &theirs, &set),
+            Err(Rejection::WrongSigner)
+        );
+        let other_data = member
+            .sign_hash_sync(&B256::repeat_byte(8))
+            .unwrap()
+            .as_bytes();
+        assert_eq!(
+            check_signature(hash, member.address(), &other_data, &set),
+            Err(Rejection::WrongSigner)
+        );
+        assert_eq!(
+            check_signature(hash, member.address(), &[0xff; 65], &set),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            check_signature(hash, member.address(), &[1, 2, 3], &set),
+            Err(Rejection::Malformed)
+        );
+    }
+}

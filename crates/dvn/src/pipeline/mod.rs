@@ -1,0 +1,119 @@
+//! The pipeline: watch → confirm/check → sign → aggregate → submit → settle.
+//!
+//! The store is the truth; channels only wake the next stage. Each stage is a step function
+//! run in a loop by [`run_stage`] until the node's cancellation token fires, and on every
+//! start (including after a crash) it simply reloads its pending work from the store.
+//!
+//! | stage | owns | module |
+//! |---|---|---|
+//! | watch | the source cursor; `observed` packets | [`watch`] |
+//! | confirm + check + sign | `observed → signed / skipped / orphaned`; our signature | [`sign`] |
+//! | aggregate + submit | `signed → submitted`; the submission rows | [`submit`] |
+//! | settle | `submitted → verified`, or back for a retry | [`settle`] |
+
+pub mod expiration;
+pub mod settle;
+pub mod sign;
+pub mod submit;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::EvmChain;
+use crate::config::Config;
+use crate::peer::client::PeerClient;
+use crate::signer::KeyHandle;
+use crate::store::Store;
+
+/// Our DVN contract on one chain, as read from the chain at startup.
+#[derive(Debug, Clone)]
+pub struct DvnInfo {
+    pub address: Address,
+    pub signers: Vec<Address>,
+    pub quorum: usize,
+    pub vid: u32,
+}
+
+/// Wake-ups between stages (hints only: every stage also runs on a timer).
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    pub sign: Notify,
+    pub submit: Notify,
+}
+
+/// Everything the stages share.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Config,
+    pub store: Store,
+    pub chains: BTreeMap<u32, EvmChain>,
+    /// Our DVN per chain eid.
+    pub dvns: BTreeMap<u32, DvnInfo>,
+    pub signer: KeyHandle,
+    pub submitter: KeyHandle,
+    pub peers: PeerClient,
+    pub wake: Wakeups,
+    pub cancel: CancellationToken,
+}
+
+impl Context {
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.config.verification.tick_ms)
+    }
+}
+
+/// What a step achieved; `Busy` runs the next step at once, `Idle` waits for a wake-up or tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Busy,
+    Idle,
+}
+
+/// A pipeline stage: one step of work at a time.
+pub trait Stage: Send {
+    fn step(&mut self) -> impl Future<Output = anyhow::Result<Progress>> + Send;
+}
+
+/// Runs `stage` until cancellation. Errors are logged and counted, then retried after a
+/// backoff: a stage never dies because of bad input or a flaky dependency.
+pub async fn run_stage<S: Stage>(
+    ctx: Arc<Context>,
+    name: &'static str,
+    wake: Option<&Notify>,
+    mut stage: S,
+) {
+    let mut backoff = ctx.tick();
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return;
+        }
+        let wait = match stage.step().await {
+            Ok(Progress::Busy) => {
+                backoff = ctx.tick();
+                continue;
+            }
+            Ok(Progress::Idle) => {
+                backoff = ctx.tick();
+                ctx.tick()
+            }
+            Err(e) => {
+                metrics::counter!("dvn_stage_errors_total", "stage" => name).increment(1);
+                tracing::warn!(stage = name, "{e:#}");
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = async { match wake { Some(n) => n.notified().await, None => std::future::pending().await } } => {}
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! settle: a mined `execute` is not a verification. Each packet in it counts as verified only
+//! by its `PayloadVerified` log from our destination DVN (or by the destination's state);
+//! otherwise it is classified and sent back: expired → re-sign for the next window, anything
+//! else (bad signatures, a reverting target, a reverted transaction) → re-aggregate.
+//!
+//! Also handles what is still in flight: re-broadcasts the stored transaction (a crash may
+//! have come between persisting and broadcasting), and replaces a stuck one with the same
+//! nonce and higher fees, up to the configured cap.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use alloy::consensus::{Transaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Decodable2718;
+use alloy::primitives::{keccak256, B256};
+use alloy::rpc::types::TransactionReceipt;
+use alloy::sol_types::SolEvent;
+use dvn_lz::contracts::{IReceiveUln302, IDVN};
+use dvn_lz::PacketHeader;
+
+use super::sign::destination_done;
+use super::submit::{capped_fees, sign_transaction};
+use super::Context;
+use crate::store::{now_ms, PacketState, SubmissionRow};
+
+/// After this many failed attempts a packet stops being retried and waits for an operator.
+pub const MAX_ATTEMPTS: u64 = 10;
+
+/// Settles or nurses the in-flight submission on `eid`. Returns true while one is in flight.
+pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
+    let pending = ctx.store.pending_submissions(eid).await?;
+    let Some(first) = pending.first() else {
+        return Ok(false);
+    };
+    let chain = ctx
+        .chains
+        .get(&eid)
+        .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
+    let nonce = first.account_nonce;
+    let same_nonce: Vec<&SubmissionRow> = pending
+        .iter()
+        .filter(|s| s.account_nonce == nonce)
+        .collect();
+    for sub in &same_nonce {
+        if let Some(receipt) = chain.receipt(sub.tx_hash).await? {
+            settle_receipt(ctx, eid, &same_nonce, sub.tx_hash, &receipt).await?;
+            return Ok(false);
+        }
+    }
+    // Nothing of ours mined. If a transaction with our nonce was mined anyway, it was not one
+    // of ours (the key was used elsewhere): ours can never land, so retry the packets.
+    let mined = chain.mined_nonce(ctx.submitter.address()).await?;
+    if mined > nonce {
+        for sub in &same_nonce {
+            ctx.store.finish_submission(sub.tx_hash, "dropped").await?;
+            for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
+                ctx.store
+                    .retry(
+                        row.packet.guid,
+                        PacketState::Signed,
+                        "submission dropped: its nonce was used by another transaction",
+                    )
+                    .await?;
+            }
+        }
+        tracing::warn!(
+            nonce,
+            "nonce used by another transaction: retrying the packets"
+        );
+        return Ok(false);
+    }
+    // Re-broadcast (a crash may have come between persisting and broadcasting; the pool may have
+    // dropped it); the same bytes cannot be mined twice.
+    let newest = same_nonce
+        .iter()
+        .max_by_key(|s| s.created_at_ms)
+        .copied()
+        .unwrap_or(first);
+    let _ = chain.broadcast(&newest.raw_tx).await;
+    let age = now_ms().saturating_sub(newest.created_at_ms);
+    if age > replace_after_ms(ctx) {
+        replace(ctx, eid, newest, same_nonce.len()).await?;
+    }
+    Ok(true)
+}
+
+fn replace_after_ms(ctx: &Context) -> i64 {
+    i64::try_from(Duration::from_secs(ctx.config.submitter.replace_after_secs).as_millis())
+        .unwrap_or(i64::MAX)
+}
+
+/// Re-sends `stuck` with the same nonce and fees raised by 12.5 % (the usual minimum for a
+/// replacement), never above the configured cap.
+async fn replace(
+    ctx: &Context,
+    eid: u32,
+    stuck: &SubmissionRow,
+    attempts: usize,
+) -> anyhow::Result<()> {
+    let chain = ctx
+        .chains
+        .get(&eid)
+        .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
+    if attempts > ctx.config.submitter.max_replacements as usize {
+        tracing::error!(tx = %stuck.tx_hash, "transaction stuck after {attempts} attempts: fee cap reached, needs an operator");
+        return Ok(());
+    }
+    let TxEnvelope::Eip1559(old) = TxEnvelope::decode_2718(&mut stuck.raw_tx.as_slice())? else {
+        anyhow::bail!("stored submission is not an EIP-1559 transaction");
+    };
+    let old = old.tx();
+    let bump = |v: u128| v.saturating_mul(9) / 8 + 1;
+    let (suggested_fee, suggested_tip) = chain.fees().await?;
+    let (max_fee, priority) = capped_fees(
+        (
+            bump(old.max_fee_per_gas()).max(suggested_fee),
+            bump(old.max_priority_fee_per_gas.max(1)).max(suggested_tip),
+        ),
+        ctx.config.submitter.max_fee_gwei,
+    );
+    if max_fee <= old.max_fee_per_gas() {
+        tracing::error!(tx = %stuck.tx_hash, "cannot replace: already at the fee cap");
+        return Ok(());
+    }
+    let tx = TxEip1559 {
+        max_fee_per_gas: max_fee,
+        max_priority_fee_per_gas: priority,
+        ..old.clone()
+    };
+    let row = sign_transaction(ctx, eid, tx).await?;
+    let guids: Vec<B256> = ctx
+        .store
+        .packets_of_submission(stuck.tx_hash)
+        .await?
+        .iter()
+        .map(|r| r.packet.guid)
+        .collect();
+    ctx.store.record_submission(&row, &guids).await?;
+    metrics::counter!("dvn_submission_replacements_total", "chain" => chain.name().to_string())
+        .increment(1);
+    tracing::warn!(old = %stuck.tx_hash, new = %row.tx_hash, max_fee, "replacing stuck transaction");
+    chain.broadcast(&row.raw_tx).await?;
+    Ok(())
+}
+
+/// Applies a mined receipt to every packet attached to any same-nonce submission.
+async fn settle_receipt(
+    ctx: &Context,
+    eid: u32,
+    same_nonce: &[&SubmissionRow],
+    mined: B256,
+    receipt: &TransactionReceipt,
+) -> anyhow::Result<()> {
+    let chain = ctx
+        .chains
+        .get(&eid)
+        .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
+    let dvn = ctx
+        .dvns
+        .get(&eid)
+        .ok_or_else(|| anyhow::anyhow!("no DVN on {eid}"))?;
+    let mut verified = HashSet::new();
+    let mut failures = 0usize;
+    for log in receipt.inner.logs() {
+        let topic = log.topics().first().copied();
+        if log.address() == chain.config.receive_uln
+            && topic == Some(IReceiveUln302::PayloadVerified::SIGNATURE_HASH)
+        {
+            if let Ok(event) = IReceiveUln302::PayloadVerified::decode_log_data(&log.inner.data) {
+                if event.dvn == dvn.address {
+                    verified.insert((keccak256(&event.header), event.proofHash));
+                }
+            }
+        } else if log.address() == dvn.address
+            && (topic == Some(IDVN::VerifySignaturesFailed::SIGNATURE_HASH)
+                || topic == Some(IDVN::ExecuteFailed::SIGNATURE_HASH))
+        {
+            failures += 1;
+        }
+    }
+    let (_, block_time) = chain
+        .block(receipt.block_number.unwrap_or_default())
+        .await?;
+    metrics::counter!("dvn_submission_gas_used_total", "chain" => chain.name().to_string())
+        .increment(receipt.gas_used);
+    for sub in same_nonce {
+        for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
+            let p = &row.packet;
+            if verified.contains(&(keccak256(&p.header), p.payload_hash)) {
+                ctx.store
+                    .set_state(p.guid, PacketState::Verified, None)
+                    .await?;
+                let latency =
+                    now_ms().saturating_sub(i64::try_from(p.block_timestamp).unwrap_or(0) * 1000);
+                metrics::histogram!("dvn_verification_latency_seconds", "chain" => chain.name().to_string()).record(latency as f64 / 1000.0);
+                metrics::counter!("dvn_packets_verified_total", "chain" => chain.name().to_string()).increment(1);
+                tracing::info!(guid = %p.guid, nonce = p.nonce, tx = %mined, "verified");
+                continue;
+            }
+            let header = PacketHeader::decode(&p.header)?;
+            let required = row.confirmations.unwrap_or(1);
+            if let Some((state, why)) =
+                destination_done(chain, dvn.address, &header, p.payload_hash, required).await?
+            {
+                ctx.store.set_state(p.guid, state, Some(&why)).await?;
+                continue;
+            }
+            let (state, why) = if row.expiration.is_some_and(|e| e <= block_time) {
+                (
+                    PacketState::Observed,
+                    "expired before inclusion: re-signing for the next window",
+                )
+            } else if !receipt.status() {
+                (
+                    PacketState::Signed,
+                    "execute transaction reverted (does the submitter still hold ADMIN_ROLE?)",
+                )
+            } else {
+                (
+                    PacketState::Signed,
+                    "execute skipped the param (VerifySignaturesFailed / ExecuteFailed)",
+                )
+            };
+            if row.attempts + 1 >= MAX_ATTEMPTS {
+                tracing::error!(guid = %p.guid, "{why}; giving up after {MAX_ATTEMPTS} attempts");
+                ctx.store
+                    .set_state(p.guid, PacketState::Invalid, Some(why))
+                    .await?;
+            } else {
+                tracing::warn!(guid = %p.guid, failures, "{why}");
+                ctx.store.retry(p.guid, state, why).await?;
+            }
+        }
+        let state = if sub.tx_hash == mined {
+            "mined"
+        } else {
+            "replaced"
+        };
+        ctx.store.finish_submission(sub.tx_hash, state).await?;
+    }
+    Ok(())
+}

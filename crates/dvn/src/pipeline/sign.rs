@@ -1,0 +1,352 @@
+//! confirm → check → sign: the only way a packet becomes `signed`.
+//!
+//! For each `observed` packet, in order:
+//! 1. **confirm** — wait for max(receive-side ULN confirmations on the destination, per-OApp
+//!    overrides included; send-side ULN confirmations at the send block), counted from the
+//!    conservative head, and for the `finalized` tag when the chain is configured so;
+//! 2. **canonical re-read** — the source receipt, agreed by `rpc_quorum` endpoints, must still
+//!    hold this exact `PacketSent` at the same block hash, paired with a `DVNFeePaid` naming our
+//!    DVN; the source endpoint's `outboundNonce` for the path must have reached the nonce (a
+//!    packet beyond it was never sent);
+//! 3. **check** — skip what the destination no longer needs (our verification already there,
+//!    or committed, or delivered);
+//! 4. **sign** — the `verify` param with a deterministic expiration; the signature is stored
+//!    before it is shared with the peers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use alloy::primitives::{keccak256, Address};
+use dvn_lz::contracts::{IEndpointV2, IReceiveUln302, ISendUln302};
+use dvn_lz::{packets_in_transaction, PacketHeader, UnsignedParam};
+
+use super::expiration::expiration;
+use super::{Context, Progress, Stage};
+use crate::chain::EvmChain;
+use crate::config::Finality;
+use crate::store::{PacketRow, PacketState};
+
+/// Most packets examined per step.
+const BATCH: usize = 500;
+
+/// What became of one packet in this step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Waiting(&'static str),
+    Signed,
+    Done(PacketState, String),
+}
+
+/// Per-step caches: one head / finalized / timestamp read per chain per step.
+#[derive(Default)]
+struct Views {
+    heads: HashMap<u32, u64>,
+    finalized: HashMap<u32, u64>,
+}
+
+#[derive(Debug)]
+pub struct SignStage {
+    ctx: Arc<Context>,
+}
+
+impl SignStage {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx }
+    }
+
+    async fn run_step(&mut self) -> anyhow::Result<Progress> {
+        let packets = self
+            .ctx
+            .store
+            .packets(PacketState::Observed, None, BATCH)
+            .await?;
+        let mut views = Views::default();
+        let mut moved = false;
+        for row in &packets {
+            if self.ctx.cancel.is_cancelled() {
+                break;
+            }
+            match self.process(row, &mut views).await {
+                Ok(Outcome::Waiting(_)) => {}
+                Ok(Outcome::Signed) => moved = true,
+                Ok(Outcome::Done(state, why)) => {
+                    tracing::info!(guid = %row.packet.guid, state = state.as_str(), "{why}");
+                    self.ctx
+                        .store
+                        .set_state(row.packet.guid, state, Some(&why))
+                        .await?;
+                    moved = true;
+                }
+                // One packet's failing read must not hold up the others.
+                Err(e) => tracing::warn!(guid = %row.packet.guid, "not signed yet: {e:#}"),
+            }
+        }
+        if moved {
+            self.ctx.wake.submit.notify_one();
+        }
+        Ok(Progress::Idle)
+    }
+
+    fn chain(&self, eid: u32) -> anyhow::Result<&EvmChain> {
+        self.ctx
+            .chains
+            .get(&eid)
+            .ok_or_else(|| anyhow::anyhow!("chain {eid} not configured"))
+    }
+
+    async fn process(&self, row: &PacketRow, views: &mut Views) -> anyhow::Result<Outcome> {
+        let p = &row.packet;
+        let header = match PacketHeader::decode(&p.header) {
+            Ok(h) => h,
+            Err(e) => {
+                return Ok(Outcome::Done(
+                    PacketState::Invalid,
+                    format!("stored header invalid: {e}"),
+                ))
+            }
+        };
+        let (Ok(sender), Ok(receiver)) = (header.sender_address(), header.receiver_address())
+        else {
+            return Ok(Outcome::Done(
+                PacketState::Invalid,
+                "sender or receiver is not an EVM address".into(),
+            ));
+        };
+        let src = self.chain(p.src_eid)?;
+        let dst = self.chain(p.dst_eid)?;
+        let dvn = self
+            .ctx
+            .dvns
+            .get(&p.dst_eid)
+            .ok_or_else(|| anyhow::anyhow!("no DVN info for {}", p.dst_eid))?;
+
+        // 1. confirm
+        let receive_cfg = dst
+            .call(
+                dst.config.receive_uln,
+                &IReceiveUln302::getUlnConfigCall {
+                    oapp: receiver,
+                    remoteEid: p.src_eid,
+                },
+                None,
+            )
+            .await?;
+        let send_cfg = src
+            .call(
+                src.config.send_uln,
+                &ISendUln302::getUlnConfigCall {
+                    oapp: sender,
+                    remoteEid: p.dst_eid,
+                },
+                Some(p.block_number),
+            )
+            .await?;
+        let required = receive_cfg.confirmations.max(send_cfg.confirmations).max(1);
+        let head = match views.heads.get(&p.src_eid) {
+            Some(h) => *h,
+            None => {
+                let h = src.head().await?;
+                views.heads.insert(p.src_eid, h);
+                h
+            }
+        };
+        let depth = (head + 1).saturating_sub(p.block_number);
+        if depth < required {
+            return Ok(Outcome::Waiting("confirmations"));
+        }
+        if src.config.finality == Finality::Finalized {
+            let finalized = match views.finalized.get(&p.src_eid) {
+                Some(f) => *f,
+                None => {
+                    let f = src.finalized().await?;
+                    views.finalized.insert(p.src_eid, f);
+                    f
+                }
+            };
+            if p.block_number > finalized {
+                return Ok(Outcome::Waiting("finality"));
+            }
+        }
+
+        // 2. canonical re-read
+        if let Some(reason) = self.canonical_problem(src, row).await? {
+            return Ok(Outcome::Done(PacketState::Orphaned, reason));
+        }
+        let sent = src
+            .call(
+                src.config.endpoint,
+                &IEndpointV2::outboundNonceCall {
+                    sender,
+                    dstEid: p.dst_eid,
+                    receiver: p.receiver,
+                },
+                Some(p.block_number),
+            )
+            .await?;
+        if sent < p.nonce {
+            metrics::counter!("dvn_forgery_refused_total", "chain" => src.name().to_string())
+                .increment(1);
+            return Ok(Outcome::Done(
+                PacketState::Invalid,
+                format!(
+                    "FORGERY: nonce {} but the source endpoint's outboundNonce is {sent}",
+                    p.nonce
+                ),
+            ));
+        }
+
+        // 3. check the destination
+        if let Some((state, why)) =
+            destination_done(dst, dvn.address, &header, p.payload_hash, required).await?
+        {
+            return Ok(Outcome::Done(state, why));
+        }
+
+        // 4. sign
+        let now = dst.latest_timestamp().await?;
+        let expires = expiration(
+            p.block_timestamp,
+            self.ctx.config.verification.expiration_secs,
+            now,
+        );
+        let unsigned = UnsignedParam::verify(
+            dvn.vid,
+            dst.config.receive_uln,
+            &header,
+            p.payload_hash,
+            required,
+            expires,
+        );
+        let call_hash = unsigned.call_hash();
+        let signature = self.ctx.signer.sign_digest(unsigned.digest()).await?;
+        self.ctx
+            .store
+            .record_own_signature(
+                p.guid,
+                required,
+                expires,
+                call_hash,
+                self.ctx.signer.address(),
+                &signature.as_bytes(),
+            )
+            .await?;
+        metrics::counter!("dvn_packets_signed_total", "chain" => dst.name().to_string())
+            .increment(1);
+        tracing::info!(guid = %p.guid, nonce = p.nonce, confirmations = required, expiration = expires, "signed");
+        self.ctx
+            .peers
+            .push(call_hash, self.ctx.signer.address(), &signature)
+            .await;
+        Ok(Outcome::Signed)
+    }
+
+    /// `Some(reason)` when the packet's source transaction is no longer canonical as stored.
+    async fn canonical_problem(
+        &self,
+        src: &EvmChain,
+        row: &PacketRow,
+    ) -> anyhow::Result<Option<String>> {
+        let p = &row.packet;
+        let Some(receipt) = src.receipt(p.tx_hash).await? else {
+            return Ok(Some(
+                "source transaction no longer on the canonical chain".into(),
+            ));
+        };
+        if receipt.block_hash != Some(p.block_hash) {
+            return Ok(Some(
+                "source transaction moved to another block (reorg)".into(),
+            ));
+        }
+        let (canonical, _) = src.block(p.block_number).await?;
+        if canonical != p.block_hash {
+            return Ok(Some("source block is no longer canonical".into()));
+        }
+        let logs: Vec<_> = receipt
+            .inner
+            .logs()
+            .iter()
+            .map(|l| l.inner.clone())
+            .collect();
+        let still_there = packets_in_transaction(src.config.endpoint, &logs)
+            .into_iter()
+            .flatten()
+            .any(|sent| {
+                sent.packet.guid == p.guid
+                    && sent.packet.payload_hash() == p.payload_hash
+                    && sent.is_assigned_to(src.config.dvn)
+                    && sent.send_library == src.config.send_uln
+            });
+        Ok((!still_there).then(|| "the receipt no longer holds this packet for our DVN".into()))
+    }
+}
+
+/// Whether the destination already has what this packet needs, and so no signature is due.
+pub async fn destination_done(
+    dst: &EvmChain,
+    dvn: Address,
+    header: &PacketHeader,
+    payload_hash: alloy::primitives::B256,
+    required: u64,
+) -> anyhow::Result<Option<(PacketState, String)>> {
+    let header_hash = keccak256(header.encode());
+    let ours = dst
+        .call(
+            dst.config.receive_uln,
+            &IReceiveUln302::hashLookupCall {
+                headerHash: header_hash,
+                payloadHash: payload_hash,
+                dvn,
+            },
+            None,
+        )
+        .await?;
+    if ours.submitted && ours.confirmations >= required {
+        return Ok(Some((
+            PacketState::Verified,
+            "our verification is already on the destination".into(),
+        )));
+    }
+    let receiver = header.receiver_address()?;
+    let stored = dst
+        .call(
+            dst.config.endpoint,
+            &IEndpointV2::inboundPayloadHashCall {
+                receiver,
+                srcEid: header.src_eid,
+                sender: header.sender,
+                nonce: header.nonce,
+            },
+            None,
+        )
+        .await?;
+    if stored == payload_hash {
+        return Ok(Some((
+            PacketState::Skipped,
+            "already committed on the destination".into(),
+        )));
+    }
+    let lazy = dst
+        .call(
+            dst.config.endpoint,
+            &IEndpointV2::lazyInboundNonceCall {
+                receiver,
+                srcEid: header.src_eid,
+                sender: header.sender,
+            },
+            None,
+        )
+        .await?;
+    if header.nonce <= lazy {
+        return Ok(Some((
+            PacketState::Skipped,
+            "already delivered (or skipped) on the destination".into(),
+        )));
+    }
+    Ok(None)
+}
+
+impl Stage for SignStage {
+    async fn step(&mut self) -> anyhow::Result<Progress> {
+        self.run_step().await
+    }
+}

@@ -1,0 +1,391 @@
+//! aggregate → submit: turns `signed` packets with a quorum into one batched `DVN.execute`.
+//!
+//! One submitter runs per destination chain, with at most one transaction in flight (its
+//! nonce is then never ambiguous). Each step first settles what is in flight ([`settle`]), then:
+//! - **aggregate**: for every `signed` packet, count the stored signatures that recover to the
+//!   destination DVN's on-chain signers over the hash built from our own observation; pull from
+//!   the peers when short;
+//! - **rotate**: the designated region for a packet is fixed by its source block timestamp, so
+//!   every node agrees without talking; if it has not verified the packet `takeover_after`
+//!   seconds after quorum, the next region may, and so on;
+//! - **check again** right before sending (someone else's transaction may have landed);
+//! - **batch** up to `max_batch` params under `max_batch_gas`, sign the transaction, persist it,
+//!   then broadcast it.
+//!
+//! [`settle`]: super::settle
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Bytes, TxKind, B256, U256};
+use alloy::rpc::types::TransactionRequest;
+use alloy::sol_types::SolCall;
+use dvn_lz::contracts::{ExecuteParam, IDVN};
+use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
+
+use super::expiration::too_close;
+use super::sign::destination_done;
+use super::{settle, Context, DvnInfo, Progress, Stage};
+use crate::chain::EvmChain;
+use crate::store::{now_ms, PacketRow, PacketState, SubmissionRow};
+
+/// Rotation slot: packets whose source blocks fall in the same slot share a designated
+/// submitter, so a burst goes out as one batch.
+pub const ROTATION_SLOT_SECS: u64 = 60;
+/// How often one packet may trigger a pull from the peers.
+const PULL_EVERY: Duration = Duration::from_secs(1);
+
+/// The designated submitter index for a packet (into the sorted region list).
+pub fn designated(block_timestamp: u64, regions: usize) -> usize {
+    usize::try_from((block_timestamp / ROTATION_SLOT_SECS) % regions.max(1) as u64).unwrap_or(0)
+}
+
+/// May region `me` submit a packet whose quorum has been known for `waited`? The designated
+/// region at once; each next region after one more `takeover` period; never less than before.
+pub fn my_turn(
+    designated: usize,
+    me: usize,
+    regions: usize,
+    waited: Duration,
+    takeover: Duration,
+) -> bool {
+    let regions = regions.max(1);
+    let distance = (me + regions - designated % regions) % regions;
+    let periods = waited.as_millis() / takeover.as_millis().max(1);
+    distance as u128 <= periods
+}
+
+#[derive(Debug)]
+pub struct SubmitStage {
+    ctx: Arc<Context>,
+    eid: u32,
+    last_pull: HashMap<B256, Instant>,
+}
+
+struct Ready {
+    row: PacketRow,
+    param: ExecuteParam,
+}
+
+impl SubmitStage {
+    pub fn new(ctx: Arc<Context>, eid: u32) -> Self {
+        Self {
+            ctx,
+            eid,
+            last_pull: HashMap::new(),
+        }
+    }
+
+    fn chain(ctx: &Context, eid: u32) -> anyhow::Result<(&EvmChain, &DvnInfo)> {
+        let chain = ctx
+            .chains
+            .get(&eid)
+            .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
+        let dvn = ctx
+            .dvns
+            .get(&eid)
+            .ok_or_else(|| anyhow::anyhow!("no DVN on {eid}"))?;
+        Ok((chain, dvn))
+    }
+
+    async fn run_step(&mut self) -> anyhow::Result<Progress> {
+        if settle::settle_in_flight(&self.ctx, self.eid).await? {
+            return Ok(Progress::Idle);
+        }
+        let ready = self.aggregate().await?;
+        if ready.is_empty() {
+            return Ok(Progress::Idle);
+        }
+        // Let a burst gather into one transaction, up to `batch_wait_ms` after the first.
+        let oldest = ready
+            .iter()
+            .filter_map(|r| r.row.ready_at_ms)
+            .min()
+            .unwrap_or_else(now_ms);
+        let wait = i64::try_from(self.ctx.config.submitter.batch_wait_ms).unwrap_or(i64::MAX);
+        if ready.len() < self.ctx.config.submitter.max_batch
+            && now_ms().saturating_sub(oldest) < wait
+        {
+            return Ok(Progress::Idle);
+        }
+        self.send_batch(ready).await?;
+        Ok(Progress::Busy)
+    }
+
+    /// Signed packets that have a quorum and are this region's to submit now.
+    async fn aggregate(&mut self) -> anyhow::Result<Vec<Ready>> {
+        let ctx = Arc::clone(&self.ctx);
+        let (chain, dvn) = Self::chain(&ctx, self.eid)?;
+        let ttl = self.ctx.config.verification.expiration_secs;
+        let now = chain.latest_timestamp().await?;
+        let regions = self.ctx.config.regions();
+        let me = regions
+            .iter()
+            .position(|r| *r == self.ctx.config.node.name)
+            .unwrap_or(0);
+        let takeover = Duration::from_secs(self.ctx.config.submitter.takeover_after_secs);
+        let signed = self
+            .ctx
+            .store
+            .packets(PacketState::Signed, Some(self.eid), 2_000)
+            .await?;
+        self.last_pull
+            .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
+        let mut ready = Vec::new();
+        for row in signed {
+            let (Some(call_hash), Some(expires), Some(confirmations)) =
+                (row.call_hash, row.expiration, row.confirmations)
+            else {
+                self.ctx
+                    .store
+                    .retry(
+                        row.packet.guid,
+                        PacketState::Observed,
+                        "signed row without its param",
+                    )
+                    .await?;
+                continue;
+            };
+            if too_close(expires, ttl, now) {
+                self.ctx
+                    .store
+                    .retry(
+                        row.packet.guid,
+                        PacketState::Observed,
+                        "expiration too close: re-signing for the next window",
+                    )
+                    .await?;
+                continue;
+            }
+            let Ok(header) = PacketHeader::decode(&row.packet.header) else {
+                self.ctx
+                    .store
+                    .set_state(
+                        row.packet.guid,
+                        PacketState::Invalid,
+                        Some("stored header invalid"),
+                    )
+                    .await?;
+                continue;
+            };
+            // Rebuild the param from our own observation: only signatures over *this* hash count.
+            let unsigned = UnsignedParam::verify(
+                dvn.vid,
+                chain.config.receive_uln,
+                &header,
+                row.packet.payload_hash,
+                confirmations,
+                expires,
+            );
+            if unsigned.call_hash() != call_hash {
+                self.ctx
+                    .store
+                    .retry(
+                        row.packet.guid,
+                        PacketState::Observed,
+                        "stored param hash does not match: re-signing",
+                    )
+                    .await?;
+                continue;
+            }
+            let mut set = SignatureSet::new(call_hash);
+            for (_, bytes) in self.ctx.store.signatures(call_hash).await? {
+                if let Ok(sig) = dvn_lz::multisig::parse_signature(&bytes) {
+                    let _ = set.insert(sig, &dvn.signers);
+                }
+            }
+            if set.len() < dvn.quorum && self.should_pull(row.packet.guid) {
+                for (peer, signer, sig) in self.ctx.peers.pull(call_hash, &dvn.signers).await {
+                    if set.insert(sig, &dvn.signers).is_ok() {
+                        self.ctx
+                            .store
+                            .insert_signature(call_hash, signer, &sig.as_bytes(), &peer)
+                            .await?;
+                    }
+                }
+            }
+            if set.len() < dvn.quorum {
+                continue;
+            }
+            let ready_at = match row.ready_at_ms {
+                Some(at) => at,
+                None => {
+                    let at = now_ms();
+                    self.ctx.store.mark_ready(row.packet.guid, at).await?;
+                    at
+                }
+            };
+            let mut row = row;
+            row.ready_at_ms = Some(ready_at);
+            let waited = Duration::from_millis(
+                u64::try_from(now_ms().saturating_sub(ready_at)).unwrap_or(0),
+            );
+            let designated = designated(row.packet.block_timestamp, regions.len());
+            if !my_turn(designated, me, regions.len(), waited, takeover) {
+                continue;
+            }
+            let packed = set.pack(dvn.quorum)?;
+            ready.push(Ready {
+                param: unsigned.into_param(packed),
+                row,
+            });
+        }
+        Ok(ready)
+    }
+
+    fn should_pull(&mut self, guid: B256) -> bool {
+        let now = Instant::now();
+        match self.last_pull.get(&guid) {
+            Some(at) if now.duration_since(*at) < PULL_EVERY => false,
+            _ => {
+                self.last_pull.insert(guid, now);
+                true
+            }
+        }
+    }
+
+    /// Checks, batches, signs, persists and broadcasts one `execute`.
+    async fn send_batch(&mut self, ready: Vec<Ready>) -> anyhow::Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let (chain, dvn) = Self::chain(&ctx, self.eid)?;
+        let mut batch = Vec::new();
+        for item in ready {
+            let header = PacketHeader::decode(&item.row.packet.header)?;
+            let required = item.row.confirmations.unwrap_or(1);
+            if let Some((state, why)) = destination_done(
+                chain,
+                dvn.address,
+                &header,
+                item.row.packet.payload_hash,
+                required,
+            )
+            .await?
+            {
+                tracing::info!(guid = %item.row.packet.guid, "{why}");
+                self.ctx
+                    .store
+                    .set_state(item.row.packet.guid, state, Some(&why))
+                    .await?;
+                continue;
+            }
+            batch.push(item);
+            if batch.len() >= self.ctx.config.submitter.max_batch {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let from = self.ctx.submitter.address();
+        let (input, gas) = loop {
+            let params: Vec<ExecuteParam> = batch.iter().map(|r| r.param.clone()).collect();
+            let input = Bytes::from(IDVN::executeCall { params }.abi_encode());
+            let request = TransactionRequest::default()
+                .with_from(from)
+                .with_to(dvn.address)
+                .with_input(input.clone());
+            let gas = chain.estimate_gas(&request).await?;
+            if gas <= self.ctx.config.submitter.max_batch_gas || batch.len() == 1 {
+                break (input, gas);
+            }
+            batch.truncate(batch.len().div_ceil(2));
+        };
+        let nonce = chain.pending_nonce(from).await?;
+        let (max_fee, priority) =
+            capped_fees(chain.fees().await?, self.ctx.config.submitter.max_fee_gwei);
+        let tx = TxEip1559 {
+            chain_id: chain.config.chain_id,
+            nonce,
+            // Headroom over the estimate; Conflux charges ≥ ¾ of the limit, so keep it tight.
+            gas_limit: gas.saturating_mul(6) / 5,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            to: TxKind::Call(dvn.address),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input,
+        };
+        let guids: Vec<B256> = batch.iter().map(|r| r.row.packet.guid).collect();
+        let row = sign_transaction(&self.ctx, self.eid, tx).await?;
+        self.ctx.store.record_submission(&row, &guids).await?;
+        metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
+            .increment(1);
+        tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = guids.len(), gas, "submitting DVN.execute");
+        if let Err(e) = chain.broadcast(&row.raw_tx).await {
+            // Stored already: settle re-broadcasts it, or replaces it, on its next steps.
+            tracing::warn!(tx = %row.tx_hash, "broadcast failed, will retry: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Applies the operator's fee cap.
+pub fn capped_fees((max_fee, priority): (u128, u128), cap_gwei: u64) -> (u128, u128) {
+    let cap = u128::from(cap_gwei) * 1_000_000_000;
+    let max_fee = max_fee.min(cap);
+    (max_fee, priority.min(max_fee))
+}
+
+/// Signs an EIP-1559 transaction with the submitter key (any backend) into a stored row.
+pub async fn sign_transaction(
+    ctx: &Context,
+    eid: u32,
+    tx: TxEip1559,
+) -> anyhow::Result<SubmissionRow> {
+    let signature = ctx.submitter.sign_digest(tx.signature_hash()).await?;
+    let signed = tx.into_signed(signature);
+    let tx_hash = *signed.hash();
+    let nonce = signed.tx().nonce;
+    let envelope = TxEnvelope::from(signed);
+    Ok(SubmissionRow {
+        tx_hash,
+        dst_eid: eid,
+        account_nonce: nonce,
+        raw_tx: envelope.encoded_2718(),
+        created_at_ms: now_ms(),
+    })
+}
+
+impl Stage for SubmitStage {
+    async fn step(&mut self) -> anyhow::Result<Progress> {
+        self.run_step().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_designated_region_goes_first_and_others_follow_one_period_apart() {
+        let t = Duration::from_secs(10);
+        // Region 1 is designated among 3.
+        assert!(my_turn(1, 1, 3, Duration::ZERO, t));
+        assert!(!my_turn(1, 2, 3, Duration::from_secs(9), t));
+        assert!(my_turn(1, 2, 3, Duration::from_secs(10), t));
+        assert!(!my_turn(1, 0, 3, Duration::from_secs(19), t));
+        assert!(my_turn(1, 0, 3, Duration::from_secs(20), t));
+        // Once allowed, always allowed.
+        assert!(my_turn(1, 2, 3, Duration::from_secs(100), t));
+    }
+
+    #[test]
+    fn designation_is_the_same_for_a_burst_and_rotates_by_slot() {
+        assert_eq!(designated(120, 3), designated(179, 3));
+        assert_ne!(designated(120, 3), designated(180, 3));
+        assert_eq!(designated(0, 1), 0);
+    }
+
+    #[test]
+    fn fees_are_capped() {
+        assert_eq!(
+            capped_fees((900_000_000_000, 2_000_000_000), 500),
+            (500_000_000_000, 2_000_000_000)
+        );
+        assert_eq!(capped_fees((3, 5), 500), (3, 3));
+    }
+}

@@ -1,0 +1,242 @@
+//! watch: scans one source chain for packets assigned to our DVN.
+//!
+//! Owns the chain's cursor (block number + hash). Each step: notice a reorg (the stored hash is
+//! no longer canonical → rewind), read `PacketSent` and `DVNFeePaid` logs over a bounded range
+//! that shrinks when the endpoint refuses it and grows back on success, pair them per
+//! transaction with `dvn_lz`'s rule, keep the packets whose DVN lists hold our source DVN and
+//! whose destination we serve, then store them and move the cursor in one transaction. The
+//! cursor never passes a log that is not stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256};
+use alloy::rpc::types::Log;
+use alloy::sol_types::SolEvent;
+use dvn_lz::contracts::{IEndpointV2, ISendUln302};
+use dvn_lz::packets_in_transaction;
+
+use super::{Context, Progress, Stage};
+use crate::chain::EvmChain;
+use crate::store::{NewPacket, Observed};
+
+/// How far back a reorg rewinds the cursor when the stored block hash is no longer canonical.
+pub const REORG_REWIND_BLOCKS: u64 = 64;
+
+/// The watch stage of one source chain.
+#[derive(Debug)]
+pub struct Watcher {
+    ctx: Arc<Context>,
+    eid: u32,
+    /// Current `eth_getLogs` range; halves on failure, doubles back up to the configured max.
+    range: u64,
+}
+
+impl Watcher {
+    pub fn new(ctx: Arc<Context>, eid: u32) -> Self {
+        let range = ctx.chains.get(&eid).map_or(1, |c| c.config.max_log_range);
+        Self { ctx, eid, range }
+    }
+
+    fn chain(ctx: &Context, eid: u32) -> anyhow::Result<&EvmChain> {
+        ctx.chains
+            .get(&eid)
+            .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))
+    }
+
+    async fn run_step(&mut self) -> anyhow::Result<Progress> {
+        let ctx = Arc::clone(&self.ctx);
+        let chain = Self::chain(&ctx, self.eid)?;
+        let head = chain.head().await?;
+        metrics::gauge!("dvn_chain_head", "chain" => chain.name().to_string()).set(head as f64);
+        let cursor = self.ctx.store.cursor(self.eid).await?;
+        let from = match cursor {
+            Some((number, hash)) => {
+                let (canonical, _) = chain.block(number).await?;
+                if canonical != hash {
+                    return self.rewind(number).await;
+                }
+                number + 1
+            }
+            None => chain.config.start_block,
+        };
+        if from > head {
+            return Ok(Progress::Idle);
+        }
+        let to = head.min(from.saturating_add(self.range - 1));
+        let max_range = chain.config.max_log_range;
+        let logs = match chain
+            .logs(
+                from,
+                to,
+                &[chain.config.endpoint, chain.config.send_uln],
+                &[
+                    IEndpointV2::PacketSent::SIGNATURE_HASH,
+                    ISendUln302::DVNFeePaid::SIGNATURE_HASH,
+                ],
+            )
+            .await
+        {
+            Ok(logs) => {
+                self.range = (self.range * 2).min(max_range);
+                logs
+            }
+            Err(e) if self.range > 1 => {
+                self.range = (self.range / 2).max(1);
+                tracing::info!(
+                    chain = chain.name(),
+                    from,
+                    to,
+                    range = self.range,
+                    "getLogs failed, shrinking range: {e}"
+                );
+                return Ok(Progress::Busy);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let packets = self.assigned_packets(chain, logs).await?;
+        let (to_hash, _) = chain.block(to).await?;
+        let outcomes = self
+            .ctx
+            .store
+            .record_scan(self.eid, &packets, (to, to_hash))
+            .await?;
+        for (packet, outcome) in packets.iter().zip(&outcomes) {
+            match outcome {
+                Observed::New => {
+                    metrics::counter!("dvn_packets_observed_total", "chain" => chain.name().to_string()).increment(1);
+                    tracing::info!(guid = %packet.guid, nonce = packet.nonce, src = packet.src_eid, dst = packet.dst_eid, "packet observed");
+                }
+                Observed::Known => {}
+                Observed::Replaced => {
+                    tracing::warn!(guid = %packet.guid, "payload changed before signing (reorg): following the canonical one")
+                }
+                Observed::Conflict => {
+                    metrics::counter!("dvn_equivocation_refused_total", "chain" => chain.name().to_string()).increment(1);
+                    tracing::error!(guid = %packet.guid, "source shows a different payload for a nonce we already signed: path halted, page an operator");
+                }
+            }
+        }
+        metrics::gauge!("dvn_chain_cursor", "chain" => chain.name().to_string()).set(to as f64);
+        if !packets.is_empty() {
+            self.ctx.wake.sign.notify_one();
+        }
+        Ok(if to < head {
+            Progress::Busy
+        } else {
+            Progress::Idle
+        })
+    }
+
+    async fn rewind(&self, number: u64) -> anyhow::Result<Progress> {
+        let chain = Self::chain(&self.ctx, self.eid)?;
+        let back = number
+            .saturating_sub(REORG_REWIND_BLOCKS)
+            .max(chain.config.start_block);
+        let (hash, _) = chain.block(back).await?;
+        metrics::counter!("dvn_reorgs_detected_total", "chain" => chain.name().to_string())
+            .increment(1);
+        tracing::warn!(
+            chain = chain.name(),
+            from = number,
+            to = back,
+            "cursor block is no longer canonical: rewinding"
+        );
+        self.ctx.store.rewind_cursor(self.eid, (back, hash)).await?;
+        Ok(Progress::Busy)
+    }
+
+    /// Pairs the logs per transaction and keeps what is ours.
+    async fn assigned_packets(
+        &self,
+        chain: &EvmChain,
+        logs: Vec<Log>,
+    ) -> anyhow::Result<Vec<NewPacket>> {
+        let our_dvn: Address = chain.config.dvn;
+        let mut by_tx: BTreeMap<(u64, u64, B256), Vec<Log>> = BTreeMap::new();
+        for log in logs {
+            let (Some(block), Some(tx_index), Some(tx)) = (
+                log.block_number,
+                log.transaction_index,
+                log.transaction_hash,
+            ) else {
+                tracing::warn!(
+                    chain = chain.name(),
+                    "log without block/transaction position ignored"
+                );
+                continue;
+            };
+            by_tx.entry((block, tx_index, tx)).or_default().push(log);
+        }
+        let mut timestamps = BTreeMap::new();
+        let mut out = Vec::new();
+        for ((block, _, tx_hash), mut tx_logs) in by_tx {
+            tx_logs.sort_by_key(|l| l.log_index);
+            let inner: Vec<_> = tx_logs.iter().map(|l| l.inner.clone()).collect();
+            for found in packets_in_transaction(chain.config.endpoint, &inner) {
+                let sent = match found {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        metrics::counter!("dvn_bad_events_total", "chain" => chain.name().to_string()).increment(1);
+                        tracing::warn!(chain = chain.name(), %tx_hash, "skipping unusable PacketSent: {e}");
+                        continue;
+                    }
+                };
+                if !sent.is_assigned_to(our_dvn) {
+                    continue;
+                }
+                let header = sent.packet.header;
+                if header.src_eid != chain.eid() {
+                    tracing::warn!(chain = chain.name(), %tx_hash, src = header.src_eid, "packet claims another source eid: ignored");
+                    continue;
+                }
+                if !self.ctx.chains.contains_key(&header.dst_eid) {
+                    tracing::warn!(
+                        chain = chain.name(),
+                        dst = header.dst_eid,
+                        "packet for a destination this node does not serve: ignored"
+                    );
+                    continue;
+                }
+                if sent.send_library != chain.config.send_uln {
+                    tracing::warn!(chain = chain.name(), %tx_hash, lib = %sent.send_library, "packet from an unconfigured send library: ignored");
+                    continue;
+                }
+                let log = &tx_logs[sent.log_position];
+                let block_hash = log
+                    .block_hash
+                    .ok_or_else(|| anyhow::anyhow!("log without block hash"))?;
+                let timestamp = match timestamps.get(&block) {
+                    Some(t) => *t,
+                    None => {
+                        let (_, t) = chain.block(block).await?;
+                        timestamps.insert(block, t);
+                        t
+                    }
+                };
+                out.push(NewPacket {
+                    guid: sent.packet.guid,
+                    src_eid: header.src_eid,
+                    dst_eid: header.dst_eid,
+                    sender: header.sender,
+                    receiver: header.receiver,
+                    nonce: header.nonce,
+                    header: header.encode().to_vec(),
+                    payload_hash: sent.packet.payload_hash(),
+                    tx_hash,
+                    block_number: block,
+                    block_hash,
+                    log_index: log.log_index.unwrap_or_default(),
+                    block_timestamp: timestamp,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Stage for Watcher {
+    async fn step(&mut self) -> anyhow::Result<Progress> {
+        self.run_step().await
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the `dvn` node: real anvil chains, the real LayerZero V2 contracts, and
+//! real `dvn` processes. One test binary (link time on 2 cores).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod e2e;
