@@ -324,7 +324,8 @@ async fn deploy_executor(
     Ok(executor)
 }
 
-async fn deploy_dvn(
+/// Deploys a DVN (with its fee lib and destination config) on one side.
+pub async fn deploy_dvn(
     chain: &Chain,
     artifacts: &Artifacts,
     roles: &Roles,
@@ -526,12 +527,14 @@ pub async fn wire_side(
     Ok(())
 }
 
-/// Sets a per-OApp receive ULN config on `oapp` for packets from `remote_eid` (the OApp's
-/// delegate, here the deployer, calls `EndpointV2.setConfig`).
-pub async fn set_receive_uln_config(
+/// Sets a per-OApp ULN config on `oapp` for `remote_eid` in message library `lib` (the
+/// chain's SendUln302 or ReceiveUln302). The OApp's delegate (here the deployer) calls
+/// `EndpointV2.setConfig`.
+pub async fn set_uln_config(
     chain: &Chain,
     delegate: Address,
-    local: &Contracts,
+    endpoint: Address,
+    lib: Address,
     oapp: Address,
     remote_eid: u32,
     config: UlnConfig,
@@ -544,11 +547,30 @@ pub async fn set_receive_uln_config(
     };
     let call = EndpointV2::setConfigCall {
         _oapp: oapp,
-        _lib: local.receive_lib,
+        _lib: lib,
         _params: vec![param],
     };
-    chain
-        .send(delegate, local.endpoint, &call, U256::ZERO)
-        .await?;
+    chain.send(delegate, endpoint, &call, U256::ZERO).await?;
     Ok(())
+}
+
+/// Sets a per-OApp receive ULN config (see [`set_uln_config`]).
+pub async fn set_receive_uln_config(
+    chain: &Chain,
+    delegate: Address,
+    local: &Contracts,
+    oapp: Address,
+    remote_eid: u32,
+    config: UlnConfig,
+) -> Result<(), ChainError> {
+    set_uln_config(
+        chain,
+        delegate,
+        local.endpoint,
+        local.receive_lib,
+        oapp,
+        remote_eid,
+        config,
+    )
+    .await
 }

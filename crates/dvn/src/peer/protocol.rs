@@ -60,6 +60,8 @@ pub enum Rejection {
     UnknownHash,
     #[error("malformed request")]
     BadRequest,
+    #[error("request body too large")]
+    TooLarge,
 }
 
 impl Rejection {
@@ -71,6 +73,7 @@ impl Rejection {
             Self::NotASigner => "not_a_signer",
             Self::UnknownHash => "unknown_hash",
             Self::BadRequest => "bad_request",
+            Self::TooLarge => "too_large",
         }
     }
 }

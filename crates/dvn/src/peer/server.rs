@@ -22,6 +22,7 @@ fn rejected(why: Rejection) -> (StatusCode, Json<PushReply>) {
             StatusCode::BAD_REQUEST
         }
         Rejection::WrongSigner | Rejection::NotASigner => StatusCode::FORBIDDEN,
+        Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
     };
     (
         status,
@@ -37,9 +38,16 @@ pub async fn push(
     State(ctx): State<Arc<Context>>,
     body: Result<Json<SignaturePush>, JsonRejection>,
 ) -> (StatusCode, Json<PushReply>) {
-    let Ok(Json(push)) = body else {
-        tracing::warn!("peer push: malformed request body");
-        return rejected(Rejection::BadRequest);
+    let push = match body {
+        Ok(Json(push)) => push,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::warn!("peer push: body over the size limit");
+            return rejected(Rejection::TooLarge);
+        }
+        Err(e) => {
+            tracing::warn!("peer push: malformed request: {e}");
+            return rejected(Rejection::BadRequest);
+        }
     };
     if push.version != PROTOCOL_VERSION {
         return rejected(Rejection::Version);

@@ -147,6 +147,8 @@ impl SignStage {
             None => {
                 let h = src.head().await?;
                 views.heads.insert(p.src_eid, h);
+                metrics::gauge!("dvn_confirm_head", "chain" => src.name().to_string())
+                    .set(h as f64);
                 h
             }
         };

@@ -1,19 +1,23 @@
-//! Scenario 1: three nodes, messages both ways, everything verified once and delivered, in
-//! far fewer `execute` transactions than packets.
+//! Scenarios 1 and 7: three nodes, messages both ways, everything verified exactly once and
+//! delivered, in far fewer `execute` transactions than packets — on SQLite and on PostgreSQL.
 
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use dvn_devnet::nodes::NodeOptions;
+use dvn_devnet::nodes::{NodeOptions, StoreKind, REGIONS};
 use dvn_devnet::{DevnetConfig, Direction};
 
 use crate::common::Stand;
+use crate::pg::{base_url, PgDatabases};
 
-const TIMEOUT: Duration = Duration::from_secs(90);
+pub const TIMEOUT: Duration = Duration::from_secs(90);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_verify_25_messages_each_way_in_batches() {
-    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+async fn scenario_one(store: StoreKind) {
+    let options = NodeOptions {
+        store,
+        ..NodeOptions::default()
+    };
+    let mut stand = Stand::new(DevnetConfig::default(), options).await;
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
     let a_to_b = stand
         .devnet
@@ -29,6 +33,11 @@ async fn three_nodes_verify_25_messages_each_way_in_batches() {
     stand.deliver(Direction::BToA, &b_to_a, TIMEOUT).await;
     for (direction, packets) in [(Direction::AToB, &a_to_b), (Direction::BToA, &b_to_a)] {
         let report = stand.assert_invariants(direction, packets).await;
+        eprintln!(
+            "{direction:?}: {} packets in {} execute transactions",
+            packets.len(),
+            report.execute_transactions
+        );
         assert!(
             report.execute_transactions * 5 <= packets.len(),
             "{direction:?}: {} execute transactions for {} packets: batching is not working",
@@ -44,4 +53,19 @@ async fn three_nodes_verify_25_messages_each_way_in_batches() {
         stand.devnet.counter(&stand.devnet.b).await.unwrap(),
         U256::from(25)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_sqlite_verify_25_messages_each_way_in_batches() {
+    scenario_one(StoreKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_postgres_verify_25_messages_each_way_in_batches() {
+    let dbs = PgDatabases::create(&REGIONS);
+    scenario_one(StoreKind::Postgres {
+        base_url: base_url(),
+        prefix: dbs.prefix.clone(),
+    })
+    .await;
 }

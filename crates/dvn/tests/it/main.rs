@@ -4,4 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod config_check;
+mod confirmations;
+mod crash;
 mod e2e;
+mod foreign;
+mod hostile_peer;
+mod pg;
+mod quorum;
+mod store;

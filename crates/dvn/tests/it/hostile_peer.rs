@@ -1,0 +1,166 @@
+//! Scenario 6: a peer sending signatures from a non-signer key, garbage, or signatures over
+//! other data is refused, counted and logged; verification goes on with the honest peers, and
+//! the chain never sees a bad signature.
+
+use std::time::Duration;
+
+use alloy::primitives::{Bytes, B256};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use alloy::sol_types::SolEvent;
+use alloy::transports::http::reqwest;
+use dvn_devnet::nodes::NodeOptions;
+use dvn_devnet::{DevnetConfig, Direction};
+use dvn_lz::contracts::IDVN;
+use dvn_lz::multisig::signing_digest;
+use serde_json::json;
+
+use crate::common::Stand;
+use crate::e2e::TIMEOUT;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peer_signatures_are_refused_and_counted() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let first = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &first, TIMEOUT).await;
+
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    let url = format!("{}/v1/signatures", stand.nodes.nodes[0].url());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let known = known_call_hash(&stand).await;
+
+    let outsider = PrivateKeySigner::random();
+    let member = &stand.devnet.signers[1];
+    let cases = [
+        (
+            "non-signer key",
+            json!({"version": 1, "call_hash": known, "signer": outsider.address(), "signature": sig(&outsider, known)}),
+            403,
+        ),
+        (
+            "member over other data",
+            json!({"version": 1, "call_hash": known, "signer": member.address(), "signature": sig(member, B256::repeat_byte(9))}),
+            403,
+        ),
+        (
+            "garbage signature",
+            json!({"version": 1, "call_hash": known, "signer": member.address(), "signature": Bytes::from(vec![0xff; 65])}),
+            400,
+        ),
+        (
+            "wrong version",
+            json!({"version": 9, "call_hash": known, "signer": member.address(), "signature": sig(member, known)}),
+            400,
+        ),
+        (
+            "unknown field",
+            json!({"version": 1, "call_hash": known, "signer": member.address(), "signature": sig(member, known), "sign_this": "0x00"}),
+            400,
+        ),
+    ];
+    for (what, body, status) in cases {
+        let response = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{what}");
+    }
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400, "garbage bytes");
+    let huge = vec![b'a'; 64 * 1024];
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413, "oversized body");
+    let rejected = stand.nodes.nodes[0]
+        .metric_sum("dvn_peer_signatures_rejected_total")
+        .await
+        .unwrap();
+    assert!(rejected >= 6.0, "rejections counted: {rejected}");
+
+    // Verification goes on, and no bad signature ever reached the chain.
+    let more = stand
+        .devnet
+        .send_messages(Direction::AToB, 4)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &more, TIMEOUT).await;
+    let all: Vec<_> = first.into_iter().chain(more).collect();
+    stand.assert_invariants(Direction::AToB, &all).await;
+    let failed = dst
+        .chain
+        .logs(
+            dst.contracts.dvn,
+            IDVN::VerifySignaturesFailed::SIGNATURE_HASH,
+        )
+        .await
+        .unwrap();
+    assert!(failed.is_empty(), "no VerifySignaturesFailed on chain");
+}
+
+fn sig(key: &PrivateKeySigner, call_hash: B256) -> Bytes {
+    Bytes::copy_from_slice(
+        &key.sign_hash_sync(&signing_digest(call_hash))
+            .unwrap()
+            .as_bytes(),
+    )
+}
+
+/// The param hash the nodes signed for the first packet, rebuilt from the chain with the same
+/// inputs every region uses (the source block's timestamp anchors the expiration).
+async fn known_call_hash(stand: &Stand) -> B256 {
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    let events = stand
+        .devnet
+        .payload_verified(Direction::AToB)
+        .await
+        .unwrap();
+    let event = &events[0];
+    let header = dvn_lz::PacketHeader::decode(&event.header).unwrap();
+    let block_ts = {
+        let (src, _) = stand.devnet.sides(Direction::AToB);
+        let logs = src
+            .chain
+            .logs(
+                src.contracts.endpoint,
+                dvn_lz::contracts::IEndpointV2::PacketSent::SIGNATURE_HASH,
+            )
+            .await
+            .unwrap();
+        let block = logs[0].block_number.unwrap();
+        use alloy::providers::Provider;
+        src.chain
+            .provider
+            .get_block_by_number(block.into())
+            .await
+            .unwrap()
+            .unwrap()
+            .header
+            .timestamp
+    };
+    let expiration = block_ts + 3_600;
+    let param = dvn_lz::UnsignedParam::verify(
+        dst.vid,
+        dst.contracts.receive_lib,
+        &header,
+        event.proofHash,
+        1,
+        expiration,
+    );
+    param.call_hash()
+}
