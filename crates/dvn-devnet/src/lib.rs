@@ -10,6 +10,7 @@
 //! - [`devnet`]: both sides, plus user / DVN / executor actions.
 //! - [`invariants`]: no loss / no duplicate / no forgery, read from the chains.
 //! - [`nodes`]: three real `dvn` node processes configured against a devnet.
+//! - [`proxy`]: a switchable JSON-RPC forwarding proxy, to play a failing provider.
 //! - [`wait`]: condition waits with a deadline (no fixed sleeps).
 
 pub mod artifacts;
@@ -19,6 +20,7 @@ pub mod deploy;
 pub mod devnet;
 pub mod invariants;
 pub mod nodes;
+pub mod proxy;
 pub mod wait;
 
 pub use chain::{Chain, ChainError, Mining};

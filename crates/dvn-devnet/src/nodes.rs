@@ -36,6 +36,11 @@ pub struct NodeOptions {
     pub poll_interval_ms: u64,
     pub tick_ms: u64,
     pub max_batch: usize,
+    /// RPC URLs for chain A and chain B (default: each anvil's own URL), and the agreement
+    /// threshold (default: all of them).
+    pub rpc_a: Vec<String>,
+    pub rpc_b: Vec<String>,
+    pub rpc_quorum: Option<usize>,
 }
 
 impl Default for NodeOptions {
@@ -46,6 +51,9 @@ impl Default for NodeOptions {
             poll_interval_ms: 200,
             tick_ms: 200,
             max_batch: 50,
+            rpc_a: vec![],
+            rpc_b: vec![],
+            rpc_quorum: None,
         }
     }
 }
@@ -185,17 +193,23 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn chain_entry(side: &Side, name: &str, poll_ms: u64) -> Value {
+fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions) -> Value {
+    let rpc: Vec<String> = if rpc.is_empty() {
+        vec![side.chain.rpc_url().to_string()]
+    } else {
+        rpc.to_vec()
+    };
     json!({
-        "name": name,
+        "name": side.chain.name,
         "eid": side.eid,
         "chain_id": side.chain.chain_id,
-        "rpc": [side.chain.rpc_url()],
+        "rpc": rpc,
+        "rpc_quorum": options.rpc_quorum,
         "endpoint": side.contracts.endpoint.to_string(),
         "send_uln": side.contracts.send_lib.to_string(),
         "receive_uln": side.contracts.receive_lib.to_string(),
         "dvn": side.contracts.dvn.to_string(),
-        "poll_interval_ms": poll_ms,
+        "poll_interval_ms": options.poll_interval_ms,
         "rpc_timeout_ms": 5000,
     })
 }
@@ -236,8 +250,8 @@ impl NodeSet {
                 "node": { "name": region, "listen": format!("127.0.0.1:{}", ports[i]) },
                 "store": { "url": store_url },
                 "chains": [
-                    chain_entry(&devnet.a, &devnet.a.chain.name, options.poll_interval_ms),
-                    chain_entry(&devnet.b, &devnet.b.chain.name, options.poll_interval_ms),
+                    chain_entry(&devnet.a, &options.rpc_a, options),
+                    chain_entry(&devnet.b, &options.rpc_b, options),
                 ],
                 "peers": peers,
                 "signer": { "kind": "env", "var": "DVN_SIGNER_KEY", "allow_plaintext": true },

@@ -138,7 +138,7 @@ impl EvmChain {
         } else {
             errors.join("; ")
         };
-        metrics::counter!("dvn_rpc_disagreements_total", "chain" => self.config.name.clone(), "method" => what).increment(1);
+        self.count_quorum_failure(what);
         Err(ChainError::NoQuorum {
             chain: self.config.name.clone(),
             what,
@@ -164,6 +164,7 @@ impl EvmChain {
         ok.get(self.quorum().saturating_sub(1))
             .copied()
             .ok_or_else(|| {
+                self.count_quorum_failure(what);
                 let detail = answers
                     .into_iter()
                     .filter_map(Result::err)
@@ -178,6 +179,10 @@ impl EvmChain {
                     detail,
                 }
             })
+    }
+
+    fn count_quorum_failure(&self, what: &'static str) {
+        metrics::counter!("dvn_rpc_quorum_failures_total", "chain" => self.config.name.clone(), "method" => what).increment(1);
     }
 
     /// `eth_chainId`, agreed.

@@ -11,9 +11,12 @@ fn init_logs(debug: bool, json: bool) {
     let default = if debug { "dvn=debug,info" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only on a terminal: files and log collectors get plain text.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(terminal);
     if json {
         builder.json().init();
     } else {

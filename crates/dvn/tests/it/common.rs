@@ -22,7 +22,10 @@ pub struct Stand {
 
 impl Stand {
     pub async fn new(devnet: DevnetConfig, options: NodeOptions) -> Stand {
-        let devnet = Devnet::start(devnet).await.unwrap();
+        Self::with_devnet(Devnet::start(devnet).await.unwrap(), options)
+    }
+
+    pub fn with_devnet(devnet: Devnet, options: NodeOptions) -> Stand {
         let dir = tempfile::Builder::new()
             .prefix("dvn-it-")
             .tempdir()

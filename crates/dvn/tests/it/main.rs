@@ -12,4 +12,5 @@ mod foreign;
 mod hostile_peer;
 mod pg;
 mod quorum;
+mod rpc_quorum;
 mod store;
