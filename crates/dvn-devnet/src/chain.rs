@@ -262,6 +262,16 @@ impl Chain {
             .map_err(|e| ChainError::from_rpc("anvil_mine", e))
     }
 
+    /// Sets the chain's clock: the next blocks carry timestamps from `timestamp` on.
+    pub async fn set_time(&self, timestamp: u64) -> Result<(), ChainError> {
+        use alloy::providers::ext::AnvilApi;
+        self.provider
+            .anvil_set_time(timestamp)
+            .await
+            .map(|_| ())
+            .map_err(|e| ChainError::from_rpc("evm_setTime", e))
+    }
+
     /// The latest block number.
     pub async fn head(&self) -> Result<u64, ChainError> {
         self.provider

@@ -152,6 +152,17 @@ impl DvnNode {
     }
 }
 
+impl DvnNode {
+    /// Rewrites this node's configuration (takes effect at its next start).
+    pub fn edit_config(&self, edit: impl FnOnce(&mut Value)) -> anyhow::Result<()> {
+        let mut config: Value =
+            serde_norway::from_str(&std::fs::read_to_string(&self.config_path)?)?;
+        edit(&mut config);
+        std::fs::write(&self.config_path, serde_norway::to_string(&config)?)?;
+        Ok(())
+    }
+}
+
 impl Drop for DvnNode {
     fn drop(&mut self) {
         self.kill();
@@ -297,6 +308,34 @@ impl NodeSet {
             nodes,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Adds a second replica of node `index`'s region: same region name and keys, its own
+    /// port, SQLite store, config and log. Returns its index.
+    pub fn add_replica(&mut self, index: usize) -> anyhow::Result<usize> {
+        let original = &self.nodes[index];
+        let n = self.nodes.len();
+        let port = free_port()?;
+        let config_path = self
+            .dir
+            .join(format!("{}-replica{n}.yaml", original.region));
+        std::fs::copy(&original.config_path, &config_path)?;
+        let replica = DvnNode {
+            region: original.region.clone(),
+            port,
+            config_path,
+            log_path: self.dir.join(format!("{}-replica{n}.log", original.region)),
+            binary: original.binary.clone(),
+            env: original.env.clone(),
+            child: None,
+        };
+        let store = self.dir.join(format!("{}-replica{n}.db", original.region));
+        replica.edit_config(|c| {
+            c["node"]["listen"] = json!(format!("127.0.0.1:{port}"));
+            c["store"]["url"] = json!(format!("sqlite://{}", store.display()));
+        })?;
+        self.nodes.push(replica);
+        Ok(n)
     }
 
     /// Starts the nodes at `indices` and waits for their `/health`.

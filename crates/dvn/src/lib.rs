@@ -6,6 +6,7 @@
 //! - [`signer`]: the signing keys behind one interface.
 //! - [`pipeline`]: watch → confirm/check → sign → aggregate → submit → settle.
 //! - [`peer`]: the signature exchange between regions.
+//! - [`lease`]: the optional Redis lease that picks one submitting replica per region.
 //! - [`api`]: health, readiness, metrics and the peer API over HTTP.
 //! - [`node`]: start-up checks and task supervision.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod lease;
 pub mod node;
 pub mod peer;
 pub mod pipeline;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use alloy::primitives::Address;
 use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain::EvmChain;
 use crate::config::Config;
+use crate::lease::Lease;
 use crate::peer::client::PeerClient;
 use crate::pipeline::sign::SignStage;
 use crate::pipeline::submit::SubmitStage;
@@ -158,6 +160,17 @@ pub async fn run(
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let dvns = self_check(&config, &chains, signer.address(), submitter.address()).await?;
     let peers = PeerClient::new(&config.peers)?;
+    let lease = match &config.redis {
+        Some(redis) => Some(
+            Lease::connect(
+                &redis.url,
+                &config.node.name,
+                Duration::from_millis(redis.lease_ttl_ms),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let listen = config.node.listen;
     let ctx = Arc::new(Context {
         config,
@@ -167,12 +180,20 @@ pub async fn run(
         signer,
         submitter,
         peers,
+        lease: lease.clone(),
         wake: Wakeups::default(),
         cancel: cancel.clone(),
     });
     tracing::info!(node = %ctx.config.node.name, signer = %ctx.signer.address(), submitter = %ctx.submitter.address(), "starting");
 
     let mut tasks = JoinSet::new();
+    if let Some(lease) = lease {
+        let lease_cancel = cancel.clone();
+        tasks.spawn(async move {
+            lease.run(lease_cancel).await;
+            Ok("lease")
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(%listen, "listening");
     let app = crate::api::router(Arc::clone(&ctx), metrics);

@@ -5,6 +5,7 @@
 //! | `DVN_NODE_NAME` | `node.name` |
 //! | `DVN_LISTEN` | `node.listen` |
 //! | `DVN_STORE_URL` | `store.url` |
+//! | `REDIS_URL`, or `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD` | `redis.url` (enables the submitter lease) |
 //! | `POSTGRES_HOST`, `POSTGRES_PORT`, `POSTGRES_USER`, `POSTGRES_PASSWORD`, `POSTGRES_DB` | `store.url` becomes `postgres://…` (the manual's compose file sets these); ignored when `DVN_STORE_URL` is set |
 //!
 //! A value that does not parse is returned as a [`Problem`] naming the variable, never
@@ -46,6 +47,26 @@ pub fn apply(config: &mut Config, vars: &HashMap<String, String>) -> Vec<Problem
             None => user.to_string(),
         };
         config.store.url = format!("postgres://{auth}@{host}:{port}/{db}");
+    }
+    let redis_url = vars.get("REDIS_URL").cloned().or_else(|| {
+        let host = vars.get("REDIS_HOST")?;
+        let port = vars.get("REDIS_PORT").map_or("6379", String::as_str);
+        let auth = vars
+            .get("REDIS_PASSWORD")
+            .map(|p| format!(":{}@", percent_encode(p)))
+            .unwrap_or_default();
+        Some(format!("redis://{auth}{host}:{port}"))
+    });
+    if let Some(url) = redis_url {
+        match &mut config.redis {
+            Some(redis) => redis.url = url,
+            None => {
+                config.redis = Some(super::RedisConfig {
+                    url,
+                    lease_ttl_ms: 10_000,
+                })
+            }
+        }
     }
     problems
 }

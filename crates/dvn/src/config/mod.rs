@@ -26,6 +26,24 @@ pub struct Config {
     pub submitter: SubmitterConfig,
     #[serde(default)]
     pub verification: VerificationConfig,
+    /// Redis for the submitter lease between replicas of this region (optional).
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// Redis, when replicas of one region share the submitter role.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: String,
+    /// How long a lease lasts without renewal.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    10_000
 }
 
 /// This node.

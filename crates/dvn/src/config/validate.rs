@@ -179,6 +179,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             format!("{ttl} is outside {MIN_EXPIRATION_SECS}..={MAX_EXPIRATION_SECS}"),
         );
     }
+    if let Some(redis) = &config.redis {
+        if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
+            problem(
+                "redis.url".into(),
+                "must start with redis:// or rediss://".into(),
+            );
+        }
+        if redis.lease_ttl_ms < 1_000 {
+            problem("redis.lease_ttl_ms".into(), "must be at least 1000".into());
+        }
+    }
     if config.verification.tick_ms == 0 {
         problem("verification.tick_ms".into(), "must be at least 1".into());
     }

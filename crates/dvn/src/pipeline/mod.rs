@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain::EvmChain;
 use crate::config::Config;
+use crate::lease::Lease;
 use crate::peer::client::PeerClient;
 use crate::signer::KeyHandle;
 use crate::store::Store;
@@ -59,6 +60,8 @@ pub struct Context {
     pub signer: KeyHandle,
     pub submitter: KeyHandle,
     pub peers: PeerClient,
+    /// Present when replicas of this region share the submitter role through Redis.
+    pub lease: Option<Lease>,
     pub wake: Wakeups,
     pub cancel: CancellationToken,
 }
@@ -66,6 +69,22 @@ pub struct Context {
 impl Context {
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.config.verification.tick_ms)
+    }
+
+    /// May this replica submit at all right now (holds the lease, or needs none)?
+    pub fn holds_submitter_role(&self) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.token().is_some())
+    }
+
+    /// The fencing check, right before any broadcast: the lease is still ours in Redis.
+    pub async fn may_broadcast(&self) -> bool {
+        match &self.lease {
+            None => true,
+            Some(lease) => match lease.token() {
+                Some(token) => lease.confirm(token).await,
+                None => false,
+            },
+        }
     }
 }
 

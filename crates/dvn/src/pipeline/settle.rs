@@ -76,6 +76,9 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
         .max_by_key(|s| s.created_at_ms)
         .copied()
         .unwrap_or(first);
+    if !ctx.may_broadcast().await {
+        return Ok(true);
+    }
     let _ = chain.broadcast(&newest.raw_tx).await;
     let age = now_ms().saturating_sub(newest.created_at_ms);
     if age > replace_after_ms(ctx) {
@@ -139,7 +142,9 @@ async fn replace(
     metrics::counter!("dvn_submission_replacements_total", "chain" => chain.name().to_string())
         .increment(1);
     tracing::warn!(old = %stuck.tx_hash, new = %row.tx_hash, max_fee, "replacing stuck transaction");
-    chain.broadcast(&row.raw_tx).await?;
+    if ctx.may_broadcast().await {
+        chain.broadcast(&row.raw_tx).await?;
+    }
     Ok(())
 }
 

@@ -93,6 +93,10 @@ impl SubmitStage {
     }
 
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
+        // A replica without the region's submitter lease sends nothing, not even retries.
+        if !self.ctx.holds_submitter_role() {
+            return Ok(Progress::Idle);
+        }
         if settle::settle_in_flight(&self.ctx, self.eid).await? {
             return Ok(Progress::Idle);
         }
@@ -310,11 +314,21 @@ impl SubmitStage {
             input,
         };
         let guids: Vec<B256> = batch.iter().map(|r| r.row.packet.guid).collect();
+        if !self.ctx.may_broadcast().await {
+            tracing::info!("lost the submitter lease: not submitting");
+            return Ok(());
+        }
         let row = sign_transaction(&self.ctx, self.eid, tx).await?;
         self.ctx.store.record_submission(&row, &guids).await?;
         metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
             .increment(1);
         tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = guids.len(), gas, "submitting DVN.execute");
+        if !self.ctx.may_broadcast().await {
+            // Persisted but not sent: the lease holder's own nonce wins; this row is settled
+            // (as dropped, then retried) if this replica holds the lease again.
+            tracing::warn!(tx = %row.tx_hash, "lost the submitter lease before broadcasting");
+            return Ok(());
+        }
         if let Err(e) = chain.broadcast(&row.raw_tx).await {
             // Stored already: settle re-broadcasts it, or replaces it, on its next steps.
             tracing::warn!(tx = %row.tx_hash, "broadcast failed, will retry: {e}");

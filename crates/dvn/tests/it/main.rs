@@ -10,6 +10,7 @@ mod crash;
 mod e2e;
 mod foreign;
 mod hostile_peer;
+mod lease;
 mod pg;
 mod quorum;
 mod rpc_quorum;

@@ -1,0 +1,191 @@
+//! Scenario 9: two replicas of one region share a Redis lease. Exactly one submits while the
+//! other keeps watching and signing; kill the holder and the other takes over; every
+//! transaction of the region's submitter lands (no conflicting nonces) and nothing is verified
+//! twice.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use alloy::providers::Provider;
+use dvn_devnet::nodes::NodeOptions;
+use dvn_devnet::wait::eventually;
+use dvn_devnet::{DevnetConfig, Direction};
+use serde_json::json;
+
+use crate::common::Stand;
+use crate::e2e::TIMEOUT;
+
+/// A private redis-server on 127.0.0.1 for this test only (never the machine's shared one).
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl RedisServer {
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed by scripts/setup.sh");
+        let up = eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        assert!(up.is_some(), "redis-server did not start");
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Moves chain A's clock to the start of the next 60 s rotation slot designated to `region`
+/// (index in the sorted region list aliyun, aws, gcp).
+async fn warp_to_slot(stand: &Stand, region: u64) {
+    let now = stand.devnet.a.chain.timestamp().await.unwrap();
+    let mut slot = now / 60 + 1;
+    while slot % 3 != region {
+        slot += 1;
+    }
+    stand.devnet.a.chain.set_time(slot * 60 + 1).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_one_region_share_the_submitter_role() {
+    let mut stand = Stand::new(
+        DevnetConfig::default(),
+        NodeOptions {
+            takeover_after_secs: 1,
+            ..NodeOptions::default()
+        },
+    )
+    .await;
+    let redis = RedisServer::start().await;
+    let replica = stand.nodes.add_replica(0).unwrap();
+    for i in [0, replica] {
+        stand.nodes.nodes[i]
+            .edit_config(|c| c["redis"] = json!({ "url": redis.url, "lease_ttl_ms": 2000 }))
+            .unwrap();
+    }
+    // aliyun only submits what is designated to it; gcp stays down; so aws (slot-designated,
+    // or taking over from gcp) submits everything sent in an aws slot.
+    stand.nodes.nodes[1]
+        .edit_config(|c| c["submitter"]["takeover_after_secs"] = json!(3600))
+        .unwrap();
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    let aws_submitter = dst.roles.dvn_admins[0];
+    // The deployment already used this account (DVN fee lib and destination config).
+    let before = dst
+        .chain
+        .provider
+        .get_transaction_count(aws_submitter)
+        .await
+        .unwrap();
+    stand.nodes.start(&[0, replica, 1]).await.unwrap();
+
+    let held = |i: usize| {
+        let node = &stand.nodes.nodes[i];
+        async move {
+            node.metric_sum("dvn_submitter_lease_held")
+                .await
+                .unwrap_or(0.0)
+        }
+    };
+    let holder = eventually(TIMEOUT, Duration::from_millis(100), || async {
+        match (held(0).await, held(replica).await) {
+            (h0, h3) if h0 == 1.0 && h3 == 0.0 => Some(0),
+            (h0, h3) if h0 == 0.0 && h3 == 1.0 => Some(replica),
+            _ => None,
+        }
+    })
+    .await
+    .expect("exactly one replica holds the lease");
+    let other = if holder == 0 { replica } else { 0 };
+
+    warp_to_slot(&stand, 1).await;
+    let first = stand
+        .devnet
+        .send_messages(Direction::AToB, 4)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &first, TIMEOUT).await;
+    let by_holder = stand.nodes.nodes[holder]
+        .metric_sum("dvn_submissions_total")
+        .await
+        .unwrap();
+    let by_other = stand.nodes.nodes[other]
+        .metric_sum("dvn_submissions_total")
+        .await
+        .unwrap();
+    assert!(by_holder >= 1.0, "the lease holder submitted");
+    assert_eq!(by_other, 0.0, "the replica without the lease sent nothing");
+    assert!(
+        stand.nodes.nodes[other]
+            .metric_sum("dvn_packets_signed_total")
+            .await
+            .unwrap()
+            >= 4.0,
+        "…but it signed"
+    );
+
+    stand.nodes.nodes[holder].kill();
+    warp_to_slot(&stand, 1).await;
+    let second = stand
+        .devnet
+        .send_messages(Direction::AToB, 4)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &second, TIMEOUT).await;
+    let by_other_after = stand.nodes.nodes[other]
+        .metric_sum("dvn_submissions_total")
+        .await
+        .unwrap();
+    assert!(by_other_after >= 1.0, "the other replica took over");
+
+    let all: Vec<_> = first.into_iter().chain(second).collect();
+    stand.assert_invariants(Direction::AToB, &all).await;
+    // Every transaction the region's submitter sent was mined: no two replicas raced a nonce.
+    let mined = dst
+        .chain
+        .provider
+        .get_transaction_count(aws_submitter)
+        .await
+        .unwrap()
+        - before;
+    assert_eq!(
+        mined as f64,
+        by_holder + by_other_after,
+        "submissions vs mined transactions of the aws submitter"
+    );
+}
