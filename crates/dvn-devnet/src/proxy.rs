@@ -1,8 +1,9 @@
 //! A JSON-RPC forwarding proxy on 127.0.0.1 that a test can switch between forwarding,
-//! failing (HTTP 503) and stopped (port closed), to play an RPC provider going bad.
+//! failing (HTTP 503) and stopped (port closed), or make drop logs, to play an RPC provider
+//! going bad.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -22,6 +23,7 @@ pub enum ProxyMode {
 struct Shared {
     upstream: String,
     mode: Arc<AtomicU8>,
+    drop_packet_sent_in_block: Arc<Mutex<Option<u64>>>,
     client: alloy::transports::http::reqwest::Client,
 }
 
@@ -30,6 +32,7 @@ struct Shared {
 pub struct RpcProxy {
     pub url: String,
     mode: Arc<AtomicU8>,
+    drop_packet_sent_in_block: Arc<Mutex<Option<u64>>>,
     task: JoinHandle<()>,
 }
 
@@ -39,20 +42,36 @@ impl RpcProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let mode = Arc::new(AtomicU8::new(ProxyMode::Forward as u8));
+        let drop_packet_sent_in_block = Arc::new(Mutex::new(None));
         let shared = Shared {
             upstream: upstream.to_string(),
             mode: Arc::clone(&mode),
+            drop_packet_sent_in_block: Arc::clone(&drop_packet_sent_in_block),
             client: Default::default(),
         };
         let app = Router::new().route("/", post(forward)).with_state(shared);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { url, mode, task })
+        Ok(Self {
+            url,
+            mode,
+            drop_packet_sent_in_block,
+            task,
+        })
     }
 
     pub fn set_mode(&self, mode: ProxyMode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// From now on, `eth_getLogs` answers silently leave out every `PacketSent` log of
+    /// `block` (a provider dropping a log); `None` heals it.
+    pub fn drop_packet_sent_in_block(&self, block: Option<u64>) {
+        *self
+            .drop_packet_sent_in_block
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = block;
     }
 
     /// Closes the port: new connections are refused. Keep-alive connections already open are
@@ -89,15 +108,41 @@ async fn forward(
         .client
         .post(&shared.upstream)
         .header("content-type", content_type)
-        .body(body)
+        .body(body.clone())
         .send()
         .await;
+    let drop_block = *shared
+        .drop_packet_sent_in_block
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     match sent {
         Ok(response) => {
             let status =
                 StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            (status, response.bytes().await.unwrap_or_default())
+            let bytes = response.bytes().await.unwrap_or_default();
+            match drop_block {
+                Some(block) if is_get_logs(&body) => {
+                    (status, without_packet_sent(&bytes, block).unwrap_or(bytes))
+                }
+                _ => (status, bytes),
+            }
         }
         Err(_) => (StatusCode::BAD_GATEWAY, Bytes::new()),
     }
+}
+
+fn is_get_logs(request: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(request).is_ok_and(|v| v["method"] == "eth_getLogs")
+}
+
+/// The `eth_getLogs` answer without the `PacketSent` logs of `block`.
+fn without_packet_sent(response: &[u8], block: u64) -> Option<Bytes> {
+    use alloy::sol_types::SolEvent;
+    let topic = dvn_lz::contracts::IEndpointV2::PacketSent::SIGNATURE_HASH.to_string();
+    let block = format!("{block:#x}");
+    let mut value: serde_json::Value = serde_json::from_slice(response).ok()?;
+    value["result"].as_array_mut()?.retain(|log| {
+        !(log["topics"][0] == topic.as_str() && log["blockNumber"] == block.as_str())
+    });
+    serde_json::to_vec(&value).ok().map(Bytes::from)
 }

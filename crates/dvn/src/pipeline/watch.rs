@@ -6,6 +6,12 @@
 //! transaction with `dvn_lz`'s rule, keep the packets whose DVN lists hold our source DVN and
 //! whose destination we serve, then store them and move the cursor in one transaction. The
 //! cursor never passes a log that is not stored.
+//!
+//! Nonce continuity: every `PacketSent` of a path (ours or another DVN's) must carry the next
+//! nonce after the highest seen, counted from the endpoint's `outboundNonce` just before the
+//! scan origin. A jump means a log went missing (a faulty or lying endpoint): the step fails
+//! without storing anything or moving the cursor, so nothing past the gap is ever signed, and
+//! the range is read again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use dvn_lz::packets_in_transaction;
 
 use super::{Context, Progress, Stage};
 use crate::chain::EvmChain;
-use crate::store::{NewPacket, Observed};
+use crate::store::{NewPacket, Observed, PathKey};
 
 /// How far back a reorg rewinds the cursor when the stored block hash is no longer canonical.
 pub const REORG_REWIND_BLOCKS: u64 = 64;
@@ -94,12 +100,34 @@ impl Watcher {
             }
             Err(e) => return Err(e.into()),
         };
-        let packets = self.assigned_packets(chain, logs).await?;
+        let (packets, path_nonces) = match self.assigned_packets(chain, logs).await? {
+            Scan::Complete {
+                packets,
+                path_nonces,
+            } => (packets, path_nonces),
+            Scan::Gap {
+                path,
+                expected,
+                found,
+                block,
+            } => {
+                // A PacketSent log is missing from what the endpoints returned. Never store or
+                // sign past it: keep the cursor, re-read (in smaller ranges), and page.
+                metrics::counter!("dvn_nonce_gaps_total", "chain" => chain.name().to_string())
+                    .increment(1);
+                self.range = (self.range / 2).max(1);
+                anyhow::bail!(
+                    "nonce gap on path {}→{} sender {} receiver {}: expected nonce {expected}, found {found} at block {block}; \
+                     a PacketSent log is missing: re-reading without moving the cursor",
+                    path.src_eid, path.dst_eid, path.sender, path.receiver
+                );
+            }
+        };
         let (to_hash, _) = chain.block(to).await?;
         let outcomes = self
             .ctx
             .store
-            .record_scan(self.eid, &packets, (to, to_hash))
+            .record_scan(self.eid, &packets, &path_nonces, (to, to_hash))
             .await?;
         for (packet, outcome) in packets.iter().zip(&outcomes) {
             match outcome {
@@ -146,12 +174,26 @@ impl Watcher {
         Ok(Progress::Busy)
     }
 
-    /// Pairs the logs per transaction and keeps what is ours.
-    async fn assigned_packets(
-        &self,
-        chain: &EvmChain,
-        logs: Vec<Log>,
-    ) -> anyhow::Result<Vec<NewPacket>> {
+    /// The nonce a path had before this node's scan origin: the continuity check's base.
+    async fn path_base(&self, chain: &EvmChain, path: &PathKey) -> anyhow::Result<u64> {
+        let origin = chain.config.start_block;
+        if origin == 0 {
+            return Ok(0);
+        }
+        let sender = Address::from_word(path.sender);
+        let call = IEndpointV2::outboundNonceCall {
+            sender,
+            dstEid: path.dst_eid,
+            receiver: path.receiver,
+        };
+        Ok(chain
+            .call(chain.config.endpoint, &call, Some(origin - 1))
+            .await?)
+    }
+
+    /// Checks per-path nonce continuity over every `PacketSent` (ours or not), pairs the logs
+    /// per transaction and keeps what is ours.
+    async fn assigned_packets(&self, chain: &EvmChain, logs: Vec<Log>) -> anyhow::Result<Scan> {
         let our_dvn: Address = chain.config.dvn;
         let mut by_tx: BTreeMap<(u64, u64, B256), Vec<Log>> = BTreeMap::new();
         for log in logs {
@@ -170,6 +212,7 @@ impl Watcher {
         }
         let mut timestamps = BTreeMap::new();
         let mut out = Vec::new();
+        let mut seen: BTreeMap<PathKey, u64> = BTreeMap::new();
         for ((block, _, tx_hash), mut tx_logs) in by_tx {
             tx_logs.sort_by_key(|l| l.log_index);
             let inner: Vec<_> = tx_logs.iter().map(|l| l.inner.clone()).collect();
@@ -182,10 +225,32 @@ impl Watcher {
                         continue;
                     }
                 };
+                let header = sent.packet.header;
+                let path = PathKey {
+                    src_eid: header.src_eid,
+                    sender: header.sender,
+                    dst_eid: header.dst_eid,
+                    receiver: header.receiver,
+                };
+                let max = match seen.get(&path) {
+                    Some(max) => *max,
+                    None => match self.ctx.store.path_max_nonce(&path).await? {
+                        Some(max) => max,
+                        None => self.path_base(chain, &path).await?,
+                    },
+                };
+                if header.nonce > max + 1 {
+                    return Ok(Scan::Gap {
+                        path,
+                        expected: max + 1,
+                        found: header.nonce,
+                        block,
+                    });
+                }
+                seen.insert(path, max.max(header.nonce));
                 if !sent.is_assigned_to(our_dvn) {
                     continue;
                 }
-                let header = sent.packet.header;
                 if header.src_eid != chain.eid() {
                     tracing::warn!(chain = chain.name(), %tx_hash, src = header.src_eid, "packet claims another source eid: ignored");
                     continue;
@@ -231,8 +296,25 @@ impl Watcher {
                 });
             }
         }
-        Ok(out)
+        Ok(Scan::Complete {
+            packets: out,
+            path_nonces: seen.into_iter().collect(),
+        })
     }
+}
+
+/// What one scanned range yielded.
+enum Scan {
+    Complete {
+        packets: Vec<NewPacket>,
+        path_nonces: Vec<(PathKey, u64)>,
+    },
+    Gap {
+        path: PathKey,
+        expected: u64,
+        found: u64,
+        block: u64,
+    },
 }
 
 impl Stage for Watcher {

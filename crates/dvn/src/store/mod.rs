@@ -13,7 +13,7 @@ use alloy::primitives::{Address, B256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-pub use rows::{NewPacket, PacketRow, PacketState, SubmissionRow};
+pub use rows::{NewPacket, PacketRow, PacketState, PathKey, SubmissionRow};
 
 /// Errors from the store; callers retry on `Database` and stop on `Corrupt`.
 #[derive(Debug, thiserror::Error)]
@@ -122,12 +122,27 @@ impl Store {
         &self,
         eid: u32,
         packets: &[NewPacket],
+        path_nonces: &[(PathKey, u64)],
         cursor: (u64, B256),
     ) -> Result<Vec<Observed>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(packets.len());
         for packet in packets {
             outcomes.push(rows::observe(&mut tx, packet).await?);
+        }
+        for (path, nonce) in path_nonces {
+            sqlx::query(
+                "INSERT INTO path_nonces (src_eid, sender, dst_eid, receiver, max_nonce) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (src_eid, sender, dst_eid, receiver) DO UPDATE SET max_nonce = $5 \
+                 WHERE path_nonces.max_nonce < $5",
+            )
+            .bind(i64::from(path.src_eid))
+            .bind(path.sender.to_vec())
+            .bind(i64::from(path.dst_eid))
+            .bind(path.receiver.to_vec())
+            .bind(int(*nonce))
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query(
             "INSERT INTO cursors (eid, block_number, block_hash) VALUES ($1, $2, $3) \
@@ -140,6 +155,20 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// The highest nonce seen on a path (all packets, assigned to us or not).
+    pub async fn path_max_nonce(&self, path: &PathKey) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT max_nonce FROM path_nonces WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
+        )
+        .bind(i64::from(path.src_eid))
+        .bind(path.sender.to_vec())
+        .bind(i64::from(path.dst_eid))
+        .bind(path.receiver.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| rows::u64_col(&r, "max_nonce")).transpose()
     }
 
     /// Moves the cursor back (reorg), without touching packets: the confirm stage re-checks

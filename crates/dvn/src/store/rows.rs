@@ -64,6 +64,15 @@ impl PacketState {
     }
 }
 
+/// A message path: (source eid, sender, destination eid, receiver). Nonces count per path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathKey {
+    pub src_eid: u32,
+    pub sender: B256,
+    pub dst_eid: u32,
+    pub receiver: B256,
+}
+
 /// A packet as the watch stage found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPacket {

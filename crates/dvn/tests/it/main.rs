@@ -11,6 +11,7 @@ mod e2e;
 mod foreign;
 mod hostile_peer;
 mod lease;
+mod nonce_gap;
 mod pg;
 mod quorum;
 mod rpc_quorum;

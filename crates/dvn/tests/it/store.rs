@@ -1,7 +1,7 @@
 //! One store test suite, run against both backends: embedded SQLite and PostgreSQL.
 
 use alloy::primitives::{Address, B256};
-use dvn::store::{NewPacket, Observed, PacketState, Store, SubmissionRow};
+use dvn::store::{NewPacket, Observed, PacketState, PathKey, Store, SubmissionRow};
 
 fn packet(nonce: u64, payload: u8) -> NewPacket {
     NewPacket {
@@ -25,12 +25,22 @@ async fn observation_is_idempotent_and_moves_the_cursor(store: Store) {
     assert_eq!(store.cursor(30101).await.unwrap(), None);
     let p = packet(1, 0xa1);
     let out = store
-        .record_scan(30101, std::slice::from_ref(&p), (11, B256::repeat_byte(1)))
+        .record_scan(
+            30101,
+            std::slice::from_ref(&p),
+            &[],
+            (11, B256::repeat_byte(1)),
+        )
         .await
         .unwrap();
     assert_eq!(out, vec![Observed::New]);
     let out = store
-        .record_scan(30101, std::slice::from_ref(&p), (12, B256::repeat_byte(2)))
+        .record_scan(
+            30101,
+            std::slice::from_ref(&p),
+            &[],
+            (12, B256::repeat_byte(2)),
+        )
         .await
         .unwrap();
     assert_eq!(out, vec![Observed::Known]);
@@ -73,12 +83,12 @@ async fn observation_is_idempotent_and_moves_the_cursor(store: Store) {
 async fn a_new_payload_replaces_before_signing_and_conflicts_after(store: Store) {
     let first = packet(1, 0xa1);
     store
-        .record_scan(30101, std::slice::from_ref(&first), (1, B256::ZERO))
+        .record_scan(30101, std::slice::from_ref(&first), &[], (1, B256::ZERO))
         .await
         .unwrap();
     let replaced = packet(1, 0xa2);
     let out = store
-        .record_scan(30101, std::slice::from_ref(&replaced), (2, B256::ZERO))
+        .record_scan(30101, std::slice::from_ref(&replaced), &[], (2, B256::ZERO))
         .await
         .unwrap();
     assert_eq!(out, vec![Observed::Replaced]);
@@ -107,7 +117,7 @@ async fn a_new_payload_replaces_before_signing_and_conflicts_after(store: Store)
         .unwrap();
     let third = packet(1, 0xa3);
     let out = store
-        .record_scan(30101, std::slice::from_ref(&third), (3, B256::ZERO))
+        .record_scan(30101, std::slice::from_ref(&third), &[], (3, B256::ZERO))
         .await
         .unwrap();
     assert_eq!(out, vec![Observed::Conflict]);
@@ -123,7 +133,7 @@ async fn a_new_payload_replaces_before_signing_and_conflicts_after(store: Store)
 async fn signatures_and_submissions_round_trip(store: Store) {
     let p = packet(3, 0xa1);
     store
-        .record_scan(30101, std::slice::from_ref(&p), (1, B256::ZERO))
+        .record_scan(30101, std::slice::from_ref(&p), &[], (1, B256::ZERO))
         .await
         .unwrap();
     let call_hash = B256::repeat_byte(0xcc);
@@ -219,6 +229,43 @@ async fn signatures_and_submissions_round_trip(store: Store) {
     assert_eq!(counts, vec![("signed".to_string(), 1)]);
 }
 
+async fn path_nonces_only_move_up(store: Store) {
+    let path = PathKey {
+        src_eid: 30101,
+        sender: B256::repeat_byte(1),
+        dst_eid: 30212,
+        receiver: B256::repeat_byte(2),
+    };
+    assert_eq!(store.path_max_nonce(&path).await.unwrap(), None);
+    store
+        .record_scan(30101, &[], &[(path, 5)], (1, B256::ZERO))
+        .await
+        .unwrap();
+    store
+        .record_scan(30101, &[], &[(path, 3)], (2, B256::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.path_max_nonce(&path).await.unwrap(),
+        Some(5),
+        "a rescan never lowers it"
+    );
+    store
+        .record_scan(30101, &[], &[(path, 6)], (3, B256::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(store.path_max_nonce(&path).await.unwrap(), Some(6));
+    let other = PathKey {
+        dst_eid: 30110,
+        ..path
+    };
+    assert_eq!(
+        store.path_max_nonce(&other).await.unwrap(),
+        None,
+        "paths are independent"
+    );
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -247,6 +294,7 @@ both_backends!(
     observation_is_idempotent_and_moves_the_cursor,
     a_new_payload_replaces_before_signing_and_conflicts_after,
     signatures_and_submissions_round_trip,
+    path_nonces_only_move_up,
 );
 
 #[tokio::test]
@@ -257,7 +305,12 @@ async fn sqlite_state_survives_a_reopen() {
     {
         let store = Store::connect(&url).await.unwrap();
         store
-            .record_scan(30101, std::slice::from_ref(&p), (7, B256::repeat_byte(7)))
+            .record_scan(
+                30101,
+                std::slice::from_ref(&p),
+                &[],
+                (7, B256::repeat_byte(7)),
+            )
             .await
             .unwrap();
     }
