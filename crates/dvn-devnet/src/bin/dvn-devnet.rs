@@ -43,6 +43,20 @@ enum Command {
         #[arg(long, default_value_t = 180)]
         timeout_secs: u64,
     },
+    /// Measure: a burst of messages one way through three nodes; prints throughput, latency
+    /// and gas per packet.
+    Bench {
+        /// Messages in the burst.
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        /// Most params per DVN.execute.
+        #[arg(long, default_value_t = 50)]
+        max_batch: usize,
+        #[arg(long, default_value = ".devnet-logs/bench")]
+        log_dir: PathBuf,
+        #[arg(long)]
+        dvn_bin: Option<PathBuf>,
+    },
 }
 
 /// One direction's traffic and how far it got.
@@ -67,15 +81,7 @@ async fn main() -> anyhow::Result<()> {
             dvn_bin,
             timeout_secs,
         } => {
-            let dvn_bin = match dvn_bin {
-                Some(p) => p,
-                None => std::env::current_exe()?.with_file_name("dvn"),
-            };
-            anyhow::ensure!(
-                dvn_bin.is_file(),
-                "dvn binary not found at {} (build it, or pass --dvn-bin)",
-                dvn_bin.display()
-            );
+            let dvn_bin = locate_dvn(dvn_bin)?;
             demo(
                 messages,
                 keep_running,
@@ -85,7 +91,128 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Bench {
+            messages,
+            max_batch,
+            log_dir,
+            dvn_bin,
+        } => bench(messages, max_batch, log_dir, locate_dvn(dvn_bin)?).await,
     }
+}
+
+fn locate_dvn(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("dvn"),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "dvn binary not found at {} (build it, or pass --dvn-bin)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A burst of `messages` A → B through three real nodes; prints figures, asserts nothing
+/// about speed (the invariants must still hold).
+async fn bench(
+    messages: usize,
+    max_batch: usize,
+    log_dir: PathBuf,
+    dvn_bin: PathBuf,
+) -> anyhow::Result<()> {
+    if log_dir.exists() {
+        std::fs::remove_dir_all(&log_dir)?;
+    }
+    let devnet = Devnet::start(DevnetConfig {
+        log_dir: Some(log_dir.clone()),
+        ..Default::default()
+    })
+    .await?;
+    let options = NodeOptions {
+        max_batch,
+        ..NodeOptions::default()
+    };
+    let mut nodes = NodeSet::configure(&devnet, &dvn_bin, &log_dir.join("nodes"), &options)?;
+    nodes.start(&[0, 1, 2]).await?;
+    let direction = Direction::AToB;
+    let started = Instant::now();
+    let packets = devnet.send_messages(direction, messages).await?;
+    let sent_in = started.elapsed();
+    let mut first_verified = None;
+    let mut verified_at = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while verified_at.is_none() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not all packets verified within 600 s"
+        );
+        let mut done = 0;
+        for p in &packets {
+            if matches!(
+                devnet.verification_state(direction, p).await?,
+                VerificationState::Verifiable | VerificationState::Verified
+            ) {
+                done += 1;
+            }
+        }
+        if done > 0 && first_verified.is_none() {
+            first_verified = Some(started.elapsed());
+        }
+        if done == packets.len() {
+            verified_at = Some(started.elapsed());
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let verified = verified_at.unwrap_or_default();
+    let report = devnet.check_invariants(direction, &packets).await?;
+    anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
+    let gas = execute_gas(&devnet, direction).await?;
+    println!("burst of {messages} packets ethereum → conflux-espace, 3 nodes, quorum 2, max_batch {max_batch}");
+    println!(
+        "  sending took                {:>8.2} s",
+        sent_in.as_secs_f64()
+    );
+    println!(
+        "  first packet verified after {:>8.2} s",
+        first_verified.unwrap_or_default().as_secs_f64()
+    );
+    println!(
+        "  all verified after          {:>8.2} s",
+        verified.as_secs_f64()
+    );
+    println!(
+        "  throughput                  {:>8.1} packets/s (burst start to last verified)",
+        messages as f64 / verified.as_secs_f64()
+    );
+    println!(
+        "  DVN.execute transactions    {:>8}",
+        report.execute_transactions
+    );
+    println!(
+        "  gas per verified packet     {:>8}",
+        gas / messages.max(1) as u64
+    );
+    Ok(())
+}
+
+/// Total gas of the transactions that carried our DVN's verifications.
+async fn execute_gas(devnet: &Devnet, direction: Direction) -> anyhow::Result<u64> {
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolEvent;
+    let (_, dst) = devnet.sides(direction);
+    let topic = dvn_lz::contracts::IReceiveUln302::PayloadVerified::SIGNATURE_HASH;
+    let logs = dst.chain.logs(dst.contracts.receive_lib, topic).await?;
+    let txs: std::collections::BTreeSet<_> =
+        logs.iter().filter_map(|l| l.transaction_hash).collect();
+    let mut gas = 0;
+    for tx in txs {
+        if let Some(receipt) = dst.chain.provider.get_transaction_receipt(tx).await? {
+            gas += receipt.gas_used;
+        }
+    }
+    Ok(gas)
 }
 
 async fn demo(

@@ -189,3 +189,14 @@ fn env_overrides_apply_and_bad_ones_are_named_without_leaking_secrets() {
         "a secret was printed: {out}"
     );
 }
+
+#[test]
+fn the_documented_example_config_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/config.yaml"
+    ))
+    .unwrap();
+    let (ok, out) = check(&text, &[]);
+    assert!(ok, "{out}");
+}
