@@ -67,6 +67,20 @@ pub struct Context {
 }
 
 impl Context {
+    /// A configured chain by eid.
+    pub fn chain(&self, eid: u32) -> anyhow::Result<&EvmChain> {
+        self.chains
+            .get(&eid)
+            .ok_or_else(|| anyhow::anyhow!("chain {eid} is not configured"))
+    }
+
+    /// Our DVN on chain `eid`, as checked at start.
+    pub fn dvn(&self, eid: u32) -> anyhow::Result<&DvnInfo> {
+        self.dvns
+            .get(&eid)
+            .ok_or_else(|| anyhow::anyhow!("no DVN checked on chain {eid}"))
+    }
+
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.config.verification.tick_ms)
     }

@@ -32,10 +32,7 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
     let Some(first) = pending.first() else {
         return Ok(false);
     };
-    let chain = ctx
-        .chains
-        .get(&eid)
-        .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
+    let chain = ctx.chain(eid)?;
     let nonce = first.account_nonce;
     let same_nonce: Vec<&SubmissionRow> = pending
         .iter()
@@ -100,10 +97,7 @@ async fn replace(
     stuck: &SubmissionRow,
     attempts: usize,
 ) -> anyhow::Result<()> {
-    let chain = ctx
-        .chains
-        .get(&eid)
-        .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
+    let chain = ctx.chain(eid)?;
     if attempts > ctx.config.submitter.max_replacements as usize {
         tracing::error!(tx = %stuck.tx_hash, "transaction stuck after {attempts} attempts: fee cap reached, needs an operator");
         return Ok(());
@@ -156,14 +150,8 @@ async fn settle_receipt(
     mined: B256,
     receipt: &TransactionReceipt,
 ) -> anyhow::Result<()> {
-    let chain = ctx
-        .chains
-        .get(&eid)
-        .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
-    let dvn = ctx
-        .dvns
-        .get(&eid)
-        .ok_or_else(|| anyhow::anyhow!("no DVN on {eid}"))?;
+    let chain = ctx.chain(eid)?;
+    let dvn = ctx.dvn(eid)?;
     let mut verified = HashSet::new();
     let mut failures = 0usize;
     for log in receipt.inner.logs() {

@@ -87,13 +87,6 @@ impl SignStage {
         Ok(Progress::Idle)
     }
 
-    fn chain(&self, eid: u32) -> anyhow::Result<&EvmChain> {
-        self.ctx
-            .chains
-            .get(&eid)
-            .ok_or_else(|| anyhow::anyhow!("chain {eid} not configured"))
-    }
-
     async fn process(&self, row: &PacketRow, views: &mut Views) -> anyhow::Result<Outcome> {
         let p = &row.packet;
         let header = match PacketHeader::decode(&p.header) {
@@ -112,13 +105,9 @@ impl SignStage {
                 "sender or receiver is not an EVM address".into(),
             ));
         };
-        let src = self.chain(p.src_eid)?;
-        let dst = self.chain(p.dst_eid)?;
-        let dvn = self
-            .ctx
-            .dvns
-            .get(&p.dst_eid)
-            .ok_or_else(|| anyhow::anyhow!("no DVN info for {}", p.dst_eid))?;
+        let src = self.ctx.chain(p.src_eid)?;
+        let dst = self.ctx.chain(p.dst_eid)?;
+        let dvn = self.ctx.dvn(p.dst_eid)?;
 
         // 1. confirm
         let receive_cfg = dst

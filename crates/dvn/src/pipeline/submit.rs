@@ -29,8 +29,7 @@ use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
 
 use super::expiration::too_close;
 use super::sign::destination_done;
-use super::{settle, Context, DvnInfo, Progress, Stage};
-use crate::chain::EvmChain;
+use super::{settle, Context, Progress, Stage};
 use crate::store::{now_ms, PacketRow, PacketState, SubmissionRow};
 
 /// Rotation slot: packets whose source blocks fall in the same slot share a designated
@@ -80,18 +79,6 @@ impl SubmitStage {
         }
     }
 
-    fn chain(ctx: &Context, eid: u32) -> anyhow::Result<(&EvmChain, &DvnInfo)> {
-        let chain = ctx
-            .chains
-            .get(&eid)
-            .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))?;
-        let dvn = ctx
-            .dvns
-            .get(&eid)
-            .ok_or_else(|| anyhow::anyhow!("no DVN on {eid}"))?;
-        Ok((chain, dvn))
-    }
-
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
         // A replica without the region's submitter lease sends nothing, not even retries.
         if !self.ctx.holds_submitter_role() {
@@ -123,7 +110,7 @@ impl SubmitStage {
     /// Signed packets that have a quorum and are this region's to submit now.
     async fn aggregate(&mut self) -> anyhow::Result<Vec<Ready>> {
         let ctx = Arc::clone(&self.ctx);
-        let (chain, dvn) = Self::chain(&ctx, self.eid)?;
+        let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let ttl = self.ctx.config.verification.expiration_secs;
         let now = chain.latest_timestamp().await?;
         let regions = self.ctx.config.regions();
@@ -255,7 +242,7 @@ impl SubmitStage {
     /// Checks, batches, signs, persists and broadcasts one `execute`.
     async fn send_batch(&mut self, ready: Vec<Ready>) -> anyhow::Result<()> {
         let ctx = Arc::clone(&self.ctx);
-        let (chain, dvn) = Self::chain(&ctx, self.eid)?;
+        let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let mut batch = Vec::new();
         for item in ready {
             let header = PacketHeader::decode(&item.row.packet.header)?;

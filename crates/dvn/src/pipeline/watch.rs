@@ -44,15 +44,9 @@ impl Watcher {
         Self { ctx, eid, range }
     }
 
-    fn chain(ctx: &Context, eid: u32) -> anyhow::Result<&EvmChain> {
-        ctx.chains
-            .get(&eid)
-            .ok_or_else(|| anyhow::anyhow!("no chain {eid}"))
-    }
-
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
         let ctx = Arc::clone(&self.ctx);
-        let chain = Self::chain(&ctx, self.eid)?;
+        let chain = ctx.chain(self.eid)?;
         let head = chain.head().await?;
         metrics::gauge!("dvn_chain_head", "chain" => chain.name().to_string()).set(head as f64);
         let cursor = self.ctx.store.cursor(self.eid).await?;
@@ -157,7 +151,7 @@ impl Watcher {
     }
 
     async fn rewind(&self, number: u64) -> anyhow::Result<Progress> {
-        let chain = Self::chain(&self.ctx, self.eid)?;
+        let chain = self.ctx.chain(self.eid)?;
         let back = number
             .saturating_sub(REORG_REWIND_BLOCKS)
             .max(chain.config.start_block);
