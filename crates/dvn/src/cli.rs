@@ -29,6 +29,51 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Key tools: inspect the configured keys, or manage keys in a PKCS#11 token.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the Ethereum addresses of the configured signer and submitter keys.
+    Address {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Sign a test digest with the configured signer and check it recovers to its address.
+    TestSign {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Generate a non-extractable secp256k1 key inside a PKCS#11 token; prints its address.
+    Generate {
+        #[command(flatten)]
+        token: TokenArgs,
+        /// Label of the new key.
+        #[arg(long)]
+        key_label: String,
+    },
+    /// List the secp256k1 keys in a PKCS#11 token with their addresses.
+    List {
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+/// Where a PKCS#11 token is; the PIN is read from an environment variable, never an argument.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so, CloudHSM's libcloudhsm_pkcs11.so).
+    #[arg(long)]
+    pub module: PathBuf,
+    #[arg(long)]
+    pub token_label: String,
+    /// Environment variable holding the user PIN.
+    #[arg(long, default_value = "HSM_PIN")]
+    pub pin_env: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dvn::cli::{Cli, Command, ConfigCommand};
+use dvn::cli::{Cli, Command, ConfigCommand, KeysCommand};
 use dvn::config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +45,13 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keys { command } => match keys(command).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             debug,
@@ -82,6 +89,58 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use dvn::signer::pkcs11::Pkcs11Signer;
+    use dvn::signer::KeyHandle;
+    let pin = |env: &str| {
+        std::env::var(env)
+            .map_err(|_| anyhow::anyhow!("environment variable {env} (the PIN) is not set"))
+    };
+    match command {
+        KeysCommand::Address { config } => {
+            let config = Config::load(&config)?;
+            println!("signer    {}", KeyHandle::load(&config.signer)?.address());
+            println!(
+                "submitter {}",
+                KeyHandle::load(&config.submitter.key)?.address()
+            );
+        }
+        KeysCommand::TestSign { config } => {
+            let config = Config::load(&config)?;
+            let key = KeyHandle::load(&config.signer)?;
+            let digest = alloy::primitives::keccak256(b"dvn keys test-sign");
+            let started = std::time::Instant::now();
+            let signature = key.sign_digest(digest).await?;
+            println!(
+                "signed with {} ({}) in {:.1} ms; recovers to the key; signature {}",
+                key.address(),
+                key.backend(),
+                started.elapsed().as_secs_f64() * 1000.0,
+                alloy::primitives::hex::encode_prefixed(signature.as_bytes())
+            );
+        }
+        KeysCommand::Generate { token, key_label } => {
+            let pin = pin(&token.pin_env)?;
+            let address = tokio::task::spawn_blocking(move || {
+                Pkcs11Signer::generate(&token.module, &token.token_label, &key_label, &pin)
+            })
+            .await??;
+            println!("{address}");
+        }
+        KeysCommand::List { token } => {
+            let pin = pin(&token.pin_env)?;
+            let keys = tokio::task::spawn_blocking(move || {
+                Pkcs11Signer::list(&token.module, &token.token_label, &pin)
+            })
+            .await??;
+            for (label, address) in keys {
+                println!("{label}\t{address}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

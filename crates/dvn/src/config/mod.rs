@@ -159,6 +159,17 @@ pub enum KeyConfig {
         #[serde(default)]
         password_file: Option<PathBuf>,
     },
+    /// A key in a PKCS#11 token (AWS CloudHSM, GCP Cloud HSM via kmsp11, SoftHSM, hardware
+    /// HSMs), found by token and key label; the PIN comes from an env var or a file.
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        key_label: String,
+        #[serde(default)]
+        pin_env: Option<String>,
+        #[serde(default)]
+        pin_file: Option<PathBuf>,
+    },
     /// A hex private key in an environment variable: development and devnets only, refused
     /// unless `allow_plaintext` is set.
     Env {

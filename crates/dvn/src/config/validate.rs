@@ -210,6 +210,32 @@ fn check_key(problem: &mut impl FnMut(String, String), at: &str, key: &KeyConfig
                 );
             }
         }
+        KeyConfig::Pkcs11 {
+            module,
+            token_label,
+            key_label,
+            pin_env,
+            pin_file,
+        } => {
+            if module.as_os_str().is_empty() {
+                problem(
+                    format!("{at}.module"),
+                    "must name the PKCS#11 library".into(),
+                );
+            }
+            if token_label.is_empty() {
+                problem(format!("{at}.token_label"), "must not be empty".into());
+            }
+            if key_label.is_empty() {
+                problem(format!("{at}.key_label"), "must not be empty".into());
+            }
+            if pin_env.is_some() == pin_file.is_some() {
+                problem(
+                    format!("{at}.pin_env"),
+                    "set exactly one of pin_env and pin_file".into(),
+                );
+            }
+        }
         KeyConfig::Env {
             var,
             allow_plaintext,

@@ -13,6 +13,7 @@ mod hostile_peer;
 mod lease;
 mod nonce_gap;
 mod pg;
+mod pkcs11;
 mod quorum;
 mod rpc_quorum;
 mod store;

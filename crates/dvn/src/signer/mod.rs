@@ -1,10 +1,10 @@
 //! The keys this node uses: the DVN signer (its region's multisig key) and the submitter (the
 //! hot account with `ADMIN_ROLE` that sends `DVN.execute`).
 //!
-//! This module holds the local backends — an Ethereum keystore v3 file, or (devnet only) a
-//! plaintext key in an environment variable. The HSM/KMS backends implement the same
-//! `alloy::signers::Signer` trait. Every signature is normalised (low-s, v = 27/28) and checked
-//! to recover to this key before it leaves the node.
+//! Backends: an Ethereum keystore v3 file; a PKCS#11 token ([`pkcs11`]); (devnet only) a
+//! plaintext key in an environment variable. All implement `alloy::signers::Signer`; HSM output
+//! goes through [`recover`]. Every signature is normalised (low-s, v = 27/28) and checked to
+//! recover to this key before it leaves the node.
 
 use std::sync::Arc;
 
@@ -14,9 +14,26 @@ use alloy::signers::Signer;
 
 use crate::config::KeyConfig;
 
+pub mod pkcs11;
+pub mod recover;
+
+/// Reads a password or PIN from the named env var or file (exactly one is configured).
+fn read_secret(env: Option<&str>, file: Option<&std::path::Path>) -> Result<String, KeyError> {
+    match (env, file) {
+        (Some(var), _) => std::env::var(var).map_err(|_| KeyError::MissingEnv(var.to_string())),
+        (None, Some(file)) => Ok(std::fs::read_to_string(file)
+            .map_err(|_| KeyError::PasswordFile(file.display().to_string()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string()),
+        (None, None) => Err(KeyError::PasswordFile("(none configured)".into())),
+    }
+}
+
 /// Why a key could not be loaded or used. Never contains key material or passwords.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error("HSM: {0}")]
+    Hsm(#[from] pkcs11::HsmError),
     #[error("environment variable {0} is not set")]
     MissingEnv(String),
     #[error("environment variable {0} does not hold a valid secp256k1 private key")]
@@ -52,42 +69,50 @@ impl std::fmt::Debug for KeyHandle {
 impl KeyHandle {
     /// Loads the key `config` describes.
     pub fn load(config: &KeyConfig) -> Result<Self, KeyError> {
-        let signer = match config {
+        let (signer, backend): (Arc<dyn Signer + Send + Sync>, &'static str) = match config {
             KeyConfig::Env { var, .. } => {
                 let hex = std::env::var(var).map_err(|_| KeyError::MissingEnv(var.clone()))?;
-                hex.trim()
+                let key = hex
+                    .trim()
                     .parse::<PrivateKeySigner>()
-                    .map_err(|_| KeyError::BadEnvKey(var.clone()))?
+                    .map_err(|_| KeyError::BadEnvKey(var.clone()))?;
+                (Arc::new(key), "env")
             }
             KeyConfig::Keystore {
                 path,
                 password_env,
                 password_file,
             } => {
-                let password = match (password_env, password_file) {
-                    (Some(var), _) => {
-                        std::env::var(var).map_err(|_| KeyError::MissingEnv(var.clone()))?
-                    }
-                    (None, Some(file)) => std::fs::read_to_string(file)
-                        .map_err(|_| KeyError::PasswordFile(file.display().to_string()))?
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string(),
-                    (None, None) => return Err(KeyError::PasswordFile("(none configured)".into())),
-                };
-                PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| {
+                let password = read_secret(password_env.as_deref(), password_file.as_deref())?;
+                let key = PrivateKeySigner::decrypt_keystore(path, password).map_err(|e| {
                     KeyError::Keystore {
                         path: path.display().to_string(),
                         reason: e.to_string(),
                     }
-                })?
+                })?;
+                (Arc::new(key), "keystore")
+            }
+            KeyConfig::Pkcs11 {
+                module,
+                token_label,
+                key_label,
+                pin_env,
+                pin_file,
+            } => {
+                let pin = read_secret(pin_env.as_deref(), pin_file.as_deref())?;
+                (
+                    Arc::new(pkcs11::Pkcs11Signer::open(
+                        module,
+                        token_label,
+                        key_label,
+                        &pin,
+                    )?),
+                    "pkcs11",
+                )
             }
         };
-        let backend = match config {
-            KeyConfig::Env { .. } => "env",
-            KeyConfig::Keystore { .. } => "keystore",
-        };
         Ok(Self {
-            inner: Arc::new(signer),
+            inner: signer,
             backend,
         })
     }

@@ -1,0 +1,207 @@
+//! The PKCS#11 backend against a real SoftHSM2 token created by the test (temporary
+//! `SOFTHSM2_CONF`, non-extractable key generated inside the token).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use alloy::primitives::{keccak256, B256};
+use dvn::config::KeyConfig;
+use dvn::signer::pkcs11::{HsmError, Pkcs11Signer};
+use dvn::signer::KeyHandle;
+
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const TOKEN: &str = "dvn-test";
+pub const PIN: &str = "4321-user-pin";
+
+/// A SoftHSM2 token store in a temp dir, with one initialised token.
+pub struct SoftHsm {
+    _dir: tempfile::TempDir,
+    pub conf: PathBuf,
+}
+
+impl SoftHsm {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens.display()),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                TOKEN,
+                "--so-pin",
+                "87654321",
+                "--pin",
+                PIN,
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect("softhsm2-util is installed by scripts/setup.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The PKCS#11 library reads this when the process first initialises it (once per
+        // process: nextest runs every test in its own process).
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        Self { _dir: dir, conf }
+    }
+}
+
+fn module() -> &'static Path {
+    Path::new(MODULE)
+}
+
+#[tokio::test]
+async fn a_generated_token_key_signs_100_digests_that_all_recover() {
+    let _hsm = SoftHsm::new();
+    let address = Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN).unwrap();
+    assert!(matches!(
+        Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN),
+        Err(HsmError::KeyExists(_))
+    ));
+    assert_eq!(
+        Pkcs11Signer::list(module(), TOKEN, PIN).unwrap(),
+        vec![("dvn-signer".to_string(), address)]
+    );
+
+    let signer = Pkcs11Signer::open(module(), TOKEN, "dvn-signer", PIN).unwrap();
+    assert_eq!(signer.address(), address);
+    for i in 0..100u32 {
+        let digest: B256 = keccak256(i.to_be_bytes());
+        let signature = signer.sign_digest(digest).await.unwrap();
+        assert_eq!(
+            signature.recover_address_from_prehash(&digest).unwrap(),
+            address,
+            "signature {i}"
+        );
+        assert_eq!(signature.normalize_s(), None, "signature {i} is low-s");
+        let v = signature.as_bytes()[64];
+        assert!(v == 27 || v == 28);
+    }
+
+    // Through the node's key interface, as configured.
+    std::env::set_var("DVN_TEST_HSM_PIN", PIN);
+    let config = KeyConfig::Pkcs11 {
+        module: module().into(),
+        token_label: TOKEN.into(),
+        key_label: "dvn-signer".into(),
+        pin_env: Some("DVN_TEST_HSM_PIN".into()),
+        pin_file: None,
+    };
+    let handle = KeyHandle::load(&config).unwrap();
+    assert_eq!(handle.address(), address);
+    assert_eq!(handle.backend(), "pkcs11");
+    let digest = B256::repeat_byte(7);
+    assert_eq!(
+        handle
+            .sign_digest(digest)
+            .await
+            .unwrap()
+            .recover_address_from_prehash(&digest)
+            .unwrap(),
+        address
+    );
+}
+
+#[tokio::test]
+async fn wrong_pin_missing_token_and_wrong_label_name_the_cause_but_never_the_pin() {
+    let _hsm = SoftHsm::new();
+    Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN).unwrap();
+
+    let wrong_pin = "0000-wrong-pin";
+    let err = Pkcs11Signer::open(module(), TOKEN, "dvn-signer", wrong_pin)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("login") && err.contains(TOKEN), "{err}");
+    assert!(
+        !err.contains(wrong_pin) && !err.contains(PIN),
+        "the PIN leaked: {err}"
+    );
+
+    let err = Pkcs11Signer::open(module(), "no-such-token", "dvn-signer", PIN).unwrap_err();
+    assert!(matches!(err, HsmError::NoToken(_)), "{err}");
+
+    let err = Pkcs11Signer::open(module(), TOKEN, "no-such-key", PIN).unwrap_err();
+    assert!(matches!(err, HsmError::NoKey { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-key"));
+
+    let err = Pkcs11Signer::open(
+        Path::new("/nonexistent/libpkcs11.so"),
+        TOKEN,
+        "dvn-signer",
+        PIN,
+    )
+    .unwrap_err();
+    assert!(matches!(err, HsmError::Module { .. }), "{err}");
+}
+
+#[test]
+fn keys_commands_generate_list_and_test_sign_through_the_binary() {
+    let hsm = SoftHsm::new();
+    let dvn = |args: &[&str]| {
+        let out = Command::new(crate::common::dvn_binary())
+            .args(args)
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .env("HSM_PIN", PIN)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(PIN), "the PIN was printed: {text}");
+        (out.status.success(), text)
+    };
+    let token = ["--module", MODULE, "--token-label", TOKEN];
+    let (ok, generated) = dvn(&[
+        &["keys", "generate"][..],
+        &token,
+        &["--key-label", "aws-signer"],
+    ]
+    .concat());
+    assert!(ok, "{generated}");
+    let address = generated.trim().to_string();
+    assert!(
+        address.starts_with("0x") && address.len() == 42,
+        "{address}"
+    );
+    let (ok, listed) = dvn(&[&["keys", "list"][..], &token].concat());
+    assert!(
+        ok && listed.contains("aws-signer") && listed.contains(&address),
+        "{listed}"
+    );
+
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/config.yaml"
+    ))
+    .unwrap();
+    let keystore_signer = "signer:                          # this region's DVN multisig key\n  kind: keystore\n  path: /run/secrets/dvn-signer.json\n  password_file: /run/secrets/dvn-signer.password\n";
+    assert!(
+        example.contains(keystore_signer),
+        "the example's signer block changed"
+    );
+    let config = example.replace(
+        keystore_signer,
+        &format!("signer:\n  kind: pkcs11\n  module: {MODULE}\n  token_label: {TOKEN}\n  key_label: aws-signer\n  pin_env: HSM_PIN\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let (ok, signed) = dvn(&["keys", "test-sign", "--config", path.to_str().unwrap()]);
+    assert!(ok, "{signed}");
+    assert!(
+        signed.contains(&address) && signed.contains("pkcs11") && signed.contains("recovers"),
+        "{signed}"
+    );
+}
