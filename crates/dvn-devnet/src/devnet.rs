@@ -46,6 +46,8 @@ pub struct DevnetConfig {
     pub quorum: u64,
     /// Where anvil logs go; a fresh temporary folder (removed on drop) when `None`.
     pub log_dir: Option<PathBuf>,
+    /// More DVN signers whose keys live elsewhere (an HSM, a KMS); added to the on-chain set.
+    pub extra_signers: Vec<Address>,
 }
 
 impl Default for DevnetConfig {
@@ -57,6 +59,7 @@ impl Default for DevnetConfig {
             signer_count: 3,
             quorum: 2,
             log_dir: None,
+            extra_signers: vec![],
         }
     }
 }
@@ -164,7 +167,8 @@ impl Devnet {
         let signers = (0..config.signer_count)
             .map(signer_key)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let signer_addresses: Vec<Address> = signers.iter().map(|s| s.address()).collect();
+        let mut signer_addresses: Vec<Address> = signers.iter().map(|s| s.address()).collect();
+        signer_addresses.extend(&config.extra_signers);
         let spec = |eid, remote_eid| SideSpec {
             eid,
             remote_eid,

@@ -93,6 +93,27 @@ impl DvnNode {
         Ok(())
     }
 
+    /// Adds an environment variable for the process (takes effect at its next start).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL: the crash case. Waits until the process is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -10,6 +10,7 @@ mod crash;
 mod e2e;
 mod foreign;
 mod hostile_peer;
+mod hsm_e2e;
 mod lease;
 mod nonce_gap;
 mod pg;

@@ -1,0 +1,95 @@
+//! End to end with a region signing through PKCS#11 (SoftHSM2): its signatures verify packets
+//! on chain; and a node whose HSM key is not an on-chain signer refuses to start.
+
+use std::time::Duration;
+
+use dvn::signer::pkcs11::Pkcs11Signer;
+use dvn_devnet::nodes::NodeOptions;
+use dvn_devnet::{Devnet, DevnetConfig, Direction};
+use serde_json::json;
+
+use crate::common::Stand;
+use crate::e2e::TIMEOUT;
+use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
+
+fn use_hsm_for_aws(stand: &mut Stand, hsm: &SoftHsm) {
+    let aws = &mut stand.nodes.nodes[0];
+    aws.edit_config(|c| {
+        c["signer"] = json!({ "kind": "pkcs11", "module": MODULE, "token_label": TOKEN, "key_label": "aws-signer", "pin_env": "HSM_PIN" })
+    })
+    .unwrap();
+    aws.set_env("SOFTHSM2_CONF", hsm.conf.to_str().unwrap());
+    aws.set_env("HSM_PIN", PIN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
+    let hsm = SoftHsm::new();
+    let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
+    let devnet = Devnet::start(DevnetConfig {
+        extra_signers: vec![hsm_signer],
+        ..DevnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut stand = Stand::with_devnet(devnet, NodeOptions::default());
+    use_hsm_for_aws(&mut stand, &hsm);
+    for i in [1, 2] {
+        stand.nodes.nodes[i]
+            .edit_config(|c| {
+                for peer in c["peers"].as_array_mut().unwrap() {
+                    if peer["name"] == "aws" {
+                        peer["signer"] = json!(hsm_signer.to_string());
+                    }
+                }
+            })
+            .unwrap();
+    }
+    // gcp stays down: every quorum needs the HSM's signature.
+    stand.nodes.start(&[0, 1]).await.unwrap();
+    let a_to_b = stand
+        .devnet
+        .send_messages(Direction::AToB, 5)
+        .await
+        .unwrap();
+    let b_to_a = stand
+        .devnet
+        .send_messages(Direction::BToA, 5)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &a_to_b, TIMEOUT).await;
+    stand.deliver(Direction::BToA, &b_to_a, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &a_to_b).await;
+    stand.assert_invariants(Direction::BToA, &b_to_a).await;
+    let text = stand.nodes.nodes[0].metrics().await.unwrap();
+    let signed_by_hsm = text
+        .lines()
+        .find(|l| l.starts_with("dvn_signing_seconds_count{backend=\"pkcs11\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        signed_by_hsm >= 10.0,
+        "aws signed through PKCS#11: {signed_by_hsm}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_hsm_key_is_not_an_on_chain_signer_refuses_to_start() {
+    let hsm = SoftHsm::new();
+    let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    use_hsm_for_aws(&mut stand, &hsm);
+    let aws = &mut stand.nodes.nodes[0];
+    aws.start().unwrap();
+    let status = aws
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the node exits by itself");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&aws.log_path).unwrap();
+    assert!(
+        log.contains("is not in the DVN") && log.contains(&hsm_signer.to_string()),
+        "{log}"
+    );
+    assert!(!log.contains(PIN), "the PIN was logged");
+}
