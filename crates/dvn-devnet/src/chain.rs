@@ -262,6 +262,27 @@ impl Chain {
             .map_err(|e| ChainError::from_rpc("anvil_mine", e))
     }
 
+    /// Mines a block if the chain's clock is behind the wall clock: keeps an idle automine chain
+    /// ticking like a live one without running its clock ahead (anvil stamps each block at
+    /// least a second after the last).
+    pub async fn keep_up_with_wall_clock(&self) -> Result<(), ChainError> {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.timestamp().await? < wall {
+            self.mine(1).await?;
+        }
+        Ok(())
+    }
+
+    /// Turns mining on every transaction on or off (off: transactions wait in the pool).
+    pub async fn set_automine(&self, on: bool) -> Result<(), ChainError> {
+        self.provider
+            .raw_request::<_, ()>("evm_setAutomine".into(), (on,))
+            .await
+            .map_err(|e| ChainError::from_rpc("evm_setAutomine", e))
+    }
+
     /// Sets the chain's clock: the next blocks carry timestamps from `timestamp` on.
     pub async fn set_time(&self, timestamp: u64) -> Result<(), ChainError> {
         use alloy::providers::ext::AnvilApi;

@@ -85,15 +85,19 @@ impl Devnet {
         Ok(report)
     }
 
-    /// Plays the executor: waits until every packet is verifiable, then commits and delivers
-    /// them in nonce order. Returns false if they did not all become verifiable in time.
+    /// Plays the executor: waits until every packet is verifiable (mining a destination block
+    /// per poll, like a live chain), then commits and delivers them in nonce order. Returns false if they did not all become verifiable in time.
     pub async fn deliver_when_verified(
         &self,
         direction: Direction,
         packets: &[SentPacket],
         timeout: Duration,
     ) -> anyhow::Result<bool> {
+        let (_, dst) = self.sides(direction);
         let all_verifiable = eventually(timeout, Duration::from_millis(200), || async {
+            // The destination keeps producing blocks while we wait, as a real chain does: the
+            // submitter rotation runs on its clock, which stands still on an idle automine chain.
+            let _ = dst.chain.keep_up_with_wall_clock().await;
             for p in packets {
                 match self.verification_state(direction, p).await {
                     Ok(VerificationState::Verifiable | VerificationState::Verified) => {}

@@ -41,19 +41,21 @@ pub struct NodeOptions {
     pub rpc_a: Vec<String>,
     pub rpc_b: Vec<String>,
     pub rpc_quorum: Option<usize>,
+    pub replace_after_secs: u64,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
         Self {
             store: StoreKind::Sqlite,
-            takeover_after_secs: 3,
+            takeover_after_secs: 6,
             poll_interval_ms: 200,
             tick_ms: 200,
             max_batch: 50,
             rpc_a: vec![],
             rpc_b: vec![],
             rpc_quorum: None,
+            replace_after_secs: 30,
         }
     }
 }
@@ -148,11 +150,22 @@ impl DvnNode {
     /// Waits until `/health` answers.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let url = format!("{}/health", self.url());
+        let mut exited = false;
         let ok = eventually(timeout, Duration::from_millis(50), || {
+            // A node that died (bad config, port taken) is not waited for: and whatever
+            // answers on its port then is not it.
+            exited = exited || !self.is_running();
             let url = url.clone();
-            async move { reqwest_get(&url).await.map(|_| ()) }
+            let dead = exited;
+            async move {
+                match dead {
+                    true => Some(false),
+                    false => reqwest_get(&url).await.map(|_| true),
+                }
+            }
         })
         .await;
+        let ok = ok.filter(|healthy| *healthy);
         if ok.is_none() {
             let tail = std::fs::read_to_string(&self.log_path).unwrap_or_default();
             let tail: String = tail
@@ -221,8 +234,20 @@ pub struct NodeSet {
     pub dir: PathBuf,
 }
 
+/// A free port for a node's listener, chosen at random *below* the kernel's ephemeral range
+/// (32768+ here): every anvil and client socket of the parallel tests takes ephemeral ports,
+/// and one could grab a port released by `bind(0)` before the node binds it.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let port = 20_000 + (hasher.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port found in 20000..32000")
 }
 
 fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions) -> Value {
@@ -291,7 +316,7 @@ impl NodeSet {
                     "key": { "kind": "env", "var": "DVN_SUBMITTER_KEY", "allow_plaintext": true },
                     "max_batch": options.max_batch,
                     "takeover_after_secs": options.takeover_after_secs,
-                    "replace_after_secs": 30,
+                    "replace_after_secs": options.replace_after_secs,
                 },
                 "verification": { "expiration_secs": 3600, "tick_ms": options.tick_ms },
             });

@@ -217,10 +217,12 @@ fn default_max_batch_gas() -> u64 {
     10_000_000
 }
 fn default_takeover_secs() -> u64 {
-    30
+    // Longer than a couple of fee bumps: the designated region should land its transaction
+    // before anyone else sends a second one (verify has no on-chain replay protection).
+    60
 }
 fn default_stuck_secs() -> u64 {
-    60
+    20
 }
 fn default_max_replacements() -> u32 {
     5

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use alloy::consensus::{Transaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Decodable2718;
-use alloy::primitives::{keccak256, B256};
+use alloy::primitives::{keccak256, TxKind, B256};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::sol_types::SolEvent;
 use dvn_lz::contracts::{IReceiveUln302, IDVN};
@@ -76,12 +76,98 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
     if !ctx.may_broadcast().await {
         return Ok(true);
     }
+    // Before sending it again, check what it would still do: while this node was down (or its
+    // transaction waited), another region may have taken its packets over and verified them.
+    // Re-sending would verify them twice (verify has no on-chain replay protection), so the
+    // transaction is cancelled instead and the rest go back for a fresh batch.
+    // No region takes over before `takeover_after_secs`, so younger transactions skip the
+    // (three reads per packet) check.
+    let takeover_ms = i64::try_from(
+        ctx.config
+            .submitter
+            .takeover_after_secs
+            .saturating_mul(1000),
+    )
+    .unwrap_or(i64::MAX);
+    let oldest = same_nonce
+        .iter()
+        .map(|s| s.created_at_ms)
+        .min()
+        .unwrap_or(newest.created_at_ms);
+    if now_ms().saturating_sub(oldest) >= takeover_ms / 2
+        && cancel_if_overtaken(ctx, eid, &same_nonce, newest).await?
+    {
+        return Ok(true);
+    }
     let _ = chain.broadcast(&newest.raw_tx).await;
     let age = now_ms().saturating_sub(newest.created_at_ms);
     if age > replace_after_ms(ctx) {
-        replace(ctx, eid, newest, same_nonce.len()).await?;
+        replace(ctx, eid, newest, same_nonce.len(), Replacement::SameCall).await?;
     }
     Ok(true)
+}
+
+/// Cancels the in-flight transaction when some of its packets are already verified on the
+/// destination; settles those, and returns the others to `signed`. True when it cancelled.
+async fn cancel_if_overtaken(
+    ctx: &Context,
+    eid: u32,
+    same_nonce: &[&SubmissionRow],
+    newest: &SubmissionRow,
+) -> anyhow::Result<bool> {
+    let chain = ctx.chain(eid)?;
+    let dvn = ctx.dvn(eid)?;
+    let mut rows = Vec::new();
+    for sub in same_nonce {
+        rows.extend(ctx.store.packets_of_submission(sub.tx_hash).await?);
+    }
+    let mut done = Vec::new();
+    let mut open = Vec::new();
+    for row in rows {
+        let header = PacketHeader::decode(&row.packet.header)?;
+        let required = row.confirmations.unwrap_or(1);
+        match destination_done(
+            chain,
+            dvn.address,
+            &header,
+            row.packet.payload_hash,
+            required,
+        )
+        .await?
+        {
+            Some(outcome) => done.push((row, outcome)),
+            None => open.push(row),
+        }
+    }
+    if done.is_empty() {
+        return Ok(false);
+    }
+    tracing::warn!(tx = %newest.tx_hash, verified_elsewhere = done.len(), still_open = open.len(), "packets of our pending transaction were verified meanwhile: cancelling it");
+    for (row, (state, why)) in &done {
+        ctx.store
+            .set_state(row.packet.guid, *state, Some(why))
+            .await?;
+    }
+    for row in &open {
+        ctx.store
+            .retry(
+                row.packet.guid,
+                PacketState::Signed,
+                "pending transaction cancelled: re-batching",
+            )
+            .await?;
+    }
+    replace(ctx, eid, newest, same_nonce.len(), Replacement::Cancel).await?;
+    Ok(true)
+}
+
+/// What a replacement transaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replacement {
+    /// The same `execute`, with higher fees.
+    SameCall,
+    /// A zero-value transfer to ourselves: takes the nonce so the old call can never land.
+    Cancel,
 }
 
 fn replace_after_ms(ctx: &Context) -> i64 {
@@ -96,9 +182,11 @@ async fn replace(
     eid: u32,
     stuck: &SubmissionRow,
     attempts: usize,
+    kind: Replacement,
 ) -> anyhow::Result<()> {
     let chain = ctx.chain(eid)?;
-    if attempts > ctx.config.submitter.max_replacements as usize {
+    // A cancel must always be attempted; only fee bumps of the same call are capped in number.
+    if kind == Replacement::SameCall && attempts > ctx.config.submitter.max_replacements as usize {
         tracing::error!(tx = %stuck.tx_hash, "transaction stuck after {attempts} attempts: fee cap reached, needs an operator");
         return Ok(());
     }
@@ -119,19 +207,28 @@ async fn replace(
         tracing::error!(tx = %stuck.tx_hash, "cannot replace: already at the fee cap");
         return Ok(());
     }
-    let tx = TxEip1559 {
+    let mut tx = TxEip1559 {
         max_fee_per_gas: max_fee,
         max_priority_fee_per_gas: priority,
         ..old.clone()
     };
+    if kind == Replacement::Cancel {
+        tx.to = TxKind::Call(ctx.submitter.address());
+        tx.input = Default::default();
+        tx.gas_limit = 21_000;
+    }
     let row = sign_transaction(ctx, eid, tx).await?;
-    let guids: Vec<B256> = ctx
-        .store
-        .packets_of_submission(stuck.tx_hash)
-        .await?
-        .iter()
-        .map(|r| r.packet.guid)
-        .collect();
+    // A cancel carries no packets; a fee bump carries the stuck transaction's.
+    let guids: Vec<B256> = match kind {
+        Replacement::Cancel => Vec::new(),
+        Replacement::SameCall => ctx
+            .store
+            .packets_of_submission(stuck.tx_hash)
+            .await?
+            .iter()
+            .map(|r| r.packet.guid)
+            .collect(),
+    };
     ctx.store.record_submission(&row, &guids).await?;
     metrics::counter!("dvn_submission_replacements_total", "chain" => chain.name().to_string())
         .increment(1);

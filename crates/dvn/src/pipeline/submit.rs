@@ -5,9 +5,9 @@
 //! - **aggregate**: for every `signed` packet, count the stored signatures that recover to the
 //!   destination DVN's on-chain signers over the hash built from our own observation; pull from
 //!   the peers when short;
-//! - **rotate**: the designated region for a packet is fixed by its source block timestamp, so
-//!   every node agrees without talking; if it has not verified the packet `takeover_after`
-//!   seconds after quorum, the next region may, and so on;
+//! - **rotate**: exactly one region owns a packet at any moment — the designated one (fixed by
+//!   the source block timestamp), then every `takeover_after` seconds of *destination* time the
+//!   next one round the ring — so regions agree without talking and never race each other;
 //! - **check again** right before sending (someone else's transaction may have landed);
 //! - **batch** up to `max_batch` params under `max_batch_gas`, sign the transaction, persist it,
 //!   then broadcast it.
@@ -43,26 +43,37 @@ pub fn designated(block_timestamp: u64, regions: usize) -> usize {
     usize::try_from((block_timestamp / ROTATION_SLOT_SECS) % regions.max(1) as u64).unwrap_or(0)
 }
 
-/// May region `me` submit a packet whose quorum has been known for `waited`? The designated
-/// region at once; each next region after one more `takeover` period; never less than before.
-pub fn my_turn(
-    designated: usize,
-    me: usize,
-    regions: usize,
-    waited: Duration,
-    takeover: Duration,
-) -> bool {
-    let regions = regions.max(1);
-    let distance = (me + regions - designated % regions) % regions;
-    let periods = waited.as_millis() / takeover.as_millis().max(1);
-    distance as u128 <= periods
+/// The one region that may *start* submitting a packet at time `now` (unix seconds), if any:
+/// the designated region during its first window of `takeover_secs` after the source block,
+/// then the next region round the ring, one window each. Only the first half of a window is
+/// for starting a submission; the second half is a quiet gap in which the owner's transaction
+/// is mined before the next owner looks, and which absorbs clock skew between regions. So two
+/// live regions never both send the same packet, and a region coming back never races the one
+/// that took over.
+pub fn owner(source_timestamp: u64, now: u64, regions: usize, takeover_secs: u64) -> Option<usize> {
+    let regions = regions.max(1) as u64;
+    let window = takeover_secs.max(2);
+    let elapsed = now.saturating_sub(source_timestamp);
+    if elapsed % window >= window / 2 {
+        return None;
+    }
+    let first = designated(source_timestamp, regions as usize) as u64;
+    usize::try_from((first + (elapsed / window) % regions) % regions).ok()
 }
+
+/// Destination blocks that must follow a packet's quorum before a region other than the
+/// designated one submits it: a stalled destination (the owner's transaction waiting in its
+/// pool) hands the packet to nobody.
+pub const TAKEOVER_MIN_BLOCKS: u64 = 3;
 
 #[derive(Debug)]
 pub struct SubmitStage {
     ctx: Arc<Context>,
     eid: u32,
     last_pull: HashMap<B256, Instant>,
+    /// Destination head when each packet was first seen with a quorum (see
+    /// [`TAKEOVER_MIN_BLOCKS`]). Not persisted: a restart only delays a takeover.
+    ready_since: HashMap<B256, u64>,
 }
 
 struct Ready {
@@ -76,6 +87,7 @@ impl SubmitStage {
             ctx,
             eid,
             last_pull: HashMap::new(),
+            ready_since: HashMap::new(),
         }
     }
 
@@ -113,18 +125,21 @@ impl SubmitStage {
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let ttl = self.ctx.config.verification.expiration_secs;
         let now = chain.latest_timestamp().await?;
+        let head = chain.head().await?;
         let regions = self.ctx.config.regions();
         let me = regions
             .iter()
             .position(|r| *r == self.ctx.config.node.name)
             .unwrap_or(0);
-        let takeover = Duration::from_secs(self.ctx.config.submitter.takeover_after_secs);
+        let takeover = self.ctx.config.submitter.takeover_after_secs;
         let signed = self
             .ctx
             .store
             .packets(PacketState::Signed, Some(self.eid), 2_000)
             .await?;
         self.last_pull
+            .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
+        self.ready_since
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
         let mut ready = Vec::new();
         for row in signed {
@@ -212,11 +227,12 @@ impl SubmitStage {
             };
             let mut row = row;
             row.ready_at_ms = Some(ready_at);
-            let waited = Duration::from_millis(
-                u64::try_from(now_ms().saturating_sub(ready_at)).unwrap_or(0),
-            );
+            let since = *self.ready_since.entry(row.packet.guid).or_insert(head);
+            let wall = u64::try_from(now_ms() / 1000).unwrap_or(0);
+            let owner = owner(row.packet.block_timestamp, wall, regions.len(), takeover);
             let designated = designated(row.packet.block_timestamp, regions.len());
-            if !my_turn(designated, me, regions.len(), waited, takeover) {
+            let chain_moved = head >= since + TAKEOVER_MIN_BLOCKS;
+            if owner != Some(me) || (me != designated && !chain_moved) {
                 continue;
             }
             let packed = set.pack(dvn.quorum)?;
@@ -362,16 +378,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_designated_region_goes_first_and_others_follow_one_period_apart() {
-        let t = Duration::from_secs(10);
-        // Region 1 is designated among 3.
-        assert!(my_turn(1, 1, 3, Duration::ZERO, t));
-        assert!(!my_turn(1, 2, 3, Duration::from_secs(9), t));
-        assert!(my_turn(1, 2, 3, Duration::from_secs(10), t));
-        assert!(!my_turn(1, 0, 3, Duration::from_secs(19), t));
-        assert!(my_turn(1, 0, 3, Duration::from_secs(20), t));
-        // Once allowed, always allowed.
-        assert!(my_turn(1, 2, 3, Duration::from_secs(100), t));
+    fn exactly_one_owner_at_a_time_round_the_ring_with_quiet_gaps() {
+        // Source block at t=120 (slot 2 of 60 s → designated region 2 of 3), windows of 10 s.
+        assert_eq!(owner(120, 120, 3, 10), Some(2));
+        assert_eq!(owner(120, 124, 3, 10), Some(2));
+        assert_eq!(owner(120, 125, 3, 10), None, "second half: quiet");
+        assert_eq!(owner(120, 129, 3, 10), None);
+        assert_eq!(owner(120, 130, 3, 10), Some(0));
+        assert_eq!(owner(120, 140, 3, 10), Some(1));
+        assert_eq!(owner(120, 150, 3, 10), Some(2), "round the ring");
+        assert_eq!(
+            owner(120, 100, 3, 10),
+            Some(2),
+            "a clock behind the source's never underflows"
+        );
+        // At no second are two regions entitled, and between two owners there is a gap.
+        let mut last: Option<(usize, u64)> = None;
+        for now in 0..1_000 {
+            if let Some(o) = owner(7_000, now, 3, 10) {
+                if let Some((prev, at)) = last {
+                    if prev != o {
+                        assert!(now - at > 5, "gap between owners");
+                    }
+                }
+                last = Some((o, now));
+            }
+        }
     }
 
     #[test]
