@@ -58,8 +58,23 @@ start_services() {
   fi
 }
 
+# --- Python test tools: moto's AWS server (pinned), in a project-local virtualenv -----------------
+install_python_tools() {
+  local venv="${DVN_TEST_VENV:-$root/.cache/venv}" req="$root/scripts/requirements-test.txt"
+  local stamp="$venv/.dvn-requirements.sha256" want
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" ]]; then
+    return
+  fi
+  say "installing pinned Python test tools into ${venv#$root/}"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+}
+
 install_devnet_packages
 if [[ "$mode" == all ]]; then
+  install_python_tools
   install_debs
   start_services
 fi

@@ -9,6 +9,7 @@
 //! - [`deploy`]: the deploy-and-wire recipe for one side.
 //! - [`devnet`]: both sides, plus user / DVN / executor actions.
 //! - [`invariants`]: no loss / no duplicate / no forgery, read from the chains.
+//! - [`kms`]: local stand-ins for AWS (patched moto), GCP and Aliyun KMS.
 //! - [`nodes`]: three real `dvn` node processes configured against a devnet.
 //! - [`proxy`]: a switchable JSON-RPC forwarding proxy, to play a failing provider.
 //! - [`wait`]: condition waits with a deadline (no fixed sleeps).
@@ -19,6 +20,7 @@ pub mod contracts;
 pub mod deploy;
 pub mod devnet;
 pub mod invariants;
+pub mod kms;
 pub mod nodes;
 pub mod proxy;
 pub mod wait;

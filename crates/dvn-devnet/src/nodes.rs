@@ -42,6 +42,8 @@ pub struct NodeOptions {
     pub rpc_b: Vec<String>,
     pub rpc_quorum: Option<usize>,
     pub replace_after_secs: u64,
+    /// How often an idle node probes its keys' HSM/KMS.
+    pub probe_interval_secs: u64,
 }
 
 impl Default for NodeOptions {
@@ -56,6 +58,7 @@ impl Default for NodeOptions {
             rpc_b: vec![],
             rpc_quorum: None,
             replace_after_secs: 30,
+            probe_interval_secs: 2,
         }
     }
 }
@@ -237,7 +240,7 @@ pub struct NodeSet {
 /// A free port for a node's listener, chosen at random *below* the kernel's ephemeral range
 /// (32768+ here): every anvil and client socket of the parallel tests takes ephemeral ports,
 /// and one could grab a port released by `bind(0)` before the node binds it.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     use std::hash::{BuildHasher, Hasher};
     for _ in 0..200 {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -319,6 +322,7 @@ impl NodeSet {
                     "replace_after_secs": options.replace_after_secs,
                 },
                 "verification": { "expiration_secs": 3600, "tick_ms": options.tick_ms },
+                "signing": { "probe_interval_secs": options.probe_interval_secs },
             });
             let config_path = dir.join(format!("{region}.yaml"));
             std::fs::write(&config_path, serde_norway::to_string(&config)?)?;

@@ -39,17 +39,38 @@ async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "node": state.ctx.config.node.name }))
 }
 
-/// Readiness: the store answers. (Chains, signer and peers join this with the operations work.)
+fn key_state(key: &crate::signer::KeyHandle) -> serde_json::Value {
+    let health = key.health();
+    json!({
+        "up": health.up(),
+        "backend": key.backend(),
+        "address": key.address().to_string(),
+        "error": health.last_error(),
+    })
+}
+
+/// Readiness: the store answers and both keys' HSM/KMS answer (as last seen by a signature or
+/// the idle probe). (Chains and peers join this with the operations work.)
 async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
     let store = state.ctx.store.ping().await;
-    let status = if store {
+    let signer = state.ctx.signer.health().up();
+    let submitter = state.ctx.submitter.health().up();
+    let ready = store && signer && submitter;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({ "ready": store, "components": { "store": store } })),
+        Json(json!({
+            "ready": ready,
+            "components": {
+                "store": store,
+                "signer": key_state(&state.ctx.signer),
+                "submitter": key_state(&state.ctx.submitter),
+            }
+        })),
     )
 }
 

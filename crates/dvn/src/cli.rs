@@ -56,6 +56,19 @@ pub enum KeysCommand {
         #[arg(long)]
         key_label: String,
     },
+    /// Generate a new key into an Ethereum keystore v3 file (development and devnets; production
+    /// keys belong in an HSM/KMS). Prints the file and the address.
+    GenerateKeystore {
+        /// Directory to write the keystore file into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// File name of the keystore.
+        #[arg(long)]
+        name: String,
+        /// Environment variable holding the keystore password.
+        #[arg(long, default_value = "DVN_KEYSTORE_PASSWORD")]
+        password_env: String,
+    },
     /// List the secp256k1 keys in a PKCS#11 token with their addresses.
     List {
         #[command(flatten)]

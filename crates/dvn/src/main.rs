@@ -101,15 +101,19 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Address { config } => {
             let config = Config::load(&config)?;
-            println!("signer    {}", KeyHandle::load(&config.signer)?.address());
+            let signer = KeyHandle::load(&config.signer, "signer", &config.signing).await?;
+            println!("signer    {} ({})", signer.address(), signer.backend());
+            let submitter =
+                KeyHandle::load(&config.submitter.key, "submitter", &config.signing).await?;
             println!(
-                "submitter {}",
-                KeyHandle::load(&config.submitter.key)?.address()
+                "submitter {} ({})",
+                submitter.address(),
+                submitter.backend()
             );
         }
         KeysCommand::TestSign { config } => {
             let config = Config::load(&config)?;
-            let key = KeyHandle::load(&config.signer)?;
+            let key = KeyHandle::load(&config.signer, "signer", &config.signing).await?;
             let digest = alloy::primitives::keccak256(b"dvn keys test-sign");
             let started = std::time::Instant::now();
             let signature = key.sign_digest(digest).await?;
@@ -128,6 +132,32 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             })
             .await??;
             println!("{address}");
+        }
+        KeysCommand::GenerateKeystore {
+            dir,
+            name,
+            password_env,
+        } => {
+            let password = std::env::var(&password_env).map_err(|_| {
+                anyhow::anyhow!("environment variable {password_env} (the password) is not set")
+            })?;
+            if password.len() < 8 {
+                anyhow::bail!("the keystore password must have at least 8 characters");
+            }
+            if dir.join(&name).exists() {
+                anyhow::bail!(
+                    "{} exists; not overwriting a key",
+                    dir.join(&name).display()
+                );
+            }
+            std::fs::create_dir_all(&dir)?;
+            let (key, _) = alloy::signers::local::PrivateKeySigner::new_keystore(
+                &dir,
+                &mut rand::thread_rng(),
+                password,
+                Some(name.as_str()),
+            )?;
+            println!("{}\t{}", dir.join(&name).display(), key.address());
         }
         KeysCommand::List { token } => {
             let pin = pin(&token.pin_env)?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::Address;
+use anyhow::Context as _;
 use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinSet;
@@ -144,6 +145,23 @@ pub async fn self_check(
     Ok(dvns)
 }
 
+/// Keeps both keys' health current while idle: a key not used successfully within the probe
+/// interval signs the health digest. A failing HSM/KMS shows on `/ready` and `dvn_signer_up`
+/// within one interval; the pipeline keeps watching and retries signing with backoff, and
+/// resumes by itself when the key answers again.
+async fn probe_keys(ctx: &Context) {
+    let interval = Duration::from_secs(ctx.config.signing.probe_interval_secs);
+    loop {
+        for key in [&ctx.signer, &ctx.submitter] {
+            key.probe(interval).await;
+        }
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
 /// Runs the node until cancelled (clean exit) or until a task fails (error).
 pub async fn run(
     config: Config,
@@ -151,8 +169,12 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let store = Store::connect(&config.store.url).await?;
-    let signer = KeyHandle::load(&config.signer)?;
-    let submitter = KeyHandle::load(&config.submitter.key)?;
+    let signer = KeyHandle::load(&config.signer, "signer", &config.signing)
+        .await
+        .context("signer key")?;
+    let submitter = KeyHandle::load(&config.submitter.key, "submitter", &config.signing)
+        .await
+        .context("submitter key")?;
     let chains = config
         .chains
         .iter()
@@ -218,6 +240,11 @@ pub async fn run(
             Ok("submit")
         });
     }
+    let c = Arc::clone(&ctx);
+    tasks.spawn(async move {
+        probe_keys(&c).await;
+        Ok("key probe")
+    });
     let sign = SignStage::new(Arc::clone(&ctx));
     let c = Arc::clone(&ctx);
     tasks.spawn(async move {

@@ -25,6 +25,8 @@ pub struct Config {
     pub signer: KeyConfig,
     pub submitter: SubmitterConfig,
     #[serde(default)]
+    pub signing: SigningConfig,
+    #[serde(default)]
     pub verification: VerificationConfig,
     /// Redis for the submitter lease between replicas of this region (optional).
     #[serde(default)]
@@ -147,7 +149,7 @@ pub struct PeerConfig {
     pub signer: Address,
 }
 
-/// Where a secp256k1 key lives. Issue-4 backends (PKCS#11, cloud KMS) extend this.
+/// Where a secp256k1 key lives.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
 pub enum KeyConfig {
@@ -170,6 +172,47 @@ pub enum KeyConfig {
         #[serde(default)]
         pin_file: Option<PathBuf>,
     },
+    /// A key in AWS KMS (key spec `ECC_SECG_P256K1`, usage `SIGN_VERIFY`), by key id, ARN or
+    /// alias. Credentials come from the standard AWS chain (env, profile, IRSA, instance role).
+    AwsKms {
+        key_id: String,
+        /// Region; default from the AWS environment (`AWS_REGION`, profile).
+        #[serde(default)]
+        region: Option<String>,
+        /// Endpoint override (VPC endpoint, FIPS endpoint, or a test stand-in).
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+    /// A GCP Cloud KMS / Cloud HSM key version (algorithm `EC_SIGN_SECP256K1_SHA256`).
+    GcpKms {
+        /// `projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N`.
+        key_version: String,
+        /// Service-account key file; default: the GCP default credential chain.
+        #[serde(default)]
+        credentials_file: Option<PathBuf>,
+        /// Endpoint override; default `https://cloudkms.googleapis.com`.
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+    /// An Aliyun KMS key (key spec `EC_SECP256K1`, usage `SIGN/VERIFY`), signed requests with
+    /// an access key (RAM user, or an STS role with a security token) from env vars.
+    AliyunKms {
+        key_id: String,
+        key_version_id: String,
+        /// Region id (e.g. `cn-hangzhou`): the endpoint is then `https://kms.<region>.aliyuncs.com`.
+        #[serde(default)]
+        region: Option<String>,
+        /// Endpoint override (VPC gateway `https://kms-vpc.<region>.aliyuncs.com`, a test stand-in).
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default = "default_aliyun_key_id_env")]
+        access_key_id_env: String,
+        #[serde(default = "default_aliyun_secret_env")]
+        access_key_secret_env: String,
+        /// Env var with an STS security token, when the access key is temporary.
+        #[serde(default)]
+        security_token_env: Option<String>,
+    },
     /// A hex private key in an environment variable: development and devnets only, refused
     /// unless `allow_plaintext` is set.
     Env {
@@ -177,6 +220,49 @@ pub enum KeyConfig {
         #[serde(default)]
         allow_plaintext: bool,
     },
+}
+
+fn default_aliyun_key_id_env() -> String {
+    "ALIBABA_CLOUD_ACCESS_KEY_ID".into()
+}
+fn default_aliyun_secret_env() -> String {
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET".into()
+}
+
+/// How every key call is bounded (both keys, every backend).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Longest one HSM/KMS call may take before it counts as failed.
+    #[serde(default = "default_sign_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Tries per signature (the first included); only transient failures are retried.
+    #[serde(default = "default_sign_attempts")]
+    pub attempts: u32,
+    /// How often an idle key is probed (one signature over a fixed health digest), so that
+    /// `/ready` and the metrics know the HSM/KMS state without waiting for traffic.
+    #[serde(default = "default_probe_secs")]
+    pub probe_interval_secs: u64,
+}
+
+fn default_sign_timeout_ms() -> u64 {
+    5_000
+}
+fn default_sign_attempts() -> u32 {
+    3
+}
+fn default_probe_secs() -> u64 {
+    15
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_sign_timeout_ms(),
+            attempts: default_sign_attempts(),
+            probe_interval_secs: default_probe_secs(),
+        }
+    }
 }
 
 /// The account that sends `DVN.execute` on destinations (holds `ADMIN_ROLE`).

@@ -190,6 +190,22 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             problem("redis.lease_ttl_ms".into(), "must be at least 1000".into());
         }
     }
+    let signing = &config.signing;
+    if !(100..=60_000).contains(&signing.timeout_ms) {
+        problem(
+            "signing.timeout_ms".into(),
+            "must be within 100..=60000".into(),
+        );
+    }
+    if !(1..=10).contains(&signing.attempts) {
+        problem("signing.attempts".into(), "must be within 1..=10".into());
+    }
+    if signing.probe_interval_secs == 0 {
+        problem(
+            "signing.probe_interval_secs".into(),
+            "must be at least 1".into(),
+        );
+    }
     if config.verification.tick_ms == 0 {
         problem("verification.tick_ms".into(), "must be at least 1".into());
     }
@@ -233,6 +249,48 @@ fn check_key(problem: &mut impl FnMut(String, String), at: &str, key: &KeyConfig
                 problem(
                     format!("{at}.pin_env"),
                     "set exactly one of pin_env and pin_file".into(),
+                );
+            }
+        }
+        KeyConfig::AwsKms { key_id, .. } => {
+            if key_id.trim().is_empty() {
+                problem(format!("{at}.key_id"), "must name the KMS key".into());
+            }
+        }
+        KeyConfig::GcpKms { key_version, .. } => {
+            let parts: Vec<&str> = key_version.split('/').collect();
+            if parts.len() != 10
+                || parts[0] != "projects"
+                || parts[8] != "cryptoKeyVersions"
+                || parts.iter().any(|p| p.is_empty())
+            {
+                problem(
+                    format!("{at}.key_version"),
+                    "must be projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N"
+                        .into(),
+                );
+            }
+        }
+        KeyConfig::AliyunKms {
+            key_id,
+            key_version_id,
+            region,
+            endpoint,
+            ..
+        } => {
+            if key_id.trim().is_empty() {
+                problem(format!("{at}.key_id"), "must name the KMS key".into());
+            }
+            if key_version_id.trim().is_empty() {
+                problem(
+                    format!("{at}.key_version_id"),
+                    "must name the key version".into(),
+                );
+            }
+            if region.is_none() && endpoint.is_none() {
+                problem(
+                    format!("{at}.region"),
+                    "set region (or an endpoint) for Aliyun KMS".into(),
                 );
             }
         }

@@ -47,6 +47,14 @@ pub enum HsmError {
     },
 }
 
+impl HsmError {
+    /// Whether trying again may succeed (a lost session or token, a failed operation); a
+    /// refused login is not retried, so a wrong PIN cannot lock the token.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Operation { .. } | Self::NoToken(_))
+    }
+}
+
 fn op(operation: &'static str) -> impl Fn(cryptoki::error::Error) -> HsmError {
     move |e| HsmError::Operation {
         operation,
@@ -73,6 +81,20 @@ fn context(module: &Path) -> Result<Pkcs11, HsmError> {
         .map_err(|e| fail(e.to_string()))?;
     contexts.insert(module.to_path_buf(), ctx.clone());
     Ok(ctx)
+}
+
+/// Re-initialises the module (`C_Finalize`, then `C_Initialize`): after an HSM or its
+/// connection was lost, libraries (SoftHSM, network HSM clients) only rediscover tokens at
+/// initialisation. Every session on the module ends; each key re-opens its own on next use.
+fn reinitialize(module: &Path) -> Result<(), HsmError> {
+    let ctx = context(module)?;
+    // C_Finalize fails only when the library was not initialised, which is what we want anyway.
+    let _ = ctx.clone().finalize();
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| HsmError::Module {
+            module: module.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Opens a logged-in read-write session on the token labelled `token`.
@@ -137,11 +159,55 @@ fn public_address(session: &Session, token: &str, label: &str) -> Result<Address
     address_of_ec_point(&point).ok_or_else(bad)
 }
 
+/// Where a key is; kept so a session lost mid-run (HSM restarted, network HSM unreachable)
+/// can be re-opened. The PIN stays in process memory for the same reason.
+struct KeyLocation {
+    module: PathBuf,
+    token: String,
+    key: String,
+    pin: String,
+}
+
+/// A logged-in session and the private key's handle in it.
+struct OpenKey {
+    session: Session,
+    key: ObjectHandle,
+}
+
+impl KeyLocation {
+    fn open(&self) -> Result<OpenKey, HsmError> {
+        let session = open_session(&self.module, &self.token, &self.pin)?;
+        let key = find(&session, ObjectClass::PRIVATE_KEY, &self.key)?.ok_or_else(|| {
+            HsmError::NoKey {
+                token: self.token.clone(),
+                key: self.key.clone(),
+            }
+        })?;
+        Ok(OpenKey { session, key })
+    }
+}
+
+impl KeyLocation {
+    /// Re-opens after a failure; when the token is gone from the module's view, re-initialises
+    /// the module once and looks again.
+    fn reopen(&self) -> Result<OpenKey, HsmError> {
+        match self.open() {
+            Err(HsmError::NoToken(_) | HsmError::Operation { .. }) => {
+                tracing::warn!(token = %self.token, "token not reachable; re-initialising the PKCS#11 module");
+                reinitialize(&self.module)?;
+                self.open()
+            }
+            other => other,
+        }
+    }
+}
+
 /// A signing key in a PKCS#11 token.
 #[derive(Clone)]
 pub struct Pkcs11Signer {
-    session: Arc<Mutex<Session>>,
-    key: ObjectHandle,
+    location: Arc<KeyLocation>,
+    /// `None` after a failed call: the next call opens a fresh session.
+    open: Arc<Mutex<Option<OpenKey>>>,
     address: Address,
     chain_id: Option<ChainId>,
 }
@@ -150,6 +216,8 @@ impl std::fmt::Debug for Pkcs11Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Signer")
             .field("address", &self.address)
+            .field("token", &self.location.token)
+            .field("key", &self.location.key)
             .finish()
     }
 }
@@ -157,16 +225,17 @@ impl std::fmt::Debug for Pkcs11Signer {
 impl Pkcs11Signer {
     /// Logs in and finds the private key labelled `key` and its public key.
     pub fn open(module: &Path, token: &str, key: &str, pin: &str) -> Result<Self, HsmError> {
-        let session = open_session(module, token, pin)?;
-        let private =
-            find(&session, ObjectClass::PRIVATE_KEY, key)?.ok_or_else(|| HsmError::NoKey {
-                token: token.to_string(),
-                key: key.to_string(),
-            })?;
-        let address = public_address(&session, token, key)?;
+        let location = KeyLocation {
+            module: module.to_path_buf(),
+            token: token.to_string(),
+            key: key.to_string(),
+            pin: pin.to_string(),
+        };
+        let open = location.open()?;
+        let address = public_address(&open.session, token, key)?;
         Ok(Self {
-            session: Arc::new(Mutex::new(session)),
-            key: private,
+            location: Arc::new(location),
+            open: Arc::new(Mutex::new(Some(open))),
             address,
             chain_id: None,
         })
@@ -234,19 +303,29 @@ impl Pkcs11Signer {
     }
 
     /// Signs a digest on the blocking pool; the result is normalised and recovers to the key.
+    /// A failed call drops the session, so the next one logs in again (the HSM may be back).
     pub async fn sign_digest(&self, digest: B256) -> Result<Signature, HsmError> {
-        let session = Arc::clone(&self.session);
-        let key = self.key;
+        let location = Arc::clone(&self.location);
+        let open = Arc::clone(&self.open);
         let raw = tokio::task::spawn_blocking(move || {
-            let session = session.lock().unwrap_or_else(|e| e.into_inner());
-            session.sign(&Mechanism::Ecdsa, key, digest.as_slice())
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.is_none() {
+                *open = Some(location.reopen()?);
+            }
+            let result = match open.as_ref() {
+                Some(o) => o.session.sign(&Mechanism::Ecdsa, o.key, digest.as_slice()),
+                None => return Err(HsmError::NoToken(location.token.clone())),
+            };
+            result.map_err(|e| {
+                *open = None;
+                op("C_Sign")(e)
+            })
         })
         .await
         .map_err(|e| HsmError::Operation {
             operation: "C_Sign",
             reason: e.to_string(),
-        })?
-        .map_err(op("C_Sign"))?;
+        })??;
         ethereum_signature(&raw, digest, self.address).map_err(|e| HsmError::Operation {
             operation: "C_Sign",
             reason: e.to_string(),

@@ -64,7 +64,7 @@ async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
     let text = stand.nodes.nodes[0].metrics().await.unwrap();
     let signed_by_hsm = text
         .lines()
-        .find(|l| l.starts_with("dvn_signing_seconds_count{backend=\"pkcs11\"}"))
+        .find(|l| l.starts_with("dvn_signing_seconds_count{backend=\"pkcs11\",role=\"signer\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(

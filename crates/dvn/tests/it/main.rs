@@ -12,6 +12,8 @@ mod expiry;
 mod foreign;
 mod hostile_peer;
 mod hsm_e2e;
+mod kms;
+mod kms_e2e;
 mod lease;
 mod nonce_gap;
 mod pg;

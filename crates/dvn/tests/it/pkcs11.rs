@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use alloy::primitives::{keccak256, B256};
-use dvn::config::KeyConfig;
+use dvn::config::{KeyConfig, SigningConfig};
 use dvn::signer::pkcs11::{HsmError, Pkcs11Signer};
 use dvn::signer::KeyHandle;
 
@@ -56,6 +56,21 @@ impl SoftHsm {
     }
 }
 
+impl SoftHsm {
+    fn tokens(&self) -> PathBuf {
+        self._dir.path().join("tokens")
+    }
+
+    /// Makes the token store unreachable, as an HSM that went away.
+    pub fn disconnect(&self) {
+        std::fs::rename(self.tokens(), self._dir.path().join("tokens.offline")).unwrap();
+    }
+
+    pub fn reconnect(&self) {
+        std::fs::rename(self._dir.path().join("tokens.offline"), self.tokens()).unwrap();
+    }
+}
+
 fn module() -> &'static Path {
     Path::new(MODULE)
 }
@@ -97,7 +112,9 @@ async fn a_generated_token_key_signs_100_digests_that_all_recover() {
         pin_env: Some("DVN_TEST_HSM_PIN".into()),
         pin_file: None,
     };
-    let handle = KeyHandle::load(&config).unwrap();
+    let handle = KeyHandle::load(&config, "signer", &SigningConfig::default())
+        .await
+        .unwrap();
     assert_eq!(handle.address(), address);
     assert_eq!(handle.backend(), "pkcs11");
     let digest = B256::repeat_byte(7);
@@ -203,5 +220,53 @@ fn keys_commands_generate_list_and_test_sign_through_the_binary() {
     assert!(
         signed.contains(&address) && signed.contains("pkcs11") && signed.contains("recovers"),
         "{signed}"
+    );
+}
+
+/// The HSM failing mid-run: its token store made unreachable. Signing fails and the key shows
+/// down (never a wrong signature); once the store is back, the key re-opens its session and
+/// signs again without a restart.
+#[tokio::test]
+async fn an_hsm_lost_mid_run_reports_down_and_resumes_when_back() {
+    let hsm = SoftHsm::new();
+    let address = Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN).unwrap();
+    std::env::set_var("DVN_TEST_HSM_PIN", PIN);
+    let config = KeyConfig::Pkcs11 {
+        module: module().into(),
+        token_label: TOKEN.into(),
+        key_label: "dvn-signer".into(),
+        pin_env: Some("DVN_TEST_HSM_PIN".into()),
+        pin_file: None,
+    };
+    let policy = SigningConfig {
+        timeout_ms: 2_000,
+        attempts: 2,
+        probe_interval_secs: 1,
+    };
+    let handle = KeyHandle::load(&config, "signer", &policy).await.unwrap();
+    assert_eq!(handle.address(), address);
+    handle.sign_digest(B256::repeat_byte(1)).await.unwrap();
+
+    hsm.disconnect();
+    let err = handle
+        .sign_digest(B256::repeat_byte(2))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!handle.health().up(), "down after: {err}");
+    assert!(!err.contains(PIN));
+
+    hsm.reconnect();
+    assert!(
+        handle.probe(std::time::Duration::from_secs(1)).await,
+        "{:?}",
+        handle.health().last_error()
+    );
+    assert!(handle.health().up());
+    let digest = B256::repeat_byte(3);
+    let signature = handle.sign_digest(digest).await.unwrap();
+    assert_eq!(
+        signature.recover_address_from_prehash(&digest).unwrap(),
+        address
     );
 }
