@@ -39,39 +39,38 @@ async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "node": state.ctx.config.node.name }))
 }
 
-fn key_state(key: &crate::signer::KeyHandle) -> serde_json::Value {
-    let health = key.health();
-    json!({
-        "up": health.up(),
-        "backend": key.backend(),
-        "address": key.address().to_string(),
-        "error": health.last_error(),
-    })
-}
-
-/// Readiness: the store answers and both keys' HSM/KMS answer (as last seen by a signature or
-/// the idle probe). (Chains and peers join this with the operations work.)
+/// Readiness: 200 only when the store, every chain's RPC quorum, both keys' HSM/KMS and enough
+/// peers for a quorum answered in the latest health snapshot (refreshed every few seconds);
+/// the JSON says each component's state either way.
 async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
-    let store = state.ctx.store.ping().await;
-    let signer = state.ctx.signer.health().up();
-    let submitter = state.ctx.submitter.health().up();
-    let ready = store && signer && submitter;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({
-            "ready": ready,
-            "components": {
-                "store": store,
-                "signer": key_state(&state.ctx.signer),
-                "submitter": key_state(&state.ctx.submitter),
-            }
-        })),
-    )
+    match state.ctx.health.latest() {
+        Some(snapshot) => {
+            let status = if snapshot.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (
+                status,
+                Json(json!({
+                    "ready": snapshot.ready,
+                    "taken_at_ms": snapshot.taken_at_ms,
+                    "components": {
+                        "store": snapshot.store,
+                        "chains": snapshot.chains,
+                        "signer": snapshot.signer,
+                        "submitter": snapshot.submitter,
+                        "peers": { "up": snapshot.peers, "needed": snapshot.peers_needed },
+                    },
+                    "backlog": snapshot.backlog,
+                })),
+            )
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": "first health check still running" })),
+        ),
+    }
 }
 
 async fn render_metrics(State(state): State<ApiState>) -> String {

@@ -73,6 +73,7 @@ async fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+            dvn::telemetry::describe();
             let cancel = CancellationToken::new();
             let on_signal = cancel.clone();
             tokio::spawn(async move {

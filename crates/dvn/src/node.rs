@@ -205,6 +205,7 @@ pub async fn run(
         lease: lease.clone(),
         wake: Wakeups::default(),
         cancel: cancel.clone(),
+        health: Default::default(),
     });
     tracing::info!(node = %ctx.config.node.name, signer = %ctx.signer.address(), submitter = %ctx.submitter.address(), "starting");
 
@@ -244,6 +245,11 @@ pub async fn run(
     tasks.spawn(async move {
         probe_keys(&c).await;
         Ok("key probe")
+    });
+    let c = Arc::clone(&ctx);
+    tasks.spawn(async move {
+        crate::health::run(&c).await;
+        Ok("health")
     });
     let sign = SignStage::new(Arc::clone(&ctx));
     let c = Arc::clone(&ctx);

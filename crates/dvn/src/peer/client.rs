@@ -33,6 +33,19 @@ impl PeerClient {
         &self.peers
     }
 
+    /// Whether each peer's `/health` answers now (for readiness and `dvn_peer_up`).
+    pub async fn probe_health(&self) -> std::collections::BTreeMap<String, bool> {
+        let probes = self.peers.iter().map(|peer| async move {
+            let url = format!("{}/health", peer.url.trim_end_matches('/'));
+            let up = matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success());
+            (peer.name.clone(), up)
+        });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// Sends our signature to every peer; failures are logged, never fatal (peers pull too).
     pub async fn push(&self, call_hash: B256, signer: Address, signature: &Signature) {
         let body = SignaturePush {

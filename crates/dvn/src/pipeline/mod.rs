@@ -64,6 +64,8 @@ pub struct Context {
     pub lease: Option<Lease>,
     pub wake: Wakeups,
     pub cancel: CancellationToken,
+    /// The latest health snapshot (refreshed by [`crate::health::run`]).
+    pub health: crate::health::HealthState,
 }
 
 impl Context {

@@ -223,6 +223,26 @@ impl Store {
         row.as_ref().map(PacketRow::from_row).transpose()
     }
 
+    /// Unfinished packets per path: (src eid, dst eid, count, oldest source block timestamp).
+    pub async fn backlog(&self) -> Result<Vec<(u32, u32, i64, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT src_eid, dst_eid, COUNT(*) AS n, MIN(block_timestamp) AS oldest FROM packets \
+             WHERE state IN ('observed', 'signed', 'submitted') GROUP BY src_eid, dst_eid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r: &AnyRow| {
+                Ok((
+                    u32::try_from(r.try_get::<i64, _>("src_eid")?).unwrap_or(0),
+                    u32::try_from(r.try_get::<i64, _>("dst_eid")?).unwrap_or(0),
+                    r.try_get::<i64, _>("n")?,
+                    u64::try_from(r.try_get::<i64, _>("oldest")?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     /// Number of packets per state (for status and metrics).
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM packets GROUP BY state")

@@ -16,6 +16,7 @@ mod kms;
 mod kms_e2e;
 mod lease;
 mod nonce_gap;
+mod ops;
 mod pg;
 mod pkcs11;
 mod quorum;

@@ -1,0 +1,199 @@
+//! The node's view of its own health, refreshed every few seconds by one task: the store, each
+//! chain's RPC quorum, both keys' HSM/KMS, the peers, the backlog per path and the submitter's
+//! balance. `/ready` answers from the latest snapshot (never blocking on a slow RPC), and the
+//! same numbers are exported as gauges, zero-initialised for every chain and path.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use alloy::providers::Provider;
+use serde::Serialize;
+
+use crate::pipeline::Context;
+
+/// How often the snapshot is refreshed.
+pub const REFRESH: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainHealth {
+    /// The RPC endpoints answered the head read with the configured agreement.
+    pub up: bool,
+    pub head: Option<u64>,
+    /// Submitter balance in ether (None when unreadable).
+    pub submitter_balance_eth: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PathBacklog {
+    pub src: String,
+    pub dst: String,
+    /// Packets observed and not yet verified (or otherwise finished).
+    pub packets: i64,
+    /// Age of the oldest of them, from its source block's timestamp.
+    pub oldest_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyState {
+    pub up: bool,
+    pub backend: &'static str,
+    pub address: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub ready: bool,
+    pub store: bool,
+    pub chains: BTreeMap<String, ChainHealth>,
+    pub signer: KeyState,
+    pub submitter: KeyState,
+    pub peers: BTreeMap<String, bool>,
+    /// Peers that must answer for our signature plus theirs to reach the quorum.
+    pub peers_needed: usize,
+    pub backlog: Vec<PathBacklog>,
+    pub taken_at_ms: i64,
+}
+
+/// The latest snapshot, shared with the HTTP handlers.
+#[derive(Debug, Default)]
+pub struct HealthState(Mutex<Option<Snapshot>>);
+
+impl HealthState {
+    pub fn latest(&self) -> Option<Snapshot> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, snapshot: Snapshot) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+    }
+}
+
+fn key_state(key: &crate::signer::KeyHandle) -> KeyState {
+    KeyState {
+        up: key.health().up(),
+        backend: key.backend(),
+        address: key.address().to_string(),
+        error: key.health().last_error(),
+    }
+}
+
+fn flag(up: bool) -> f64 {
+    if up {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Takes one snapshot (every read bounded by the chains' RPC timeouts).
+pub async fn snapshot(ctx: &Context) -> Snapshot {
+    let store = ctx.store.ping().await;
+    let mut chains = BTreeMap::new();
+    for chain in ctx.chains.values() {
+        let head = chain.head().await.ok();
+        let balance = chain
+            .any_provider()
+            .get_balance(ctx.submitter.address())
+            .await
+            .ok()
+            .map(|wei| f64::from(wei) / 1e18);
+        chains.insert(
+            chain.name().to_string(),
+            ChainHealth {
+                up: head.is_some(),
+                head,
+                submitter_balance_eth: balance,
+            },
+        );
+    }
+    let peers = ctx.peers.probe_health().await;
+    // Our own signature counts toward the quorum; the rest must come from reachable peers.
+    let quorum = ctx.dvns.values().map(|d| d.quorum).max().unwrap_or(1);
+    let peers_needed = quorum.saturating_sub(1);
+    let backlog = match ctx.store.backlog().await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|(src, dst, packets, oldest)| {
+                let now = u64::try_from(crate::store::now_ms() / 1000).unwrap_or(0);
+                PathBacklog {
+                    src: chain_name(ctx, src),
+                    dst: chain_name(ctx, dst),
+                    packets,
+                    oldest_age_secs: now.saturating_sub(oldest),
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let signer = key_state(&ctx.signer);
+    let submitter = key_state(&ctx.submitter);
+    let peers_up = peers.values().filter(|up| **up).count();
+    let ready = store
+        && chains.values().all(|c| c.up)
+        && signer.up
+        && submitter.up
+        && peers_up >= peers_needed;
+    Snapshot {
+        ready,
+        store,
+        chains,
+        signer,
+        submitter,
+        peers,
+        peers_needed,
+        backlog,
+        taken_at_ms: crate::store::now_ms(),
+    }
+}
+
+fn chain_name(ctx: &Context, eid: u32) -> String {
+    ctx.chains
+        .get(&eid)
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| eid.to_string())
+}
+
+/// Exports a snapshot as gauges. Every configured path gets a backlog series, zero when empty.
+fn export(ctx: &Context, s: &Snapshot) {
+    metrics::gauge!("dvn_ready").set(flag(s.ready));
+    metrics::gauge!("dvn_component_up", "component" => "store").set(flag(s.store));
+    metrics::gauge!("dvn_component_up", "component" => "signer").set(flag(s.signer.up));
+    metrics::gauge!("dvn_component_up", "component" => "submitter").set(flag(s.submitter.up));
+    let peers_up = s.peers.values().filter(|up| **up).count();
+    metrics::gauge!("dvn_component_up", "component" => "peers")
+        .set(flag(peers_up >= s.peers_needed));
+    for (name, chain) in &s.chains {
+        metrics::gauge!("dvn_chain_rpc_up", "chain" => name.clone()).set(flag(chain.up));
+        if let Some(balance) = chain.submitter_balance_eth {
+            metrics::gauge!("dvn_submitter_balance_eth", "chain" => name.clone()).set(balance);
+        }
+    }
+    for (peer, up) in &s.peers {
+        metrics::gauge!("dvn_peer_up", "peer" => peer.clone()).set(flag(*up));
+    }
+    for src in ctx.chains.values() {
+        for dst in ctx.chains.values().filter(|d| d.eid() != src.eid()) {
+            let (src, dst) = (src.name().to_string(), dst.name().to_string());
+            let row = s.backlog.iter().find(|b| b.src == src && b.dst == dst);
+            metrics::gauge!("dvn_backlog_packets", "src" => src.clone(), "dst" => dst.clone())
+                .set(row.map_or(0.0, |r| r.packets as f64));
+            metrics::gauge!("dvn_backlog_oldest_age_seconds", "src" => src, "dst" => dst)
+                .set(row.map_or(0.0, |r| r.oldest_age_secs as f64));
+        }
+    }
+}
+
+/// Refreshes the snapshot until cancelled.
+pub async fn run(ctx: &Context) {
+    loop {
+        let snapshot = snapshot(ctx).await;
+        export(ctx, &snapshot);
+        ctx.health.set(snapshot);
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(REFRESH) => {}
+        }
+    }
+}

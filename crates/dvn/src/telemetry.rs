@@ -1,0 +1,49 @@
+//! Every metric the node exports, described once (Prometheus `# HELP` text). Labels are bounded:
+//! chain and peer names from the config, endpoint indexes (never URLs), fixed reason words.
+
+/// (name, kind, help) for every `dvn_` metric. The alert rules and the dashboard may only name
+/// metrics listed here (a test checks).
+pub const METRICS: &[(&str, &str, &str)] = &[
+    ("dvn_ready", "gauge", "1 when the node is ready: store, every chain's RPC quorum, both keys and enough peers answer"),
+    ("dvn_component_up", "gauge", "1 when a component (store, signer, submitter, peers) is usable"),
+    ("dvn_chain_rpc_up", "gauge", "1 when a chain's RPC endpoints answer with the configured agreement"),
+    ("dvn_chain_head", "gauge", "Latest block of a chain as read with the configured agreement"),
+    ("dvn_chain_cursor", "gauge", "Last block of a chain scanned for packets"),
+    ("dvn_confirm_head", "gauge", "Head used for confirmation counting per chain"),
+    ("dvn_backlog_packets", "gauge", "Packets observed on a path and not yet verified"),
+    ("dvn_backlog_oldest_age_seconds", "gauge", "Age of the oldest unverified packet on a path, from its source block time"),
+    ("dvn_submitter_balance_eth", "gauge", "Native balance of the submitter account on a chain, in ether"),
+    ("dvn_signer_up", "gauge", "1 when the key's HSM/KMS answered its last signature or probe"),
+    ("dvn_signing_seconds", "summary", "Time of one HSM/KMS signing call, per backend and role"),
+    ("dvn_signing_errors_total", "counter", "Failed signing calls by backend, role and kind (timeout, unavailable, refused)"),
+    ("dvn_verification_latency_seconds", "summary", "From the source block to our PayloadVerified on the destination"),
+    ("dvn_packets_observed_total", "counter", "Packets assigned to our DVN seen on a source chain"),
+    ("dvn_packets_signed_total", "counter", "Packets this node signed"),
+    ("dvn_packets_verified_total", "counter", "Packets whose verification by our DVN landed on the destination"),
+    ("dvn_rpc_requests_total", "counter", "RPC requests per chain, endpoint index and outcome"),
+    ("dvn_rpc_quorum_failures_total", "counter", "Reads where the RPC endpoints did not agree or answer"),
+    ("dvn_nonce_gaps_total", "counter", "Gaps in a path's nonces: a PacketSent log missing from an endpoint"),
+    ("dvn_reorgs_detected_total", "counter", "Reorgs detected behind the scan cursor"),
+    ("dvn_forgery_refused_total", "counter", "Packets refused because the source endpoint never sent them"),
+    ("dvn_equivocation_refused_total", "counter", "A different payload for a nonce we signed: the path is halted"),
+    ("dvn_bad_events_total", "counter", "Events that failed to decode"),
+    ("dvn_peer_up", "gauge", "1 when a peer answered its last health check or signature pull"),
+    ("dvn_peer_push_total", "counter", "Signature pushes to peers by outcome"),
+    ("dvn_peer_signatures_rejected_total", "counter", "Peer signatures rejected by reason"),
+    ("dvn_submissions_total", "counter", "DVN.execute transactions broadcast"),
+    ("dvn_submission_replacements_total", "counter", "Fee-bumped replacements of stuck transactions"),
+    ("dvn_submission_gas_used_total", "counter", "Gas used by mined DVN.execute transactions"),
+    ("dvn_submitter_lease_held", "gauge", "1 while this replica holds the region's submitter lease"),
+    ("dvn_stage_errors_total", "counter", "Errors per pipeline stage (each retried with backoff)"),
+];
+
+/// Registers the help text of every metric with the installed recorder.
+pub fn describe() {
+    for (name, kind, help) in METRICS {
+        match *kind {
+            "counter" => metrics::describe_counter!(*name, *help),
+            "gauge" => metrics::describe_gauge!(*name, *help),
+            _ => metrics::describe_histogram!(*name, *help),
+        }
+    }
+}
