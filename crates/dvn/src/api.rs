@@ -63,6 +63,7 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::V
                         "peers": { "up": snapshot.peers, "needed": snapshot.peers_needed },
                     },
                     "backlog": snapshot.backlog,
+                    "last_verified": snapshot.last_verified,
                 })),
             )
         }

@@ -1,4 +1,4 @@
-//! The command line: `dvn run`, `dvn config check`.
+//! The command line: `dvn run`, `status`, `doctor`, `why`, `config check`, `keys`.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,48 @@ pub enum Command {
         /// Logs as JSON lines.
         #[arg(long)]
         json_logs: bool,
+    },
+    /// One screen: chains, backlog, latency, keys, peers, balance, last verified packet.
+    Status {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The daily checklist and troubleshooting tree; exit code = worst severity (0 ok, 1 P3,
+    /// 2 P2, 3 P1, 4 P0).
+    Doctor {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        json: bool,
+        /// Backlog per path at or above which the check fails (manual: < 10).
+        #[arg(long, default_value_t = 10)]
+        backlog_threshold: i64,
+        /// Signing p99 at or above which the check fails, seconds (manual: < 5).
+        #[arg(long, default_value_t = 5.0)]
+        latency_threshold: f64,
+        /// Disk use above which the check fails, percent (manual: < 80).
+        #[arg(long, default_value_t = 80.0)]
+        disk_threshold: f64,
+        /// Submitter balance below which the check fails, in ether.
+        #[arg(long, default_value_t = 0.5)]
+        min_balance: f64,
+        /// Alertmanager base URL, to count active alerts.
+        #[arg(long)]
+        alertmanager: Option<String>,
+        /// PEM certificates whose expiry to check (repeatable).
+        #[arg(long = "cert")]
+        certs: Vec<PathBuf>,
+    },
+    /// Where a packet is and what it is waiting for (reads the store).
+    Why {
+        /// The packet's GUID (0x…, 32 bytes).
+        guid: String,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Configuration tools.
     Config {
@@ -74,6 +116,16 @@ pub enum KeysCommand {
         #[command(flatten)]
         token: TokenArgs,
     },
+}
+
+/// Which node to ask: its config (for the listen address and chains) and, optionally, its URL.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    #[arg(long, short, default_value = "config.yaml")]
+    pub config: PathBuf,
+    /// The node's base URL (default: its `node.listen` on 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 /// Where a PKCS#11 token is; the PIN is read from an environment variable, never an argument.

@@ -53,6 +53,8 @@ pub struct Snapshot {
     /// Peers that must answer for our signature plus theirs to reach the quorum.
     pub peers_needed: usize,
     pub backlog: Vec<PathBacklog>,
+    /// The most recently verified packet.
+    pub last_verified: Option<serde_json::Value>,
     pub taken_at_ms: i64,
 }
 
@@ -127,6 +129,20 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
             .collect(),
         Err(_) => Vec::new(),
     };
+    let last_verified =
+        ctx.store
+            .last_verified()
+            .await
+            .ok()
+            .flatten()
+            .map(|(guid, src, dst, nonce, at_ms)| {
+                serde_json::json!({
+                    "guid": guid.to_string(),
+                    "path": format!("{} -> {}", chain_name(ctx, src), chain_name(ctx, dst)),
+                    "nonce": nonce,
+                    "at_ms": at_ms,
+                })
+            });
     let signer = key_state(&ctx.signer);
     let submitter = key_state(&ctx.submitter);
     let peers_up = peers.values().filter(|up| **up).count();
@@ -144,6 +160,7 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
         peers,
         peers_needed,
         backlog,
+        last_verified,
         taken_at_ms: crate::store::now_ms(),
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod health;
 pub mod lease;
 pub mod node;
+pub mod ops;
 pub mod peer;
 pub mod pipeline;
 pub mod signer;

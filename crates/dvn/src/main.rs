@@ -45,6 +45,67 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Status { node, json } => {
+            report(async {
+                let config = Config::load(&node.config)?;
+                let url = node.url.unwrap_or_else(|| dvn::ops::node_url(&config));
+                let status = dvn::ops::status::collect(&url).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                } else {
+                    print!("{}", dvn::ops::status::render(&status));
+                }
+                Ok(0)
+            })
+            .await
+        }
+        Command::Doctor {
+            node,
+            json,
+            backlog_threshold,
+            latency_threshold,
+            disk_threshold,
+            min_balance,
+            alertmanager,
+            certs,
+        } => {
+            report(async {
+                let config = Config::load(&node.config)?;
+                let options = dvn::ops::doctor::DoctorOptions {
+                    node_url: node.url.unwrap_or_else(|| dvn::ops::node_url(&config)),
+                    backlog_threshold,
+                    latency_threshold_secs: latency_threshold,
+                    disk_threshold_pct: disk_threshold,
+                    min_balance_eth: min_balance,
+                    alertmanager,
+                    certs,
+                };
+                let report = dvn::ops::doctor::run(&config, &options).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.render());
+                }
+                Ok(report.exit_code())
+            })
+            .await
+        }
+        Command::Why { guid, config, json } => {
+            report(async {
+                let config = Config::load(&config)?;
+                let guid: alloy::primitives::B256 = guid
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{guid} is not a 32-byte hex GUID"))?;
+                let explanation = dvn::ops::why::explain(&config, guid).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&explanation)?);
+                } else {
+                    print!("{}", dvn::ops::why::render(&explanation));
+                }
+                Ok(0)
+            })
+            .await
+        }
         Command::Keys { command } => match keys(command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -88,6 +149,18 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs a tool whose value is the exit code; an error is printed and exits 5 (doctor uses
+/// 1–4 for severities).
+async fn report(tool: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
+    match tool.await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(5)
         }
     }
 }

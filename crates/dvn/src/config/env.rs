@@ -16,6 +16,22 @@ use std::collections::HashMap;
 use super::validate::Problem;
 use super::Config;
 
+/// Every variable [`apply`] reads (deployment files are checked against this list).
+pub const OVERRIDES: &[&str] = &[
+    "DVN_NODE_NAME",
+    "DVN_LISTEN",
+    "DVN_STORE_URL",
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_PASSWORD",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+];
+
 /// The process environment as a map (a parameter, so tests need not mutate the real one).
 pub fn process_env() -> HashMap<String, String> {
     std::env::vars().collect()

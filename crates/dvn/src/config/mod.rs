@@ -116,6 +116,10 @@ pub struct ChainConfig {
     /// Per-request timeout.
     #[serde(default = "default_rpc_timeout_ms")]
     pub rpc_timeout_ms: u64,
+    /// Conflux only: the Core-space RPC of the operator's Conflux node, which `dvn doctor`
+    /// checks with `cfx_epochNumber` (eSpace RPCs do not show the node's own sync).
+    #[serde(default)]
+    pub conflux_core_rpc: Option<String>,
 }
 
 fn default_finality() -> Finality {

@@ -243,6 +243,27 @@ impl Store {
             .collect()
     }
 
+    /// The most recently verified packet: (guid, src eid, dst eid, nonce, when in unix ms).
+    pub async fn last_verified(&self) -> Result<Option<(B256, u32, u32, u64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT guid, src_eid, dst_eid, nonce, updated_at_ms FROM packets \
+             WHERE state = 'verified' ORDER BY updated_at_ms DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r: AnyRow| {
+            let guid: Vec<u8> = r.try_get("guid")?;
+            Ok((
+                B256::try_from(guid.as_slice()).map_err(|_| StoreError::Corrupt("guid".into()))?,
+                u32::try_from(r.try_get::<i64, _>("src_eid")?).unwrap_or(0),
+                u32::try_from(r.try_get::<i64, _>("dst_eid")?).unwrap_or(0),
+                u64::try_from(r.try_get::<i64, _>("nonce")?).unwrap_or(0),
+                r.try_get::<i64, _>("updated_at_ms")?,
+            ))
+        })
+        .transpose()
+    }
+
     /// Number of packets per state (for status and metrics).
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM packets GROUP BY state")

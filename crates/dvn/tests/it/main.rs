@@ -17,6 +17,7 @@ mod kms_e2e;
 mod lease;
 mod nonce_gap;
 mod ops;
+mod ops_tools;
 mod pg;
 mod pkcs11;
 mod quorum;

@@ -170,3 +170,134 @@ async fn metrics_pass_promtool_and_ready_flips_with_rpc_and_peers() {
     stand.nodes.start(&[1]).await.unwrap();
     wait_ready(&stand.nodes.nodes[0], true).await;
 }
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path),
+    )
+    .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn the_grafana_dashboard_has_a_panel_per_checklist_line_over_exported_metrics() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/dashboards/dvn.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let exported: Vec<&str> = dvn::telemetry::METRICS.iter().map(|m| m.0).collect();
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if token.starts_with("dvn_") {
+                    assert!(
+                        exported.contains(&token),
+                        "{} queries {token}, not exported",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+    // The manual's daily checklist (8.8), one panel each.
+    let titles: Vec<String> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap().to_lowercase())
+        .collect();
+    for line in [
+        "service status",
+        "backlog",
+        "signing latency",
+        "block sync",
+        "hsm",
+        "disk",
+        "alerts",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(line)),
+            "no panel for '{line}': {titles:?}"
+        );
+    }
+    let provider: serde_json::Value =
+        serde_norway::from_str(&repo_file("deploy/grafana/provisioning/dashboards/dvn.yml"))
+            .unwrap();
+    assert_eq!(provider["providers"][0]["type"], "file");
+    let datasource: serde_json::Value = serde_norway::from_str(&repo_file(
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+    ))
+    .unwrap();
+    let uid = datasource["datasources"][0]["uid"].as_str().unwrap();
+    assert!(panels.iter().all(|p| p["datasource"]["uid"] == uid));
+}
+
+#[test]
+fn the_compose_file_parses_and_its_env_names_are_ones_the_node_reads() {
+    let compose: serde_json::Value =
+        serde_norway::from_str(&repo_file("docker-compose.yml")).unwrap();
+    let services = compose["services"].as_object().unwrap();
+    for name in ["dvn", "redis", "postgres"] {
+        assert!(services.contains_key(name), "service {name}");
+        assert!(
+            services[name]["healthcheck"]["test"].is_array(),
+            "{name} has a health check"
+        );
+    }
+    let dvn = &services["dvn"];
+    assert_eq!(dvn["container_name"], "dvn-node");
+    assert!(dvn["healthcheck"]["test"].to_string().contains("/health"));
+    // Every variable given to the node is one it reads, a PIN the region configs name, or logging.
+    let env = dvn["environment"].as_object().unwrap();
+    let aws = repo_file("deploy/config/aws.yaml");
+    for name in env.keys() {
+        let known = dvn::config::env::OVERRIDES.contains(&name.as_str())
+            || name == "RUST_LOG"
+            || aws.contains(&format!("pin_env: {name}"));
+        assert!(known, "compose sets {name}, which the node never reads");
+    }
+    // The node's database settings match the postgres service's.
+    let postgres = services["postgres"]["environment"].as_object().unwrap();
+    assert_eq!(env["POSTGRES_USER"], postgres["POSTGRES_USER"]);
+    assert_eq!(env["POSTGRES_DB"], postgres["POSTGRES_DB"]);
+    assert_eq!(env["POSTGRES_HOST"], "postgres");
+    assert_eq!(env["REDIS_HOST"], "redis");
+
+    let dockerfile = repo_file("Dockerfile");
+    assert_eq!(
+        dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")),
+        2,
+        "multi-stage"
+    );
+    assert!(dockerfile.contains("\nUSER dvn"), "runs as non-root");
+    let unit = repo_file("deploy/systemd/dvn.service");
+    assert!(unit.contains("ExecStart=/usr/local/bin/dvn run --config"));
+    assert!(unit.contains("User=dvn"));
+}
+
+#[test]
+fn the_per_region_configs_are_valid_and_name_each_other() {
+    let mut signers = std::collections::BTreeMap::new();
+    let mut kinds = Vec::new();
+    for region in ["aws", "aliyun", "gcp"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/config")
+            .join(format!("{region}.yaml"));
+        let config = dvn::config::Config::load(&path).unwrap_or_else(|e| panic!("{region}: {e}"));
+        assert_eq!(config.node.name, region);
+        let peers: Vec<&str> = config.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(peers.len(), 2);
+        assert!(!peers.contains(&region));
+        for peer in &config.peers {
+            let previous = signers.insert(peer.name.clone(), peer.signer);
+            assert!(
+                previous.is_none_or(|s| s == peer.signer),
+                "{} has two signer addresses",
+                peer.name
+            );
+        }
+        kinds.push(serde_json::to_value(&config.signer).unwrap()["kind"].clone());
+    }
+    assert_eq!(kinds, ["pkcs11", "aliyun-kms", "gcp-kms"]);
+}

@@ -1,0 +1,38 @@
+//! Operator tools that talk to a running node (and to the chains and the store directly):
+//! `dvn status` (one screen), `dvn doctor` (the manual's daily checklist and troubleshooting
+//! tree), `dvn why <guid>` (where one packet is and what it waits for).
+
+pub mod doctor;
+pub mod prom;
+pub mod status;
+pub mod why;
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// The node's HTTP base URL from its config: its listen port on 127.0.0.1 when it listens on
+/// every interface.
+pub fn node_url(config: &Config) -> String {
+    let listen = config.node.listen;
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        listen.ip().to_string()
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+/// A short-timeout HTTP client for the tools.
+pub fn http() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?)
+}
+
+/// GET `url` as text; None when unreachable or not 2xx/503.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> Option<(u16, String)> {
+    let response = http.get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
