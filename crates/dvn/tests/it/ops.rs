@@ -301,3 +301,39 @@ fn the_per_region_configs_are_valid_and_name_each_other() {
     }
     assert_eq!(kinds, ["pkcs11", "aliyun-kms", "gcp-kms"]);
 }
+
+/// The store (a private PostgreSQL) stops: `/ready` and `dvn_component_up{component="store"}`
+/// say so, the node keeps running, and both recover when the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_follows_the_store_down_and_back() {
+    let mut pg = crate::pg::PrivatePostgres::start().await;
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    let url = pg.url();
+    stand.nodes.nodes[0]
+        .edit_config(|c| c["store"]["url"] = serde_json::json!(url))
+        .unwrap();
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let aws = &stand.nodes.nodes[0];
+    wait_ready(aws, true).await;
+
+    pg.stop();
+    let body = wait_ready(aws, false).await;
+    assert_eq!(body["components"]["store"], false, "{body}");
+    let text = aws.metrics().await.unwrap();
+    assert!(
+        text.contains("dvn_component_up{component=\"store\"} 0"),
+        "{text}"
+    );
+
+    pg.resume().await;
+    wait_ready(&stand.nodes.nodes[0], true).await;
+    assert!(stand.nodes.nodes[0].is_running());
+    // And it still verifies.
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 2)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &sent).await;
+}
