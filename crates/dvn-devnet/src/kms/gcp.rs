@@ -247,19 +247,26 @@ fn authorised(inner: &Inner, headers: &HeaderMap) -> bool {
     })
 }
 
+/// The outage switch, then the bearer token: what every KMS call passes first.
+async fn gate(inner: &Inner, headers: &HeaderMap) -> Option<Response> {
+    if let Some(response) = inner.health.intercept().await {
+        return Some(response);
+    }
+    (!authorised(inner, headers)).then(|| {
+        api_error(
+            StatusCode::UNAUTHORIZED,
+            "Request had invalid authentication credentials.",
+        )
+    })
+}
+
 async fn kms_get(
     State(inner): State<Arc<Inner>>,
     UrlPath(rest): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(response) = inner.health.intercept().await {
-        return response;
-    }
-    if !authorised(&inner, &headers) {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "Request had invalid authentication credentials.",
-        );
+    if let Some(refusal) = gate(&inner, &headers).await {
+        return refusal;
     }
     if rest.strip_suffix("/publicKey") != Some(KEY_VERSION) {
         return api_error(StatusCode::NOT_FOUND, "CryptoKeyVersion not found.");
@@ -279,14 +286,8 @@ async fn kms_post(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(response) = inner.health.intercept().await {
-        return response;
-    }
-    if !authorised(&inner, &headers) {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "Request had invalid authentication credentials.",
-        );
+    if let Some(refusal) = gate(&inner, &headers).await {
+        return refusal;
     }
     if rest.strip_suffix(":asymmetricSign") != Some(KEY_VERSION) {
         return api_error(StatusCode::NOT_FOUND, "CryptoKeyVersion not found.");

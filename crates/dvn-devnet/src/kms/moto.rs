@@ -76,3 +76,37 @@ impl MotoServer {
         }
     }
 }
+
+impl MotoServer {
+    /// An AWS KMS client for this server (static test credentials, us-east-1).
+    pub async fn kms_client(&self) -> aws_sdk_kms::Client {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_kms::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await;
+        aws_sdk_kms::Client::new(&config)
+    }
+
+    /// Creates a key of `spec` for signing; returns its id.
+    pub async fn create_signing_key(
+        &self,
+        spec: aws_sdk_kms::types::KeySpec,
+    ) -> anyhow::Result<String> {
+        let key = self
+            .kms_client()
+            .await
+            .create_key()
+            .key_spec(spec)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .send()
+            .await?;
+        Ok(key
+            .key_metadata()
+            .map(|m| m.key_id().to_string())
+            .unwrap_or_default())
+    }
+}

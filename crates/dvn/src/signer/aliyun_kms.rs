@@ -174,11 +174,6 @@ impl KmsBackend for AliyunKms {
             ),
         ];
         let signed: Signed = self.call("AsymmetricSign", query).await?;
-        base64::engine::general_purpose::STANDARD
-            .decode(signed.value)
-            .map_err(|e| KmsError::BadResponse {
-                service: SERVICE,
-                detail: format!("Value is not base64: {e}"),
-            })
+        kms::base64_field(SERVICE, "Value", &signed.value)
     }
 }

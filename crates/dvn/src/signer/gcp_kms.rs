@@ -130,11 +130,6 @@ impl KmsBackend for GcpKms {
             "digest": { "sha256": base64::engine::general_purpose::STANDARD.encode(digest) }
         });
         let signed: Signed = self.send(self.http.post(url).json(&body)).await?;
-        base64::engine::general_purpose::STANDARD
-            .decode(signed.signature)
-            .map_err(|e| KmsError::BadResponse {
-                service: SERVICE,
-                detail: format!("signature is not base64: {e}"),
-            })
+        kms::base64_field(SERVICE, "signature", &signed.signature)
     }
 }

@@ -133,6 +133,21 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Decodes a base64 signature field of a KMS response.
+pub(crate) fn base64_field(
+    service: &'static str,
+    field: &str,
+    value: &str,
+) -> Result<Vec<u8>, KmsError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| KmsError::BadResponse {
+            service,
+            detail: format!("{field} is not base64: {e}"),
+        })
+}
+
 /// Maps a non-success HTTP status to the error kind callers act on; `body` is the service's
 /// error text (shortened: it is logged).
 pub(crate) fn status_error(

@@ -84,4 +84,38 @@ impl Stand {
             }
         }
     }
+
+    /// Every node's peer entry for `region` names `signer` (a key that lives in an HSM/KMS).
+    pub fn set_peer_signer(&self, region: &str, signer: alloy::primitives::Address) {
+        for node in &self.nodes.nodes {
+            node.edit_config(|c| {
+                for peer in c["peers"].as_array_mut().unwrap() {
+                    if peer["name"] == region {
+                        peer["signer"] = serde_json::json!(signer.to_string());
+                    }
+                }
+            })
+            .unwrap();
+        }
+    }
+
+    /// Node `index` signs with the SoftHSM key `key_label`; the others know its address.
+    pub fn use_hsm(
+        &mut self,
+        index: usize,
+        hsm: &crate::pkcs11::SoftHsm,
+        key_label: &str,
+        signer: alloy::primitives::Address,
+    ) {
+        use crate::pkcs11::{MODULE, PIN, TOKEN};
+        let region = self.nodes.nodes[index].region.clone();
+        self.set_peer_signer(&region, signer);
+        let node = &mut self.nodes.nodes[index];
+        node.edit_config(|c| {
+            c["signer"] = serde_json::json!({ "kind": "pkcs11", "module": MODULE, "token_label": TOKEN, "key_label": key_label, "pin_env": "HSM_PIN" });
+        })
+        .unwrap();
+        node.set_env("SOFTHSM2_CONF", hsm.conf.to_str().unwrap());
+        node.set_env("HSM_PIN", PIN);
+    }
 }

@@ -6,21 +6,10 @@ use std::time::Duration;
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::{Devnet, DevnetConfig, Direction};
-use serde_json::json;
 
 use crate::common::Stand;
 use crate::e2e::TIMEOUT;
 use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
-
-fn use_hsm_for_aws(stand: &mut Stand, hsm: &SoftHsm) {
-    let aws = &mut stand.nodes.nodes[0];
-    aws.edit_config(|c| {
-        c["signer"] = json!({ "kind": "pkcs11", "module": MODULE, "token_label": TOKEN, "key_label": "aws-signer", "pin_env": "HSM_PIN" })
-    })
-    .unwrap();
-    aws.set_env("SOFTHSM2_CONF", hsm.conf.to_str().unwrap());
-    aws.set_env("HSM_PIN", PIN);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
@@ -33,18 +22,7 @@ async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
     .await
     .unwrap();
     let mut stand = Stand::with_devnet(devnet, NodeOptions::default());
-    use_hsm_for_aws(&mut stand, &hsm);
-    for i in [1, 2] {
-        stand.nodes.nodes[i]
-            .edit_config(|c| {
-                for peer in c["peers"].as_array_mut().unwrap() {
-                    if peer["name"] == "aws" {
-                        peer["signer"] = json!(hsm_signer.to_string());
-                    }
-                }
-            })
-            .unwrap();
-    }
+    stand.use_hsm(0, &hsm, "aws-signer", hsm_signer);
     // gcp stays down: every quorum needs the HSM's signature.
     stand.nodes.start(&[0, 1]).await.unwrap();
     let a_to_b = stand
@@ -78,7 +56,7 @@ async fn a_node_whose_hsm_key_is_not_an_on_chain_signer_refuses_to_start() {
     let hsm = SoftHsm::new();
     let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
     let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
-    use_hsm_for_aws(&mut stand, &hsm);
+    stand.use_hsm(0, &hsm, "aws-signer", hsm_signer);
     let aws = &mut stand.nodes.nodes[0];
     aws.start().unwrap();
     let status = aws

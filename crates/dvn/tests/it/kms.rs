@@ -45,13 +45,7 @@ fn aliyun_config(standin: &AliyunKmsStandIn, prefix: &str) -> KeyConfig {
 async fn aliyun_kms_signs_through_authenticated_requests() {
     let key = KmsKey::random();
     let standin = AliyunKmsStandIn::start(key.clone()).await.unwrap();
-    let handle = KeyHandle::load(
-        &aliyun_config(&standin, "ALI"),
-        "signer",
-        &SigningConfig::default(),
-    )
-    .await
-    .unwrap();
+    let handle = load_aliyun(&standin, "ALI", SigningConfig::default()).await;
     assert_eq!(handle.address(), key.address());
     assert_eq!(handle.backend(), "aliyun-kms");
     signs_and_recovers(&handle, 40).await;
@@ -130,29 +124,22 @@ async fn gcp_kms_refuses_a_service_account_key_it_did_not_issue() {
     assert!(err.contains("cryptoKeyVersions/9"), "{err}");
 }
 
-async fn moto_client(moto: &MotoServer) -> aws_sdk_kms::Client {
+/// The node-side loader reads the standard AWS environment.
+fn aws_env() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     std::env::set_var("AWS_REGION", "us-east-1");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.url)
-        .load()
-        .await;
-    aws_sdk_kms::Client::new(&config)
 }
 
 #[tokio::test]
 async fn aws_kms_signs_digests_against_moto() {
     let moto = MotoServer::start().await.unwrap();
-    let kms = moto_client(&moto).await;
-    let key = kms
-        .create_key()
-        .key_spec(aws_sdk_kms::types::KeySpec::EccSecgP256K1)
-        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-        .send()
+    aws_env();
+    let kms = moto.kms_client().await;
+    let key_id = moto
+        .create_signing_key(aws_sdk_kms::types::KeySpec::EccSecgP256K1)
         .await
         .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_string();
     kms.create_alias()
         .alias_name("alias/dvn-aws-signer")
         .target_key_id(&key_id)
@@ -171,14 +158,10 @@ async fn aws_kms_signs_digests_against_moto() {
     signs_and_recovers(&handle, 40).await;
 
     // A key of the wrong spec is refused by name.
-    let p256 = kms
-        .create_key()
-        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
-        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-        .send()
+    let p256_id = moto
+        .create_signing_key(aws_sdk_kms::types::KeySpec::EccNistP256)
         .await
         .unwrap();
-    let p256_id = p256.key_metadata().unwrap().key_id().to_string();
     let err = KeyHandle::load(
         &KeyConfig::AwsKms {
             key_id: p256_id.clone(),
@@ -211,6 +194,12 @@ async fn aws_kms_signs_digests_against_moto() {
     assert!(err.contains("alias/nope"), "{err}");
 }
 
+async fn load_aliyun(standin: &AliyunKmsStandIn, prefix: &str, policy: SigningConfig) -> KeyHandle {
+    KeyHandle::load(&aliyun_config(standin, prefix), "signer", &policy)
+        .await
+        .unwrap()
+}
+
 fn policy(timeout_ms: u64, attempts: u32) -> SigningConfig {
     SigningConfig {
         timeout_ms,
@@ -222,13 +211,7 @@ fn policy(timeout_ms: u64, attempts: u32) -> SigningConfig {
 #[tokio::test]
 async fn an_outage_is_retried_a_bounded_number_of_times_then_reported_and_recovered_from() {
     let standin = AliyunKmsStandIn::start(KmsKey::random()).await.unwrap();
-    let handle = KeyHandle::load(
-        &aliyun_config(&standin, "ALI_OUT"),
-        "signer",
-        &policy(1_000, 3),
-    )
-    .await
-    .unwrap();
+    let handle = load_aliyun(&standin, "ALI_OUT", policy(1_000, 3)).await;
     let digest = keccak256(b"outage");
 
     standin.health.set(Health::Failing);
@@ -256,13 +239,7 @@ async fn an_outage_is_retried_a_bounded_number_of_times_then_reported_and_recove
 #[tokio::test]
 async fn a_refusal_is_not_retried() {
     let standin = AliyunKmsStandIn::start(KmsKey::random()).await.unwrap();
-    let handle = KeyHandle::load(
-        &aliyun_config(&standin, "ALI_REF"),
-        "signer",
-        &policy(1_000, 3),
-    )
-    .await
-    .unwrap();
+    let handle = load_aliyun(&standin, "ALI_REF", policy(1_000, 3)).await;
     // The RAM permission is revoked while the node runs.
     standin.health.set(Health::Denying);
     let before = standin.requests();

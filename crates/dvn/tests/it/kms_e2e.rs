@@ -23,24 +23,13 @@ const ALIYUN: usize = 1;
 const GCP: usize = 2;
 
 async fn create_kms_key(moto: &MotoServer) -> (String, Address) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kms::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .load()
-        .await;
-    let kms = aws_sdk_kms::Client::new(&config);
-    let key = kms
-        .create_key()
-        .key_spec(aws_sdk_kms::types::KeySpec::EccSecgP256K1)
-        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-        .send()
+    let key_id = moto
+        .create_signing_key(aws_sdk_kms::types::KeySpec::EccSecgP256K1)
         .await
         .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_string();
-    let der = kms
+    let der = moto
+        .kms_client()
+        .await
         .get_public_key()
         .key_id(&key_id)
         .send()
@@ -51,20 +40,6 @@ async fn create_kms_key(moto: &MotoServer) -> (String, Address) {
         .as_ref()
         .to_vec();
     (key_id, dvn::signer::kms::address_of_spki_der(&der).unwrap())
-}
-
-/// Points every node's peer entry for `region` at its new signer address.
-fn set_peer_signer(stand: &Stand, region: &str, signer: Address) {
-    for node in &stand.nodes.nodes {
-        node.edit_config(|c| {
-            for peer in c["peers"].as_array_mut().unwrap() {
-                if peer["name"] == region {
-                    peer["signer"] = json!(signer.to_string());
-                }
-            }
-        })
-        .unwrap();
-    }
 }
 
 async fn ready(node: &DvnNode) -> Option<serde_json::Value> {
@@ -99,8 +74,8 @@ async fn kms_hsm_and_keystore_regions_verify_and_survive_an_hsm_outage() {
             ..NodeOptions::default()
         },
     );
-    set_peer_signer(&stand, "aws", kms_signer);
-    set_peer_signer(&stand, "gcp", hsm_signer);
+    stand.set_peer_signer("aws", kms_signer);
+    stand.use_hsm(GCP, &hsm, "gcp-signer", hsm_signer);
 
     let aws = &mut stand.nodes.nodes[AWS];
     aws.edit_config(|c| {
@@ -109,14 +84,6 @@ async fn kms_hsm_and_keystore_regions_verify_and_survive_an_hsm_outage() {
     .unwrap();
     aws.set_env("AWS_ACCESS_KEY_ID", "testing");
     aws.set_env("AWS_SECRET_ACCESS_KEY", "testing");
-
-    let gcp = &mut stand.nodes.nodes[GCP];
-    gcp.edit_config(|c| {
-        c["signer"] = json!({ "kind": "pkcs11", "module": MODULE, "token_label": TOKEN, "key_label": "gcp-signer", "pin_env": "HSM_PIN" });
-    })
-    .unwrap();
-    gcp.set_env("SOFTHSM2_CONF", hsm.conf.to_str().unwrap());
-    gcp.set_env("HSM_PIN", PIN);
 
     let aliyun = &mut stand.nodes.nodes[ALIYUN];
     let keystore_dir = aliyun.config_path.parent().unwrap().join("keys");

@@ -90,24 +90,10 @@ async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() 
     .unwrap();
     let proxy_a = RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap();
     let mut stand = Stand::with_devnet(devnet, NodeOptions::default());
-    for node in &stand.nodes.nodes {
-        node.edit_config(|c| {
-            for peer in c["peers"].as_array_mut().unwrap() {
-                if peer["name"] == "aws" {
-                    peer["signer"] = json!(hsm_signer.to_string());
-                }
-            }
-        })
-        .unwrap();
-    }
+    stand.use_hsm(0, &hsm, "aws-signer", hsm_signer);
     let aws = &mut stand.nodes.nodes[0];
-    aws.edit_config(|c| {
-        c["signer"] = json!({ "kind": "pkcs11", "module": MODULE, "token_label": TOKEN, "key_label": "aws-signer", "pin_env": "HSM_PIN" });
-        c["chains"][0]["rpc"] = json!([proxy_a.url]);
-    })
-    .unwrap();
-    aws.set_env("SOFTHSM2_CONF", hsm.conf.to_str().unwrap());
-    aws.set_env("HSM_PIN", PIN);
+    aws.edit_config(|c| c["chains"][0]["rpc"] = json!([proxy_a.url]))
+        .unwrap();
     let config = aws.config_path.to_str().unwrap().to_string();
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
     let sent = stand
