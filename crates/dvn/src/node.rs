@@ -28,6 +28,8 @@ use crate::store::Store;
 /// A startup check that failed: the node refuses to run and says expected vs actual.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("the signer key's address is {actual}, but node.signer_address says {expected}")]
+    WrongSignerKey { expected: Address, actual: Address },
     #[error("chain {chain}: expected chain id {expected}, the RPC endpoints report {actual}")]
     ChainId {
         chain: String,
@@ -175,6 +177,15 @@ pub async fn run(
     let submitter = KeyHandle::load(&config.submitter.key, "submitter", &config.signing)
         .await
         .context("submitter key")?;
+    if let Some(expected) = config.node.signer_address {
+        if expected != signer.address() {
+            return Err(StartupError::WrongSignerKey {
+                expected,
+                actual: signer.address(),
+            }
+            .into());
+        }
+    }
     let chains = config
         .chains
         .iter()

@@ -57,6 +57,11 @@ pub struct NodeConfig {
     /// HTTP listen address for health, metrics and the peer API.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The address this region's signer key must have (optional): the node derives the
+    /// address from the HSM/KMS public key at start and refuses to run on a mismatch (a key
+    /// label or key id pointing at the wrong key).
+    #[serde(default)]
+    pub signer_address: Option<Address>,
 }
 
 fn default_listen() -> SocketAddr {

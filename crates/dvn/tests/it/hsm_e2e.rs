@@ -71,3 +71,23 @@ async fn a_node_whose_hsm_key_is_not_an_on_chain_signer_refuses_to_start() {
     );
     assert!(!log.contains(PIN), "the PIN was logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_key_is_not_the_configured_address_refuses_to_start() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    let expected = stand.devnet.signers[1].address();
+    let aws = &mut stand.nodes.nodes[0];
+    aws.edit_config(|c| c["node"]["signer_address"] = serde_json::json!(expected.to_string()))
+        .unwrap();
+    aws.start().unwrap();
+    let status = aws
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the node exits by itself");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&aws.log_path).unwrap();
+    assert!(
+        log.contains("node.signer_address") && log.contains(&expected.to_string()),
+        "{log}"
+    );
+}
