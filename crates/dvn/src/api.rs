@@ -64,6 +64,7 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::V
                     },
                     "backlog": snapshot.backlog,
                     "last_verified": snapshot.last_verified,
+                    "packets_by_state": snapshot.packets_by_state,
                 })),
             )
         }

@@ -53,6 +53,8 @@ pub struct Snapshot {
     /// Peers that must answer for our signature plus theirs to reach the quorum.
     pub peers_needed: usize,
     pub backlog: Vec<PathBacklog>,
+    /// Packets in the store per state.
+    pub packets_by_state: BTreeMap<String, i64>,
     /// The most recently verified packet.
     pub last_verified: Option<serde_json::Value>,
     pub taken_at_ms: i64,
@@ -91,7 +93,11 @@ fn flag(up: bool) -> f64 {
 
 /// Takes one snapshot (every read bounded by the chains' RPC timeouts).
 pub async fn snapshot(ctx: &Context) -> Snapshot {
-    let store = ctx.store.ping().await;
+    // A store that does not answer within a few seconds is down for readiness purposes, and
+    // the store queries below are skipped rather than each waiting out the pool's timeout.
+    let store = tokio::time::timeout(Duration::from_secs(3), ctx.store.ping())
+        .await
+        .unwrap_or(false);
     let mut chains = BTreeMap::new();
     for chain in ctx.chains.values() {
         let head = chain.head().await.ok();
@@ -114,7 +120,11 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
     // Our own signature counts toward the quorum; the rest must come from reachable peers.
     let quorum = ctx.dvns.values().map(|d| d.quorum).max().unwrap_or(1);
     let peers_needed = quorum.saturating_sub(1);
-    let backlog = match ctx.store.backlog().await {
+    let backlog = match if store {
+        ctx.store.backlog().await
+    } else {
+        Ok(Vec::new())
+    } {
         Ok(rows) => rows
             .into_iter()
             .map(|(src, dst, packets, oldest)| {
@@ -129,20 +139,24 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let last_verified =
-        ctx.store
-            .last_verified()
-            .await
-            .ok()
-            .flatten()
-            .map(|(guid, src, dst, nonce, at_ms)| {
-                serde_json::json!({
-                    "guid": guid.to_string(),
-                    "path": format!("{} -> {}", chain_name(ctx, src), chain_name(ctx, dst)),
-                    "nonce": nonce,
-                    "at_ms": at_ms,
-                })
-            });
+    let last_verified = if store {
+        ctx.store.last_verified().await.ok().flatten()
+    } else {
+        None
+    };
+    let last_verified = last_verified.map(|(guid, src, dst, nonce, at_ms)| {
+        serde_json::json!({
+            "guid": guid.to_string(),
+            "path": format!("{} -> {}", chain_name(ctx, src), chain_name(ctx, dst)),
+            "nonce": nonce,
+            "at_ms": at_ms,
+        })
+    });
+    let by_state = if store {
+        ctx.store.count_by_state().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let signer = key_state(&ctx.signer);
     let submitter = key_state(&ctx.submitter);
     let peers_up = peers.values().filter(|up| **up).count();
@@ -160,6 +174,7 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
         peers,
         peers_needed,
         backlog,
+        packets_by_state: by_state.into_iter().collect(),
         last_verified,
         taken_at_ms: crate::store::now_ms(),
     }
@@ -186,6 +201,10 @@ fn export(ctx: &Context, s: &Snapshot) {
         if let Some(balance) = chain.submitter_balance_eth {
             metrics::gauge!("dvn_submitter_balance_eth", "chain" => name.clone()).set(balance);
         }
+    }
+    for state in crate::store::PacketState::ALL {
+        let n = s.packets_by_state.get(state.as_str()).copied().unwrap_or(0);
+        metrics::gauge!("dvn_packets", "state" => state.as_str()).set(n as f64);
     }
     for (peer, up) in &s.peers {
         metrics::gauge!("dvn_peer_up", "peer" => peer.clone()).set(flag(*up));

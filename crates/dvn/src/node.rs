@@ -204,6 +204,7 @@ pub async fn run(
         ),
         None => None,
     };
+    crate::telemetry::zero_init(config.chains.iter().map(|c| c.name.as_str()));
     let listen = config.node.listen;
     let ctx = Arc::new(Context {
         config,

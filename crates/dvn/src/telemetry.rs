@@ -17,6 +17,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_signing_seconds", "summary", "Time of one HSM/KMS signing call, per backend and role"),
     ("dvn_signing_errors_total", "counter", "Failed signing calls by backend, role and kind (timeout, unavailable, refused)"),
     ("dvn_verification_latency_seconds", "summary", "From the source block to our PayloadVerified on the destination"),
+    ("dvn_packets", "gauge", "Packets in the store by state (observed, signed, submitted, verified, skipped, orphaned, invalid, conflict)"),
     ("dvn_packets_observed_total", "counter", "Packets assigned to our DVN seen on a source chain"),
     ("dvn_packets_signed_total", "counter", "Packets this node signed"),
     ("dvn_packets_verified_total", "counter", "Packets whose verification by our DVN landed on the destination"),
@@ -44,6 +45,51 @@ pub fn describe() {
             "counter" => metrics::describe_counter!(*name, *help),
             "gauge" => metrics::describe_gauge!(*name, *help),
             _ => metrics::describe_histogram!(*name, *help),
+        }
+    }
+}
+
+/// Counters labelled only by chain, created at zero for every configured chain so that rates
+/// and alerts see a series before the first event.
+const PER_CHAIN_COUNTERS: &[&str] = &[
+    "dvn_packets_observed_total",
+    "dvn_packets_signed_total",
+    "dvn_packets_verified_total",
+    "dvn_nonce_gaps_total",
+    "dvn_reorgs_detected_total",
+    "dvn_forgery_refused_total",
+    "dvn_equivocation_refused_total",
+    "dvn_bad_events_total",
+    "dvn_submissions_total",
+    "dvn_submission_replacements_total",
+    "dvn_submission_gas_used_total",
+];
+
+/// Registers every per-chain counter at zero, and every packet state's gauge.
+pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
+    for chain in chains {
+        for name in PER_CHAIN_COUNTERS {
+            metrics::counter!(*name, "chain" => chain.to_string()).increment(0);
+        }
+    }
+    for state in crate::store::PacketState::ALL {
+        metrics::gauge!("dvn_packets", "state" => state.as_str()).set(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_zero_initialised_counter_is_described() {
+        for name in PER_CHAIN_COUNTERS {
+            assert!(
+                METRICS
+                    .iter()
+                    .any(|(m, kind, _)| m == name && *kind == "counter"),
+                "{name}"
+            );
         }
     }
 }

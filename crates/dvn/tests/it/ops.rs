@@ -140,6 +140,9 @@ async fn metrics_pass_promtool_and_ready_flips_with_rpc_and_peers() {
         .count();
     assert_eq!(paths, 2, "{text}");
     assert!(text.contains("# HELP dvn_ready"));
+    // Per-chain counters exist from the start, and packets are counted by state.
+    assert!(text.contains("dvn_nonce_gaps_total{chain="), "{text}");
+    assert!(text.contains("dvn_packets{state=\"conflict\"} 0"), "{text}");
 
     // Its RPC endpoint for chain A fails: not ready, the chain named, the gauge at 0.
     proxy_a.set_mode(ProxyMode::Fail);
