@@ -26,6 +26,10 @@ use crate::store::{now_ms, PacketState, SubmissionRow};
 /// After this many failed attempts a packet stops being retried and waits for an operator.
 pub const MAX_ATTEMPTS: u64 = 10;
 
+/// How long "our nonce is mined but none of our receipts is visible" must hold before the
+/// submission counts as dropped.
+const NONCE_TAKEN_GRACE_MS: i64 = 3_000;
+
 /// Settles or nurses the in-flight submission on `eid`. Returns true while one is in flight.
 pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
     let pending = ctx.store.pending_submissions(eid).await?;
@@ -38,6 +42,11 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
         .iter()
         .filter(|s| s.account_nonce == nonce)
         .collect();
+    // The account's mined nonce is read *before* the receipts: if one of ours is mined by the
+    // time we read the nonce, its receipt is visible to the reads after it. (Reading them the
+    // other way round raced: a transaction mined between the two reads looked like another
+    // transaction had taken our nonce, and its packets were needlessly submitted again.)
+    let mined = chain.mined_nonce(ctx.submitter.address()).await?;
     for sub in &same_nonce {
         if let Some(receipt) = chain.receipt(sub.tx_hash).await? {
             settle_receipt(ctx, eid, &same_nonce, sub.tx_hash, &receipt).await?;
@@ -45,8 +54,17 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
         }
     }
     // Nothing of ours mined. If a transaction with our nonce was mined anyway, it was not one
-    // of ours (the key was used elsewhere): ours can never land, so retry the packets.
-    let mined = chain.mined_nonce(ctx.submitter.address()).await?;
+    // of ours (the key was used elsewhere, or we cancelled it): ours can never land, so retry
+    // the packets. Only once that has held for a while: a node may report the account's new
+    // nonce a moment before it serves the receipt (seen on anvil right after a send).
+    let newest_at = same_nonce
+        .iter()
+        .map(|s| s.created_at_ms)
+        .max()
+        .unwrap_or(first.created_at_ms);
+    if mined > nonce && now_ms() - newest_at < NONCE_TAKEN_GRACE_MS {
+        return Ok(true);
+    }
     if mined > nonce {
         for sub in &same_nonce {
             ctx.store.finish_submission(sub.tx_hash, "dropped").await?;
