@@ -74,6 +74,19 @@ impl Stand {
         }
     }
 
+    /// Sends `n` messages each way, waits until they are verified and delivers them, and
+    /// asserts no loss / duplicate / forgery on both paths. Returns what was sent.
+    pub async fn round_trip_both_ways(&self, n: usize) -> (Vec<SentPacket>, Vec<SentPacket>) {
+        let timeout = crate::e2e::TIMEOUT;
+        let a_to_b = self.devnet.send_messages(Direction::AToB, n).await.unwrap();
+        let b_to_a = self.devnet.send_messages(Direction::BToA, n).await.unwrap();
+        self.deliver(Direction::AToB, &a_to_b, timeout).await;
+        self.deliver(Direction::BToA, &b_to_a, timeout).await;
+        self.assert_invariants(Direction::AToB, &a_to_b).await;
+        self.assert_invariants(Direction::BToA, &b_to_a).await;
+        (a_to_b, b_to_a)
+    }
+
     pub fn dump_logs(&self) {
         for node in &self.nodes.nodes {
             let log = std::fs::read_to_string(&node.log_path).unwrap_or_default();

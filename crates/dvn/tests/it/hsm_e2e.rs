@@ -5,11 +5,21 @@ use std::time::Duration;
 
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
-use dvn_devnet::{Devnet, DevnetConfig, Direction};
+use dvn_devnet::{Devnet, DevnetConfig};
 
 use crate::common::Stand;
-use crate::e2e::TIMEOUT;
 use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
+
+/// Starts `node`, expects it to exit non-zero by itself, and returns its log.
+async fn refusal_log(node: &mut dvn_devnet::nodes::DvnNode) -> String {
+    node.start().unwrap();
+    let status = node
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the node exits by itself");
+    assert!(!status.success());
+    std::fs::read_to_string(&node.log_path).unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
@@ -25,20 +35,7 @@ async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
     stand.use_hsm(0, &hsm, "aws-signer", hsm_signer);
     // gcp stays down: every quorum needs the HSM's signature.
     stand.nodes.start(&[0, 1]).await.unwrap();
-    let a_to_b = stand
-        .devnet
-        .send_messages(Direction::AToB, 5)
-        .await
-        .unwrap();
-    let b_to_a = stand
-        .devnet
-        .send_messages(Direction::BToA, 5)
-        .await
-        .unwrap();
-    stand.deliver(Direction::AToB, &a_to_b, TIMEOUT).await;
-    stand.deliver(Direction::BToA, &b_to_a, TIMEOUT).await;
-    stand.assert_invariants(Direction::AToB, &a_to_b).await;
-    stand.assert_invariants(Direction::BToA, &b_to_a).await;
+    stand.round_trip_both_ways(5).await;
     let text = stand.nodes.nodes[0].metrics().await.unwrap();
     let signed_by_hsm = text
         .lines()
@@ -58,13 +55,7 @@ async fn a_node_whose_hsm_key_is_not_an_on_chain_signer_refuses_to_start() {
     let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
     stand.use_hsm(0, &hsm, "aws-signer", hsm_signer);
     let aws = &mut stand.nodes.nodes[0];
-    aws.start().unwrap();
-    let status = aws
-        .wait_exit(Duration::from_secs(60))
-        .await
-        .expect("the node exits by itself");
-    assert!(!status.success());
-    let log = std::fs::read_to_string(&aws.log_path).unwrap();
+    let log = refusal_log(aws).await;
     assert!(
         log.contains("is not in the DVN") && log.contains(&hsm_signer.to_string()),
         "{log}"
@@ -79,13 +70,7 @@ async fn a_node_whose_key_is_not_the_configured_address_refuses_to_start() {
     let aws = &mut stand.nodes.nodes[0];
     aws.edit_config(|c| c["node"]["signer_address"] = serde_json::json!(expected.to_string()))
         .unwrap();
-    aws.start().unwrap();
-    let status = aws
-        .wait_exit(Duration::from_secs(60))
-        .await
-        .expect("the node exits by itself");
-    assert!(!status.success());
-    let log = std::fs::read_to_string(&aws.log_path).unwrap();
+    let log = refusal_log(aws).await;
     assert!(
         log.contains("node.signer_address") && log.contains(&expected.to_string()),
         "{log}"

@@ -124,6 +124,14 @@ async fn gcp_kms_refuses_a_service_account_key_it_did_not_issue() {
     assert!(err.contains("cryptoKeyVersions/9"), "{err}");
 }
 
+fn aws_key(key_id: impl Into<String>, moto: &MotoServer) -> KeyConfig {
+    KeyConfig::AwsKms {
+        key_id: key_id.into(),
+        region: Some("us-east-1".into()),
+        endpoint: Some(moto.url.clone()),
+    }
+}
+
 /// The node-side loader reads the standard AWS environment.
 fn aws_env() {
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
@@ -146,11 +154,7 @@ async fn aws_kms_signs_digests_against_moto() {
         .send()
         .await
         .unwrap();
-    let config = KeyConfig::AwsKms {
-        key_id: "alias/dvn-aws-signer".into(),
-        region: Some("us-east-1".into()),
-        endpoint: Some(moto.url.clone()),
-    };
+    let config = aws_key("alias/dvn-aws-signer", &moto);
     let handle = KeyHandle::load(&config, "signer", &SigningConfig::default())
         .await
         .unwrap();
@@ -163,11 +167,7 @@ async fn aws_kms_signs_digests_against_moto() {
         .await
         .unwrap();
     let err = KeyHandle::load(
-        &KeyConfig::AwsKms {
-            key_id: p256_id.clone(),
-            region: Some("us-east-1".into()),
-            endpoint: Some(moto.url.clone()),
-        },
+        &aws_key(p256_id.clone(), &moto),
         "signer",
         &SigningConfig::default(),
     )
@@ -180,11 +180,7 @@ async fn aws_kms_signs_digests_against_moto() {
     );
     // So is a key that does not exist.
     let err = KeyHandle::load(
-        &KeyConfig::AwsKms {
-            key_id: "alias/nope".into(),
-            region: Some("us-east-1".into()),
-            endpoint: Some(moto.url.clone()),
-        },
+        &aws_key("alias/nope", &moto),
         "signer",
         &SigningConfig::default(),
     )

@@ -106,20 +106,7 @@ async fn kms_hsm_and_keystore_regions_verify_and_survive_an_hsm_outage() {
 
     // Phase 1: only the KMS and HSM regions run, so every quorum needs both their signatures.
     stand.nodes.start(&[AWS, GCP]).await.unwrap();
-    let a_to_b = stand
-        .devnet
-        .send_messages(Direction::AToB, 4)
-        .await
-        .unwrap();
-    let b_to_a = stand
-        .devnet
-        .send_messages(Direction::BToA, 4)
-        .await
-        .unwrap();
-    stand.deliver(Direction::AToB, &a_to_b, TIMEOUT).await;
-    stand.deliver(Direction::BToA, &b_to_a, TIMEOUT).await;
-    stand.assert_invariants(Direction::AToB, &a_to_b).await;
-    stand.assert_invariants(Direction::BToA, &b_to_a).await;
+    let (a_to_b, b_to_a) = stand.round_trip_both_ways(4).await;
     for (i, backend) in [(AWS, "aws-kms"), (GCP, "pkcs11")] {
         let text = stand.nodes.nodes[i].metrics().await.unwrap();
         let line = format!("dvn_signing_seconds_count{{backend=\"{backend}\",role=\"signer\"}}");

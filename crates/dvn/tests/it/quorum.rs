@@ -16,20 +16,7 @@ async fn one_region_down_from_the_start_changes_nothing() {
     // aws (index 0) never starts; it is also the designated submitter of some slots, so the
     // others must take over its share.
     stand.nodes.start(&[1, 2]).await.unwrap();
-    let a_to_b = stand
-        .devnet
-        .send_messages(Direction::AToB, 8)
-        .await
-        .unwrap();
-    let b_to_a = stand
-        .devnet
-        .send_messages(Direction::BToA, 8)
-        .await
-        .unwrap();
-    stand.deliver(Direction::AToB, &a_to_b, TIMEOUT).await;
-    stand.deliver(Direction::BToA, &b_to_a, TIMEOUT).await;
-    stand.assert_invariants(Direction::AToB, &a_to_b).await;
-    stand.assert_invariants(Direction::BToA, &b_to_a).await;
+    stand.round_trip_both_ways(8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
