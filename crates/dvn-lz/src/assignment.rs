@@ -74,12 +74,24 @@ pub fn packets_in_transaction(
     out
 }
 
-fn pair(
+/// The packet of every `PacketSent` emitted by `endpoint` in `logs`, through any send library
+/// and whether or not it can be paired with a fee event: what per-path nonce counting needs.
+/// Each undecodable one yields an error in its place.
+pub fn sent_packets(endpoint: Address, logs: &[Log]) -> Vec<Result<Packet, AssignmentError>> {
+    logs.iter()
+        .enumerate()
+        .filter(|(_, log)| {
+            log.address == endpoint
+                && log.topics().first() == Some(&IEndpointV2::PacketSent::SIGNATURE_HASH)
+        })
+        .map(|(position, log)| decode_packet_sent(position, log).map(|(_, packet)| packet))
+        .collect()
+}
+
+fn decode_packet_sent(
     position: usize,
     log: &Log,
-    logs: &[Log],
-    claimed: &mut [bool],
-) -> Result<SentPacket, AssignmentError> {
+) -> Result<(IEndpointV2::PacketSent, Packet), AssignmentError> {
     let sent = IEndpointV2::PacketSent::decode_log_data(&log.data).map_err(|e| {
         AssignmentError::Event {
             position,
@@ -89,6 +101,16 @@ fn pair(
     })?;
     let packet = Packet::decode(&sent.encodedPayload)
         .map_err(|source| AssignmentError::Packet { position, source })?;
+    Ok((sent, packet))
+}
+
+fn pair(
+    position: usize,
+    log: &Log,
+    logs: &[Log],
+    claimed: &mut [bool],
+) -> Result<SentPacket, AssignmentError> {
+    let (sent, packet) = decode_packet_sent(position, log)?;
     let fee_position = (0..position)
         .rev()
         .find(|&i| {
@@ -247,5 +269,23 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn every_packet_sent_is_counted_even_without_a_fee_event() {
+        // A send through another message library emits PacketSent with no DVNFeePaid: it
+        // cannot be paired, but its nonce is real and must be counted.
+        let logs = vec![
+            sent_log(&packet(1), OTHER_LIB),
+            fee_log(LIB, vec![OUR_DVN]),
+            sent_log(&packet(2), LIB),
+        ];
+        let paired = packets_in_transaction(ENDPOINT, &logs);
+        assert!(matches!(paired[0], Err(AssignmentError::NoFeeEvent { .. })));
+        let counted: Vec<u64> = sent_packets(ENDPOINT, &logs)
+            .into_iter()
+            .map(|p| p.unwrap().header.nonce)
+            .collect();
+        assert_eq!(counted, vec![1, 2]);
     }
 }

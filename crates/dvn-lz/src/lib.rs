@@ -12,7 +12,7 @@ pub mod multisig;
 pub mod options;
 pub mod packet;
 
-pub use assignment::{packets_in_transaction, AssignmentError, SentPacket};
+pub use assignment::{packets_in_transaction, sent_packets, AssignmentError, SentPacket};
 pub use contracts::VerificationState;
 pub use multisig::{SignatureError, SignatureSet, UnsignedParam};
 pub use packet::{Packet, PacketError, PacketHeader};
