@@ -27,6 +27,8 @@ pub enum Contract {
     Dvn,
     DvnFeeLib,
     OmniCounter,
+    /// A second send library (no DVNs, no fee events), to register beside SendUln302.
+    SimpleMessageLib,
 }
 
 impl Contract {
@@ -50,6 +52,10 @@ impl Contract {
             Self::Dvn => (MSGLIB, "uln/dvn/DVN.sol/DVN.json"),
             Self::DvnFeeLib => (MSGLIB, "uln/dvn/DVNFeeLib.sol/DVNFeeLib.json"),
             Self::OmniCounter => (OAPP, "oapp/examples/OmniCounter.sol/OmniCounter.json"),
+            Self::SimpleMessageLib => (
+                PROTOCOL,
+                "messagelib/SimpleMessageLib.sol/SimpleMessageLib.json",
+            ),
         };
         format!("{package}/{file}")
     }

@@ -97,6 +97,7 @@ impl Chain {
         name: &str,
         chain_id: u64,
         mining: Mining,
+        prune_history: Option<u64>,
         log_file: &Path,
     ) -> anyhow::Result<Self> {
         let mut anvil = Anvil::at(artifacts.anvil_binary())
@@ -104,6 +105,11 @@ impl Chain {
             .port(0u16)
             .chain_id(chain_id)
             .keep_stdout();
+        if let Some(states) = prune_history {
+            // Keep only the latest `states` states, as an ordinary (non-archive) node does:
+            // reads at older blocks fail.
+            anvil = anvil.args(["--prune-history".to_string(), states.to_string()]);
+        }
         if let Mining::Interval(secs) = mining {
             anvil = anvil.block_time_f64(secs);
         }
@@ -252,6 +258,32 @@ impl Chain {
             what: C::SIGNATURE.into(),
             reason: e.to_string(),
         })
+    }
+
+    /// Takes a snapshot of the whole chain state (`evm_snapshot`); [`Chain::revert`] returns
+    /// to it, dropping every block after it — a reorg the test controls.
+    pub async fn snapshot(&self) -> Result<U256, ChainError> {
+        self.provider
+            .raw_request::<_, U256>("evm_snapshot".into(), ())
+            .await
+            .map_err(|e| ChainError::from_rpc("evm_snapshot", e))
+    }
+
+    /// Returns to a snapshot (`evm_revert`).
+    pub async fn revert(&self, id: U256) -> Result<(), ChainError> {
+        let ok = self
+            .provider
+            .raw_request::<_, bool>("evm_revert".into(), (id,))
+            .await
+            .map_err(|e| ChainError::from_rpc("evm_revert", e))?;
+        if ok {
+            Ok(())
+        } else {
+            Err(ChainError::Other {
+                what: "evm_revert".into(),
+                reason: "snapshot not found".into(),
+            })
+        }
     }
 
     /// Mines `blocks` empty blocks.

@@ -81,6 +81,12 @@ sol! {
         function setDefaultReceiveLibrary(uint32 _eid, address _newLib, uint256 _gracePeriod) external;
         function setConfig(address _oapp, address _lib, SetConfigParam[] _params) external;
         function lzReceive(Origin _origin, address _receiver, bytes32 _guid, bytes _message, bytes _extraData) external payable;
+        function setSendLibrary(address _oapp, uint32 _eid, address _newLib) external;
+        function skip(address _oapp, uint32 _srcEid, bytes32 _sender, uint64 _nonce) external;
+    }
+
+    contract SimpleMessageLib {
+        constructor(address _endpoint, address _treasury);
     }
 
     contract SendUln302 {
@@ -144,3 +150,5 @@ pub const CONFIG_TYPE_ULN: u32 = 2;
 
 /// OmniCounter's plain increment message type.
 pub const COUNTER_VANILLA: u8 = 1;
+/// OmniCounter's composed message type: a different payload from the vanilla one.
+pub const COUNTER_COMPOSED: u8 = 2;

@@ -52,7 +52,7 @@ pub const MAX_MESSAGE_SIZE: u32 = 10_000;
 /// 1 % treasury fee, as in the probe.
 const TREASURY_FEE_BP: u64 = 100;
 
-fn creation_code<C: SolConstructor>(
+pub(crate) fn creation_code<C: SolConstructor>(
     artifacts: &Artifacts,
     contract: Contract,
     args: &C,

@@ -48,6 +48,9 @@ pub struct DevnetConfig {
     pub log_dir: Option<PathBuf>,
     /// More DVN signers whose keys live elsewhere (an HSM, a KMS); added to the on-chain set.
     pub extra_signers: Vec<Address>,
+    /// Keep only this many recent states (anvil `--prune-history`), like an ordinary
+    /// non-archive RPC node: reads at older blocks fail.
+    pub prune_history: Option<u64>,
 }
 
 impl Default for DevnetConfig {
@@ -60,6 +63,7 @@ impl Default for DevnetConfig {
             quorum: 2,
             log_dir: None,
             extra_signers: vec![],
+            prune_history: None,
         }
     }
 }
@@ -155,12 +159,20 @@ impl Devnet {
             log_dir.join("anvil-conflux-espace.log"),
         );
         let (chain_a, chain_b) = tokio::try_join!(
-            Chain::start(&artifacts, "ethereum", CHAIN_ID_A, config.mining, &log_a),
+            Chain::start(
+                &artifacts,
+                "ethereum",
+                CHAIN_ID_A,
+                config.mining,
+                config.prune_history,
+                &log_a
+            ),
             Chain::start(
                 &artifacts,
                 "conflux-espace",
                 CHAIN_ID_B,
                 config.mining,
+                config.prune_history,
                 &log_b
             ),
         )?;
@@ -246,33 +258,138 @@ impl Devnet {
         direction: Direction,
         count: usize,
     ) -> anyhow::Result<Vec<SentPacket>> {
-        let (src, dst) = self.sides(direction);
-        let options = dvn_lz::options::executor_lz_receive_option(LZ_RECEIVE_GAS, 0);
+        self.send_typed_messages(direction, count, COUNTER_VANILLA)
+            .await
+    }
+
+    /// [`Devnet::send_messages`] with OmniCounter message type `msg_type` (another type, another
+    /// payload: what a reorg that replaces a send looks like).
+    pub async fn send_typed_messages(
+        &self,
+        direction: Direction,
+        count: usize,
+        msg_type: u8,
+    ) -> anyhow::Result<Vec<SentPacket>> {
+        let (src, _) = self.sides(direction);
         let mut packets = Vec::with_capacity(count);
         for _ in 0..count {
-            let quote = OmniCounter::quoteCall {
-                _eid: dst.eid,
-                _type: COUNTER_VANILLA,
-                _options: options.clone(),
-            };
-            let fee = src.chain.call(src.contracts.counter, &quote).await?;
-            let increment = OmniCounter::incrementCall {
-                _eid: dst.eid,
-                _type: COUNTER_VANILLA,
-                _options: options.clone(),
-            };
-            let receipt = src
-                .chain
-                .send(
-                    self.user_on(src)?,
-                    src.contracts.counter,
-                    &increment,
-                    fee.nativeFee,
-                )
-                .await?;
+            let receipt = self.increment(direction, msg_type).await?;
             packets.extend(self.packets_in_receipt(src, &receipt)?);
         }
         Ok(packets)
+    }
+
+    /// One `OmniCounter.increment` from the user, paying the quoted fee.
+    async fn increment(
+        &self,
+        direction: Direction,
+        msg_type: u8,
+    ) -> anyhow::Result<TransactionReceipt> {
+        let (src, dst) = self.sides(direction);
+        let options = dvn_lz::options::executor_lz_receive_option(LZ_RECEIVE_GAS, 0);
+        let quote = OmniCounter::quoteCall {
+            _eid: dst.eid,
+            _type: msg_type,
+            _options: options.clone(),
+        };
+        let fee = src.chain.call(src.contracts.counter, &quote).await?;
+        let increment = OmniCounter::incrementCall {
+            _eid: dst.eid,
+            _type: msg_type,
+            _options: options,
+        };
+        Ok(src
+            .chain
+            .send(
+                self.user_on(src)?,
+                src.contracts.counter,
+                &increment,
+                fee.nativeFee,
+            )
+            .await?)
+    }
+
+    /// Sends one counter message on `direction` through a *second* send library registered on
+    /// the source endpoint (LayerZero's SimpleMessageLib: no DVNs, no `DVNFeePaid`), then
+    /// switches the OApp back to the default library. The packet takes the path's next nonce
+    /// but is assigned to no DVN. Returns its nonce (see [`Devnet::skip_on_destination`]).
+    pub async fn send_through_other_library(&self, direction: Direction) -> anyhow::Result<u64> {
+        let (src, dst) = self.sides(direction);
+        let artifacts = Artifacts::locate()?;
+        let deployer = src.roles.deployer;
+        let lib = src
+            .chain
+            .deploy(
+                "SimpleMessageLib",
+                deployer,
+                deploy::creation_code(
+                    &artifacts,
+                    crate::artifacts::Contract::SimpleMessageLib,
+                    &crate::contracts::SimpleMessageLib::constructorCall {
+                        _endpoint: src.contracts.endpoint,
+                        _treasury: deployer,
+                    },
+                )?,
+            )
+            .await?;
+        let endpoint = src.contracts.endpoint;
+        src.chain
+            .send(
+                deployer,
+                endpoint,
+                &EndpointV2::registerLibraryCall { _lib: lib },
+                U256::ZERO,
+            )
+            .await?;
+        let use_lib = |lib| EndpointV2::setSendLibraryCall {
+            _oapp: src.contracts.counter,
+            _eid: dst.eid,
+            _newLib: lib,
+        };
+        src.chain
+            .send(deployer, endpoint, &use_lib(lib), U256::ZERO)
+            .await?;
+        let receipt = self.increment(direction, COUNTER_VANILLA).await?;
+        // Back to the endpoint's default library (address zero) for the OApp.
+        src.chain
+            .send(deployer, endpoint, &use_lib(Address::ZERO), U256::ZERO)
+            .await?;
+        let logs: Vec<_> = receipt
+            .inner
+            .logs()
+            .iter()
+            .map(|l| l.inner.clone())
+            .collect();
+        let packet = dvn_lz::sent_packets(src.contracts.endpoint, &logs)
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("the send emitted no PacketSent"))??;
+        let _ = dst;
+        Ok(packet.header.nonce)
+    }
+
+    /// The destination OApp's owner skips `nonce` on `direction` (`EndpointV2.skip`: it must be
+    /// the next nonce to deliver), so the packets after a never-verified one can be delivered.
+    pub async fn skip_on_destination(
+        &self,
+        direction: Direction,
+        nonce: u64,
+    ) -> anyhow::Result<()> {
+        let (src, dst) = self.sides(direction);
+        let skip = EndpointV2::skipCall {
+            _oapp: dst.contracts.counter,
+            _srcEid: src.eid,
+            _sender: src.contracts.counter.into_word(),
+            _nonce: nonce,
+        };
+        dst.chain
+            .send(
+                dst.roles.deployer,
+                dst.contracts.endpoint,
+                &skip,
+                U256::ZERO,
+            )
+            .await?;
+        Ok(())
     }
 
     /// The user account on `side`'s chain (same index on every chain).

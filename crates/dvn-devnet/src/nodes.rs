@@ -263,6 +263,7 @@ fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions) -> Value {
         "name": side.chain.name,
         "eid": side.eid,
         "chain_id": side.chain.chain_id,
+        "unsafe_single_rpc": rpc.len() == 1 || options.rpc_quorum == Some(1),
         "rpc": rpc,
         "rpc_quorum": options.rpc_quorum,
         "endpoint": side.contracts.endpoint.to_string(),
