@@ -6,6 +6,7 @@
 //! backend has its own versioned migrations under `migrations/`.
 
 mod rows;
+mod state;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,17 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use rows::{NewPacket, PacketRow, PacketState, PathKey, SubmissionRow};
+pub use state::{is_legal, Expect};
+
+use state::Change;
+
+/// How often one observation is re-read and re-applied when a concurrent writer moved the row
+/// between the read and the write.
+const OBSERVE_ATTEMPTS: usize = 3;
+
+/// How many blocks of scan checkpoints are kept behind the cursor (the reorg walk-back never
+/// needs more than a chain's `max_reorg_depth`).
+const CHECKPOINT_SPAN: u64 = 10_000;
 
 /// Errors from the store; callers retry on `Database` and stop on `Corrupt`.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +38,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported store URL (use sqlite: or postgres://)")]
     UnsupportedUrl,
+    #[error("illegal packet state move {from} -> {to}")]
+    IllegalTransition {
+        from: &'static str,
+        to: &'static str,
+    },
+    #[error("packet {0} kept changing under the watcher; the scan is retried")]
+    Raced(B256),
 }
 
 /// What happened when a packet observation was recorded.
@@ -39,6 +58,15 @@ pub enum Observed {
     Replaced,
     /// A different payload for a (path, nonce) we already signed: refused, packet halted.
     Conflict,
+}
+
+/// A path the equivocation guard stopped, with the nonce that conflicted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaltedPath {
+    pub path: PathKey,
+    pub nonce: u64,
+    pub reason: String,
+    pub halted_at_ms: i64,
 }
 
 /// Handle to the database; cheap to clone.
@@ -122,18 +150,64 @@ impl Store {
         &self,
         eid: u32,
         packets: &[NewPacket],
-        path_nonces: &[(PathKey, u64)],
+        path_nonces: &[(PathKey, u64, u64)],
         cursor: (u64, B256),
     ) -> Result<Vec<Observed>, StoreError> {
+        self.record_scan_from(eid, None, packets, path_nonces, cursor)
+            .await
+            .map(|(outcomes, _)| outcomes)
+    }
+
+    /// [`Store::record_scan`] for a step that started at cursor `from` (`None`: no cursor yet).
+    /// The packets are recorded either way (they are real observations); the cursor moves only
+    /// if it is still at `from` — an operator's rescan or a reorg rewind that moved it meanwhile
+    /// wins. The flag says whether the cursor moved.
+    pub async fn record_scan_from(
+        &self,
+        eid: u32,
+        from: Option<Option<(u64, B256)>>,
+        packets: &[NewPacket],
+        path_nonces: &[(PathKey, u64, u64)],
+        cursor: (u64, B256),
+    ) -> Result<(Vec<Observed>, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(packets.len());
         for packet in packets {
-            outcomes.push(rows::observe(&mut tx, packet).await?);
+            let mut attempt = 0;
+            let outcome = loop {
+                attempt += 1;
+                match rows::observe(&mut tx, packet).await {
+                    Err(StoreError::Raced(_)) if attempt < OBSERVE_ATTEMPTS => continue,
+                    other => break other?,
+                }
+            };
+            if outcome == Observed::Conflict {
+                // The equivocation guard halts the whole path, in the same transaction: no
+                // later nonce on it is signed until an operator has looked.
+                sqlx::query(
+                    "INSERT INTO halted_paths (src_eid, sender, dst_eid, receiver, nonce, reason, halted_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (src_eid, sender, dst_eid, receiver) DO NOTHING",
+                )
+                .bind(i64::from(packet.src_eid))
+                .bind(packet.sender.to_vec())
+                .bind(i64::from(packet.dst_eid))
+                .bind(packet.receiver.to_vec())
+                .bind(int(packet.nonce))
+                .bind(format!(
+                    "equivocation at nonce {}: the source now shows payload {} for a packet we signed",
+                    packet.nonce, packet.payload_hash
+                ))
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
+            outcomes.push(outcome);
         }
-        for (path, nonce) in path_nonces {
+        for (path, nonce, block) in path_nonces {
             sqlx::query(
-                "INSERT INTO path_nonces (src_eid, sender, dst_eid, receiver, max_nonce) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (src_eid, sender, dst_eid, receiver) DO UPDATE SET max_nonce = $5 \
+                "INSERT INTO path_nonces (src_eid, sender, dst_eid, receiver, max_nonce, max_nonce_block) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (src_eid, sender, dst_eid, receiver) DO UPDATE SET max_nonce = $5, max_nonce_block = $6 \
                  WHERE path_nonces.max_nonce < $5",
             )
             .bind(i64::from(path.src_eid))
@@ -141,20 +215,126 @@ impl Store {
             .bind(i64::from(path.dst_eid))
             .bind(path.receiver.to_vec())
             .bind(int(*nonce))
+            .bind(int(*block))
             .execute(&mut *tx)
             .await?;
         }
+        let moved = match from {
+            None => {
+                sqlx::query(
+                    "INSERT INTO cursors (eid, block_number, block_hash) VALUES ($1, $2, $3) \
+                     ON CONFLICT (eid) DO UPDATE SET block_number = $2, block_hash = $3",
+                )
+                .bind(i64::from(eid))
+                .bind(int(cursor.0))
+                .bind(cursor.1.to_vec())
+                .execute(&mut *tx)
+                .await?
+            }
+            Some(None) => {
+                sqlx::query(
+                    "INSERT INTO cursors (eid, block_number, block_hash) VALUES ($1, $2, $3) \
+                     ON CONFLICT (eid) DO NOTHING",
+                )
+                .bind(i64::from(eid))
+                .bind(int(cursor.0))
+                .bind(cursor.1.to_vec())
+                .execute(&mut *tx)
+                .await?
+            }
+            Some(Some((number, hash))) => {
+                sqlx::query(
+                    "UPDATE cursors SET block_number = $2, block_hash = $3 \
+                     WHERE eid = $1 AND block_number = $4 AND block_hash = $5",
+                )
+                .bind(i64::from(eid))
+                .bind(int(cursor.0))
+                .bind(cursor.1.to_vec())
+                .bind(int(number))
+                .bind(hash.to_vec())
+                .execute(&mut *tx)
+                .await?
+            }
+        }
+        .rows_affected()
+            == 1;
+        if !moved {
+            tx.commit().await?;
+            return Ok((outcomes, false));
+        }
         sqlx::query(
-            "INSERT INTO cursors (eid, block_number, block_hash) VALUES ($1, $2, $3) \
-             ON CONFLICT (eid) DO UPDATE SET block_number = $2, block_hash = $3",
+            "INSERT INTO scan_checkpoints (eid, block_number, block_hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (eid, block_number) DO UPDATE SET block_hash = $3",
         )
         .bind(i64::from(eid))
         .bind(int(cursor.0))
         .bind(cursor.1.to_vec())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM scan_checkpoints WHERE eid = $1 AND block_number < $2")
+            .bind(i64::from(eid))
+            .bind(int(cursor.0.saturating_sub(CHECKPOINT_SPAN)))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(outcomes)
+        Ok((outcomes, true))
+    }
+
+    /// Paths halted by the equivocation guard.
+    pub async fn halted_paths(&self) -> Result<Vec<HaltedPath>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM halted_paths ORDER BY halted_at_ms")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HaltedPath {
+                    path: PathKey {
+                        src_eid: u32::try_from(r.try_get::<i64, _>("src_eid")?)
+                            .map_err(|_| StoreError::Corrupt("src_eid".into()))?,
+                        sender: rows::b256_col(r, "sender")?,
+                        dst_eid: u32::try_from(r.try_get::<i64, _>("dst_eid")?)
+                            .map_err(|_| StoreError::Corrupt("dst_eid".into()))?,
+                        receiver: rows::b256_col(r, "receiver")?,
+                    },
+                    nonce: rows::u64_col(r, "nonce")?,
+                    reason: r.try_get("reason")?,
+                    halted_at_ms: r.try_get("halted_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Lets a halted path go on (an operator's decision). False when it was not halted.
+    pub async fn resume_path(&self, path: &PathKey) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM halted_paths WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
+        )
+        .bind(i64::from(path.src_eid))
+        .bind(path.sender.to_vec())
+        .bind(i64::from(path.dst_eid))
+        .bind(path.receiver.to_vec())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The block where a path's highest nonce was seen (None for rows from before it was kept).
+    pub async fn path_max_nonce_block(&self, path: &PathKey) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT max_nonce_block FROM path_nonces WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
+        )
+        .bind(i64::from(path.src_eid))
+        .bind(path.sender.to_vec())
+        .bind(i64::from(path.dst_eid))
+        .bind(path.receiver.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => r
+                .try_get::<Option<i64>, _>("max_nonce_block")?
+                .and_then(|b| u64::try_from(b).ok()),
+            None => None,
+        })
     }
 
     /// The highest nonce seen on a path (all packets, assigned to us or not).
@@ -171,19 +351,58 @@ impl Store {
         row.map(|r| rows::u64_col(&r, "max_nonce")).transpose()
     }
 
+    /// Scan checkpoints of chain `eid` at or below `at_or_below`, newest first.
+    pub async fn checkpoints(
+        &self,
+        eid: u32,
+        at_or_below: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, B256)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT block_number, block_hash FROM scan_checkpoints WHERE eid = $1 AND block_number <= $2 \
+             ORDER BY block_number DESC LIMIT $3",
+        )
+        .bind(i64::from(eid))
+        .bind(int(at_or_below))
+        .bind(int(limit as u64))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    rows::u64_col(r, "block_number")?,
+                    rows::b256_col(r, "block_hash")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Moves the cursor back (reorg), without touching packets: the confirm stage re-checks
     /// each packet against the canonical chain before it is signed.
     pub async fn rewind_cursor(&self, eid: u32, to: (u64, B256)) -> Result<(), StoreError> {
-        sqlx::query("UPDATE cursors SET block_number = $2, block_hash = $3 WHERE eid = $1")
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO cursors (eid, block_number, block_hash) VALUES ($1, $2, $3) \
+             ON CONFLICT (eid) DO UPDATE SET block_number = $2, block_hash = $3",
+        )
+        .bind(i64::from(eid))
+        .bind(int(to.0))
+        .bind(to.1.to_vec())
+        .execute(&mut *tx)
+        .await?;
+        // Checkpoints above the new cursor belong to the abandoned branch.
+        sqlx::query("DELETE FROM scan_checkpoints WHERE eid = $1 AND block_number > $2")
             .bind(i64::from(eid))
             .bind(int(to.0))
-            .bind(to.1.to_vec())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Packets in `state` bound for `dst_eid` (any destination when `None`), oldest nonce first.
+    /// Packets in `state` bound for `dst_eid` (any destination when `None`) that are due (not
+    /// backing off), fairly across paths: the lowest nonces of every path first, round by
+    /// round, so one busy path cannot fill the page and starve the others.
     pub async fn packets(
         &self,
         state: PacketState,
@@ -191,15 +410,40 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<PacketRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM packets WHERE state = $1 AND ($2 < 0 OR dst_eid = $2) \
-             ORDER BY src_eid, sender, receiver, nonce LIMIT $3",
+            "SELECT * FROM (SELECT p.*, ROW_NUMBER() OVER (PARTITION BY src_eid, sender, dst_eid, receiver \
+             ORDER BY nonce) AS path_rank FROM packets p WHERE state = $1 AND ($2 < 0 OR dst_eid = $2) \
+             AND (retry_at_ms IS NULL OR retry_at_ms <= $4)) ranked \
+             ORDER BY path_rank, src_eid, sender, dst_eid, receiver LIMIT $3",
         )
         .bind(state.as_str())
         .bind(dst_eid.map_or(-1, i64::from))
         .bind(int(limit as u64))
+        .bind(now_ms())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(PacketRow::from_row).collect()
+    }
+
+    /// Puts off a packet whose checks failed until `retry_at_ms`, with the reason, unless it
+    /// moved meanwhile. Not a state change: the version stays.
+    pub async fn defer(
+        &self,
+        expect: Expect,
+        retry_at_ms: i64,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE packets SET retry_at_ms = $4, deferrals = deferrals + 1, last_error = $5 \
+             WHERE guid = $1 AND state = $2 AND version = $3",
+        )
+        .bind(expect.guid.to_vec())
+        .bind(expect.state.as_str())
+        .bind(int(expect.version))
+        .bind(retry_at_ms)
+        .bind(error.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// One packet by GUID.
@@ -274,52 +518,45 @@ impl Store {
             .collect()
     }
 
-    /// Moves a packet to `state`, recording `error` (or clearing it).
-    pub async fn set_state(
+    /// Moves a packet from the state and version in `expect` to `to`, recording `error` (or
+    /// clearing it). False when the row moved meanwhile (the caller's snapshot was stale).
+    pub async fn transition(
         &self,
-        guid: B256,
-        state: PacketState,
+        expect: Expect,
+        to: PacketState,
         error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE packets SET state = $2, last_error = $3, updated_at_ms = $4 WHERE guid = $1",
-        )
-        .bind(guid.to_vec())
-        .bind(state.as_str())
-        .bind(error.map(str::to_string))
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        state::apply(&mut conn, expect, to, Change::Note(error)).await
     }
 
     /// Persists our signature and the exact param it signs, then marks the packet signed — in
     /// one transaction, before the signature is shared with anyone.
+    ///
+    /// False (and nothing stored) when the packet moved since `expect` was read: the signature
+    /// was made over a snapshot that no longer holds and must not be shared.
     pub async fn record_own_signature(
         &self,
-        guid: B256,
+        expect: Expect,
         confirmations: u64,
         expiration: u64,
         call_hash: B256,
         signer: Address,
         signature: &[u8],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let change = Change::Signed {
+            confirmations,
+            expiration,
+            call_hash,
+        };
+        if !state::apply(&mut tx, expect, PacketState::Signed, change).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         rows::insert_signature(&mut tx, call_hash, signer, signature, "self").await?;
-        sqlx::query(
-            "UPDATE packets SET state = $2, confirmations = $3, expiration = $4, call_hash = $5, \
-             ready_at_ms = NULL, last_error = NULL, updated_at_ms = $6 WHERE guid = $1",
-        )
-        .bind(guid.to_vec())
-        .bind(PacketState::Signed.as_str())
-        .bind(int(confirmations))
-        .bind(int(expiration))
-        .bind(call_hash.to_vec())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Stores a (verified) signature; a repeat from the same signer is a no-op.
@@ -364,11 +601,14 @@ impl Store {
     /// packets to it, so a crash after broadcast can never lead to a second, different tx.
     /// A fee-bumped replacement is recorded the same way; until one of the same-nonce
     /// transactions is mined, all of them stay pending.
+    ///
+    /// All or nothing: when any packet moved since it was read, nothing is recorded and false
+    /// is returned, so the transaction is never broadcast.
     pub async fn record_submission(
         &self,
         submission: &SubmissionRow,
-        guids: &[B256],
-    ) -> Result<(), StoreError> {
+        packets: &[Expect],
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO submissions (tx_hash, dst_eid, account_nonce, raw_tx, state, created_at_ms) \
@@ -382,17 +622,15 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        for guid in guids {
-            sqlx::query("UPDATE packets SET state = $2, submission = $3, updated_at_ms = $4 WHERE guid = $1")
-                .bind(guid.to_vec())
-                .bind(PacketState::Submitted.as_str())
-                .bind(submission.tx_hash.to_vec())
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
+        for expect in packets {
+            let change = Change::Submitted(submission.tx_hash);
+            if !state::apply(&mut tx, *expect, PacketState::Submitted, change).await? {
+                tx.rollback().await?;
+                return Ok(false);
+            }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Submissions still awaiting a receipt on `dst_eid`.
@@ -429,24 +667,15 @@ impl Store {
         rows.iter().map(PacketRow::from_row).collect()
     }
 
-    /// A settled attempt that did not verify: back to `state` (re-sign or re-aggregate) with
-    /// the reason, counting the attempt.
+    /// A settled attempt that did not verify: back to `to` (re-sign or re-aggregate) with
+    /// the reason, counting the attempt. False when the row moved meanwhile.
     pub async fn retry(
         &self,
-        guid: B256,
-        state: PacketState,
+        expect: Expect,
+        to: PacketState,
         error: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE packets SET state = $2, last_error = $3, attempts = attempts + 1, \
-             submission = NULL, ready_at_ms = NULL, updated_at_ms = $4 WHERE guid = $1",
-        )
-        .bind(guid.to_vec())
-        .bind(state.as_str())
-        .bind(error.to_string())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        state::apply(&mut conn, expect, to, Change::Retry(error)).await
     }
 }

@@ -4,11 +4,11 @@ use alloy::primitives::{Address, B256};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use super::state::{self, Change, Expect};
 use super::{int, now_ms, Observed, StoreError};
 
-/// Where a packet is in the pipeline. The only legal moves are
-/// `Observed → Signed → Submitted → Verified`, `Submitted → Signed | Observed` (retry), and
-/// from `Observed` to a terminal `Skipped`, `Orphaned` or `Invalid`; `Conflict` is terminal.
+/// Where a packet is in the pipeline. The legal moves between states are one table,
+/// [`super::state::is_legal`]; every move is a compare-and-set ([`super::state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PacketState {
     /// Seen on the source chain; waiting for confirmations and checks.
@@ -91,6 +91,18 @@ pub struct NewPacket {
     pub block_timestamp: u64,
 }
 
+impl NewPacket {
+    /// The path this packet travels.
+    pub fn path(&self) -> PathKey {
+        PathKey {
+            src_eid: self.src_eid,
+            sender: self.sender,
+            dst_eid: self.dst_eid,
+            receiver: self.receiver,
+        }
+    }
+}
+
 /// A stored packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacketRow {
@@ -103,6 +115,10 @@ pub struct PacketRow {
     pub ready_at_ms: Option<i64>,
     pub attempts: u64,
     pub last_error: Option<String>,
+    /// Bumped by every state change and re-observation: the compare-and-set's witness.
+    pub version: u64,
+    /// Checks failed this many times in a row (reset by any move); drives the backoff.
+    pub deferrals: u64,
 }
 
 /// A stored `execute` transaction.
@@ -177,6 +193,8 @@ impl PacketRow {
             ready_at_ms: row.try_get("ready_at_ms")?,
             attempts: u64_col(row, "attempts")?,
             last_error: row.try_get("last_error")?,
+            version: u64_col(row, "version")?,
+            deferrals: u64_col(row, "deferrals")?,
         })
     }
 }
@@ -198,10 +216,12 @@ pub(super) async fn observe(
     conn: &mut AnyConnection,
     p: &NewPacket,
 ) -> Result<Observed, StoreError> {
-    let existing = sqlx::query("SELECT state, payload_hash FROM packets WHERE guid = $1")
-        .bind(p.guid.to_vec())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let existing = sqlx::query(
+        "SELECT state, payload_hash, version, block_hash, tx_hash FROM packets WHERE guid = $1",
+    )
+    .bind(p.guid.to_vec())
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(existing) = existing else {
         sqlx::query(
             "INSERT INTO packets (guid, src_eid, dst_eid, sender, receiver, nonce, header, payload_hash, \
@@ -230,43 +250,59 @@ pub(super) async fn observe(
     let state: String = existing.try_get("state")?;
     let state =
         PacketState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?;
+    let expect = Expect {
+        guid: p.guid,
+        state,
+        version: u64_col(&existing, "version")?,
+    };
     let same_payload = b256_col(&existing, "payload_hash")? == p.payload_hash;
-    let outcome = match (same_payload, state) {
-        // Re-seen where it was (overlap) or re-included elsewhere after a reorg: refresh the
-        // location while we have not signed, so confirmations count from the canonical block.
-        (true, PacketState::Observed | PacketState::Orphaned) => Observed::Known,
+    let same_place = b256_col(&existing, "block_hash")? == p.block_hash
+        && b256_col(&existing, "tx_hash")? == p.tx_hash;
+    let (outcome, moved) = match (same_payload, state) {
+        // Re-seen where it was (overlapping scans): nothing to write.
+        (true, PacketState::Observed) if same_place => return Ok(Observed::Known),
+        // Re-included elsewhere after a reorg: refresh the location while we have not signed,
+        // so confirmations count from the canonical block; bumping the version makes any
+        // decision taken on the old location (an orphan mark) lose its race.
+        (true, PacketState::Observed | PacketState::Orphaned) => (
+            Observed::Known,
+            state::apply(conn, expect, PacketState::Observed, Change::Reobserved(p)).await?,
+        ),
+        // Signed but not yet submitted, and now in another block: the signature counted
+        // confirmations from a block that is gone; back to observed at the new place, to be
+        // confirmed and signed again from there.
+        (true, PacketState::Signed) if !same_place => (
+            Observed::Known,
+            state::apply(conn, expect, PacketState::Observed, Change::Reobserved(p)).await?,
+        ),
         (true, _) => return Ok(Observed::Known),
-        (false, PacketState::Observed | PacketState::Orphaned) => Observed::Replaced,
+        (false, PacketState::Observed | PacketState::Orphaned) => (
+            Observed::Replaced,
+            state::apply(conn, expect, PacketState::Observed, Change::Reobserved(p)).await?,
+        ),
         (false, PacketState::Conflict) => return Ok(Observed::Conflict),
         (false, _) => {
-            sqlx::query("UPDATE packets SET state = $2, last_error = $3, updated_at_ms = $4 WHERE guid = $1")
-                .bind(p.guid.to_vec())
-                .bind(PacketState::Conflict.as_str())
-                .bind(format!("equivocation: source now shows payload {} for a signed nonce", p.payload_hash))
-                .bind(now_ms())
-                .execute(&mut *conn)
-                .await?;
-            return Ok(Observed::Conflict);
+            let why = format!(
+                "equivocation: source now shows payload {} for a signed nonce",
+                p.payload_hash
+            );
+            (
+                Observed::Conflict,
+                state::apply(
+                    conn,
+                    expect,
+                    PacketState::Conflict,
+                    Change::Note(Some(&why)),
+                )
+                .await?,
+            )
         }
     };
-    sqlx::query(
-        "UPDATE packets SET header = $2, payload_hash = $3, tx_hash = $4, block_number = $5, \
-         block_hash = $6, log_index = $7, block_timestamp = $8, state = $9, updated_at_ms = $10 \
-         WHERE guid = $1",
-    )
-    .bind(p.guid.to_vec())
-    .bind(p.header.clone())
-    .bind(p.payload_hash.to_vec())
-    .bind(p.tx_hash.to_vec())
-    .bind(int(p.block_number))
-    .bind(p.block_hash.to_vec())
-    .bind(int(p.log_index))
-    .bind(int(p.block_timestamp))
-    .bind(PacketState::Observed.as_str())
-    .bind(now_ms())
-    .execute(&mut *conn)
-    .await?;
-    Ok(outcome)
+    if moved {
+        Ok(outcome)
+    } else {
+        Err(StoreError::Raced(p.guid))
+    }
 }
 
 /// Inserts a signature unless one from the same signer over the same hash exists.

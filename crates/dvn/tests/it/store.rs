@@ -104,9 +104,10 @@ async fn a_new_payload_replaces_before_signing_and_conflicts_after(store: Store)
     );
 
     let signer = Address::repeat_byte(9);
+    let row = store.packet(first.guid).await.unwrap().unwrap();
     store
         .record_own_signature(
-            first.guid,
+            row.expect(),
             5,
             9_999,
             B256::repeat_byte(0xcc),
@@ -138,10 +139,11 @@ async fn signatures_and_submissions_round_trip(store: Store) {
         .unwrap();
     let call_hash = B256::repeat_byte(0xcc);
     let me = Address::repeat_byte(1);
-    store
-        .record_own_signature(p.guid, 5, 4_600, call_hash, me, &[7; 65])
+    let row = store.packet(p.guid).await.unwrap().unwrap();
+    assert!(store
+        .record_own_signature(row.expect(), 5, 4_600, call_hash, me, &[7; 65])
         .await
-        .unwrap();
+        .unwrap());
     let row = store.packet(p.guid).await.unwrap().unwrap();
     assert_eq!(
         (row.state, row.confirmations, row.expiration, row.call_hash),
@@ -190,7 +192,11 @@ async fn signatures_and_submissions_round_trip(store: Store) {
         raw_tx: vec![1, 2, 3],
         created_at_ms: 0,
     };
-    store.record_submission(&sub, &[p.guid]).await.unwrap();
+    let row = store.packet(p.guid).await.unwrap().unwrap();
+    assert!(store
+        .record_submission(&sub, &[row.expect()])
+        .await
+        .unwrap());
     let pending = store.pending_submissions(30212).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(
@@ -214,10 +220,11 @@ async fn signatures_and_submissions_round_trip(store: Store) {
         PacketState::Submitted
     );
 
-    store
-        .retry(p.guid, PacketState::Signed, "skipped")
+    let row = store.packet(p.guid).await.unwrap().unwrap();
+    assert!(store
+        .retry(row.expect(), PacketState::Signed, "skipped")
         .await
-        .unwrap();
+        .unwrap());
     let row = store.packet(p.guid).await.unwrap().unwrap();
     assert_eq!(
         (row.state, row.attempts, row.submission, row.ready_at_ms),
@@ -238,11 +245,11 @@ async fn path_nonces_only_move_up(store: Store) {
     };
     assert_eq!(store.path_max_nonce(&path).await.unwrap(), None);
     store
-        .record_scan(30101, &[], &[(path, 5)], (1, B256::ZERO))
+        .record_scan(30101, &[], &[(path, 5, 10 + 5)], (1, B256::ZERO))
         .await
         .unwrap();
     store
-        .record_scan(30101, &[], &[(path, 3)], (2, B256::ZERO))
+        .record_scan(30101, &[], &[(path, 3, 10 + 3)], (2, B256::ZERO))
         .await
         .unwrap();
     assert_eq!(
@@ -251,10 +258,15 @@ async fn path_nonces_only_move_up(store: Store) {
         "a rescan never lowers it"
     );
     store
-        .record_scan(30101, &[], &[(path, 6)], (3, B256::ZERO))
+        .record_scan(30101, &[], &[(path, 6, 10 + 6)], (3, B256::ZERO))
         .await
         .unwrap();
     assert_eq!(store.path_max_nonce(&path).await.unwrap(), Some(6));
+    assert_eq!(
+        store.path_max_nonce_block(&path).await.unwrap(),
+        Some(16),
+        "the block of the highest nonce goes with it"
+    );
     let other = PathKey {
         dst_eid: 30110,
         ..path
@@ -264,6 +276,241 @@ async fn path_nonces_only_move_up(store: Store) {
         None,
         "paths are independent"
     );
+}
+
+/// Two stages decide on the same snapshot: the first move wins, the second changes nothing
+/// and is told so — in either order.
+async fn two_writers_on_one_row_the_first_wins(store: Store) {
+    for signer_first in [true, false] {
+        let p = packet(if signer_first { 20 } else { 21 }, 0xa1);
+        store
+            .record_scan(30101, std::slice::from_ref(&p), &[], (1, B256::ZERO))
+            .await
+            .unwrap();
+        let snapshot = store.packet(p.guid).await.unwrap().unwrap();
+        let call_hash = B256::repeat_byte(if signer_first { 0xcd } else { 0xce });
+        let sign = || {
+            store.record_own_signature(
+                snapshot.expect(),
+                1,
+                9_999,
+                call_hash,
+                Address::repeat_byte(1),
+                &[7; 65],
+            )
+        };
+        let orphan = || store.transition(snapshot.expect(), PacketState::Orphaned, Some("gone"));
+        let (first, second, winner) = if signer_first {
+            (
+                sign().await.unwrap(),
+                orphan().await.unwrap(),
+                PacketState::Signed,
+            )
+        } else {
+            (
+                orphan().await.unwrap(),
+                sign().await.unwrap(),
+                PacketState::Orphaned,
+            )
+        };
+        assert!(
+            first && !second,
+            "first wins, second loses (signer first: {signer_first})"
+        );
+        let row = store.packet(p.guid).await.unwrap().unwrap();
+        assert_eq!(row.state, winner);
+        assert_eq!(row.version, snapshot.version + 1, "one move applied");
+        let own = store.signatures(call_hash).await.unwrap();
+        assert_eq!(
+            own.len(),
+            usize::from(signer_first),
+            "a signature whose move lost is not stored"
+        );
+    }
+}
+
+/// The race the issue names: the sign stage finds the packet's receipt moved (reorg) and
+/// decides "orphaned", while the watcher has just re-observed it in its new block. The
+/// re-observation wins; the stale orphan mark is a no-op. And the other order: an orphan mark
+/// first, then the re-observation brings the packet back.
+async fn a_reobservation_beats_a_stale_orphan_mark(store: Store) {
+    let p = packet(30, 0xa1);
+    store
+        .record_scan(30101, std::slice::from_ref(&p), &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let stale = store.packet(p.guid).await.unwrap().unwrap();
+    let moved = NewPacket {
+        block_number: p.block_number + 3,
+        block_hash: B256::repeat_byte(0x77),
+        ..p.clone()
+    };
+    let out = store
+        .record_scan(30101, std::slice::from_ref(&moved), &[], (2, B256::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Observed::Known]);
+    assert!(!store
+        .transition(stale.expect(), PacketState::Orphaned, Some("moved"))
+        .await
+        .unwrap());
+    let row = store.packet(p.guid).await.unwrap().unwrap();
+    assert_eq!(row.state, PacketState::Observed);
+    assert_eq!(
+        row.packet.block_hash, moved.block_hash,
+        "the new location is kept"
+    );
+
+    // Orphaned first, re-observed after: back to observed at the new place.
+    assert!(store
+        .transition(row.expect(), PacketState::Orphaned, Some("gone"))
+        .await
+        .unwrap());
+    let again = NewPacket {
+        block_hash: B256::repeat_byte(0x78),
+        ..moved
+    };
+    store
+        .record_scan(30101, std::slice::from_ref(&again), &[], (3, B256::ZERO))
+        .await
+        .unwrap();
+    let row = store.packet(p.guid).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.packet.block_hash),
+        (PacketState::Observed, again.block_hash)
+    );
+}
+
+/// Truly concurrent writers on one row (PostgreSQL has a real pool; SQLite serialises): of
+/// many moves decided on one snapshot, exactly one is applied.
+async fn concurrent_moves_on_one_snapshot_apply_once(store: Store) {
+    let p = packet(40, 0xa1);
+    store
+        .record_scan(30101, std::slice::from_ref(&p), &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let snapshot = store.packet(p.guid).await.unwrap().unwrap();
+    let moves = [
+        PacketState::Signed,
+        PacketState::Orphaned,
+        PacketState::Skipped,
+        PacketState::Invalid,
+    ];
+    let results = futures::future::join_all(
+        moves
+            .iter()
+            .map(|to| store.transition(snapshot.expect(), *to, None)),
+    )
+    .await;
+    let won: Vec<PacketState> = moves
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| *r.as_ref().unwrap())
+        .map(|(to, _)| *to)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert_eq!(store.packet(p.guid).await.unwrap().unwrap().state, won[0]);
+}
+
+async fn illegal_moves_are_refused_and_halted_paths_round_trip(store: Store) {
+    let p = packet(50, 0xa1);
+    store
+        .record_scan(30101, std::slice::from_ref(&p), &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let row = store.packet(p.guid).await.unwrap().unwrap();
+    let err = store
+        .transition(row.expect(), PacketState::Submitted, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("illegal"), "{err}");
+    assert!(store
+        .record_own_signature(
+            row.expect(),
+            1,
+            9_999,
+            B256::repeat_byte(0x50),
+            Address::repeat_byte(1),
+            &[7; 65]
+        )
+        .await
+        .unwrap());
+    // A different payload for the signed nonce: conflict, and the path is halted with it.
+    let out = store
+        .record_scan(30101, &[packet(50, 0xa2)], &[], (2, B256::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Observed::Conflict]);
+    let halted = store.halted_paths().await.unwrap();
+    assert_eq!(halted.len(), 1);
+    assert_eq!((halted[0].path, halted[0].nonce), (p.path(), 50));
+    assert!(halted[0].reason.contains("equivocation"));
+    assert!(store.resume_path(&p.path()).await.unwrap());
+    assert!(!store.resume_path(&p.path()).await.unwrap(), "once");
+    assert!(store.halted_paths().await.unwrap().is_empty());
+    assert_eq!(
+        store.packet(p.guid).await.unwrap().unwrap().state,
+        PacketState::Conflict,
+        "the conflicting packet itself stays halted"
+    );
+}
+
+/// A packet whose checks failed backs off alone; the page moves on to the next, and paths
+/// share a page fairly.
+async fn deferred_packets_leave_the_page_and_paths_share_it(store: Store) {
+    let busy: Vec<NewPacket> = (1..=5).map(|n| packet(100 + n, 0xa1)).collect();
+    let quiet = NewPacket {
+        guid: B256::repeat_byte(0xf0),
+        receiver: B256::left_padding_from(&[3; 20]),
+        ..packet(1, 0xa1)
+    };
+    let mut all = busy.clone();
+    all.push(quiet.clone());
+    store
+        .record_scan(30101, &all, &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let page = store.packets(PacketState::Observed, None, 2).await.unwrap();
+    let guids: Vec<B256> = page.iter().map(|r| r.packet.guid).collect();
+    assert!(
+        guids.contains(&quiet.guid),
+        "the quiet path is not starved: {guids:?}"
+    );
+    assert!(
+        guids.contains(&busy[0].guid),
+        "each path's lowest nonce first"
+    );
+    let first = store.packet(busy[0].guid).await.unwrap().unwrap();
+    assert!(store
+        .defer(first.expect(), dvn::store::now_ms() + 60_000, "rpc down")
+        .await
+        .unwrap());
+    let page = store
+        .packets(PacketState::Observed, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 5, "the deferred packet is not due");
+    assert!(page.iter().all(|r| r.packet.guid != busy[0].guid));
+    let row = store.packet(busy[0].guid).await.unwrap().unwrap();
+    assert_eq!(
+        (row.deferrals, row.last_error.as_deref()),
+        (1, Some("rpc down"))
+    );
+    // Any move clears the backoff.
+    assert!(store
+        .transition(row.expect(), PacketState::Invalid, None)
+        .await
+        .unwrap());
+    let row = store.packet(busy[0].guid).await.unwrap().unwrap();
+    assert!(store
+        .transition(row.expect(), PacketState::Observed, None)
+        .await
+        .unwrap());
+    let page = store
+        .packets(PacketState::Observed, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 6);
 }
 
 macro_rules! both_backends {
@@ -295,6 +542,11 @@ both_backends!(
     a_new_payload_replaces_before_signing_and_conflicts_after,
     signatures_and_submissions_round_trip,
     path_nonces_only_move_up,
+    two_writers_on_one_row_the_first_wins,
+    a_reobservation_beats_a_stale_orphan_mark,
+    concurrent_moves_on_one_snapshot_apply_once,
+    illegal_moves_are_refused_and_halted_paths_round_trip,
+    deferred_packets_leave_the_page_and_paths_share_it,
 );
 
 #[tokio::test]
