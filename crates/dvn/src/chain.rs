@@ -51,6 +51,15 @@ pub struct EvmChain {
     timeout: Duration,
 }
 
+/// Every method whose answers must agree (the `method` label of the disagreement counter).
+pub const AGREED_METHODS: &[&str] = &[
+    "eth_chainId",
+    "eth_getBlockByNumber",
+    "eth_getLogs",
+    "eth_getTransactionReceipt",
+    "eth_call",
+];
+
 /// Outcome of one endpoint's answer, for the agreement count.
 type Answer<T> = Result<T, String>;
 
@@ -124,6 +133,7 @@ impl EvmChain {
         for candidate in &ok {
             let votes = ok.iter().filter(|v| *v == candidate).count();
             if votes >= self.quorum() {
+                self.note_disagreements(what, &answers, candidate);
                 return Ok((*candidate).clone());
             }
         }
@@ -181,6 +191,33 @@ impl EvmChain {
             })
     }
 
+    /// An endpoint that answered, but differently from the agreed answer, is lying or broken:
+    /// outvoted this time, it must still be seen before the day it is not a minority. Counted
+    /// per endpoint index and method, and logged (index, never URL).
+    fn note_disagreements<T: PartialEq>(
+        &self,
+        what: &'static str,
+        answers: &[Answer<T>],
+        agreed: &T,
+    ) {
+        for (index, answer) in answers.iter().enumerate() {
+            if matches!(answer, Ok(v) if v != agreed) {
+                metrics::counter!("dvn_rpc_disagreements_total", "chain" => self.config.name.clone(), "endpoint" => index.to_string(), "method" => what).increment(1);
+                tracing::warn!(chain = %self.config.name, endpoint = index, method = what, "RPC endpoint answered differently from the agreed answer (outvoted)");
+            }
+        }
+    }
+
+    /// Registers the disagreement counter at zero for every endpoint and method the node
+    /// compares, so a `rate()` alert and a panel see a series before the first disagreement.
+    pub fn zero_init_metrics(&self) {
+        for index in 0..self.providers.len() {
+            for method in AGREED_METHODS {
+                metrics::counter!("dvn_rpc_disagreements_total", "chain" => self.config.name.clone(), "endpoint" => index.to_string(), "method" => *method).increment(0);
+            }
+        }
+    }
+
     fn count_quorum_failure(&self, what: &'static str) {
         metrics::counter!("dvn_rpc_quorum_failures_total", "chain" => self.config.name.clone(), "method" => what).increment(1);
     }
@@ -215,15 +252,21 @@ impl EvmChain {
 
     /// `(hash, timestamp)` of block `number`, agreed.
     pub async fn block(&self, number: u64) -> Result<(B256, u64), ChainError> {
-        let found = self
-            .agree("eth_getBlockByNumber", |p| async move {
-                let block = p
-                    .get_block_by_number(BlockNumberOrTag::Number(number))
-                    .await?;
-                Ok(block.map(|b| (b.header.hash, b.header.timestamp)))
-            })
-            .await?;
-        found.ok_or_else(|| self.bad("eth_getBlockByNumber", format!("block {number} not found")))
+        self.block_opt(number)
+            .await?
+            .ok_or_else(|| self.bad("eth_getBlockByNumber", format!("block {number} not found")))
+    }
+
+    /// `(hash, timestamp)` of block `number`; `None` when the endpoints agree it does not exist
+    /// (yet, or any more: the chain was rolled back below it).
+    pub async fn block_opt(&self, number: u64) -> Result<Option<(B256, u64)>, ChainError> {
+        self.agree("eth_getBlockByNumber", |p| async move {
+            let block = p
+                .get_block_by_number(BlockNumberOrTag::Number(number))
+                .await?;
+            Ok(block.map(|b| (b.header.hash, b.header.timestamp)))
+        })
+        .await
     }
 
     /// The latest block's timestamp (what `DVN.execute` compares expirations with).
@@ -250,11 +293,32 @@ impl EvmChain {
             .event_signature(topics.to_vec())
             .from_block(from)
             .to_block(to);
-        self.agree("eth_getLogs", |p| {
-            let filter = filter.clone();
-            async move { p.get_logs(&filter).await }
-        })
-        .await
+        let logs: Vec<Log> = self
+            .agree("eth_getLogs", |p| {
+                let filter = filter.clone();
+                async move {
+                    Ok(p.get_logs(&filter)
+                        .await?
+                        .into_iter()
+                        .map(LogKey)
+                        .collect::<Vec<_>>())
+                }
+            })
+            .await?
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        // `removed: true` marks a log of a block that was reorganised away: never act on it,
+        // and do not move past it either; the range is read again once the chain settles.
+        if logs.iter().any(|l| l.removed) {
+            metrics::counter!("dvn_reorgs_detected_total", "chain" => self.config.name.clone())
+                .increment(1);
+            return Err(self.bad(
+                "eth_getLogs",
+                format!("a log in blocks {from}..={to} is marked removed (reorg in progress)"),
+            ));
+        }
+        Ok(logs)
     }
 
     /// A transaction receipt, agreed (`None` when the agreed answer is "no such receipt").
@@ -384,6 +448,23 @@ impl EvmChain {
             what,
             reason,
         }
+    }
+}
+
+/// Compares logs by the fields that define them (emitter, topics, data, block hash and number,
+/// transaction hash, log index), not by optional extras some providers add or leave out
+/// (`blockTimestamp`, `transactionIndex`, `removed`).
+#[derive(Debug, Clone)]
+struct LogKey(Log);
+
+impl PartialEq for LogKey {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        a.inner == b.inner
+            && a.block_hash == b.block_hash
+            && a.block_number == b.block_number
+            && a.transaction_hash == b.transaction_hash
+            && a.log_index == b.log_index
     }
 }
 

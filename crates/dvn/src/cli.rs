@@ -66,6 +66,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Paths halted by the equivocation guard: list them, or resume one after investigating.
+    Path {
+        #[command(subcommand)]
+        command: PathCommand,
+    },
+    /// Re-queue an `invalid` packet once its cause is fixed: every check runs again.
+    Retry {
+        /// The packet's GUID (0x…, 32 bytes).
+        guid: String,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Scan a source chain again from a block (to the head): after a persisting gap, a reorg
+    /// deeper than max_reorg_depth, or a provider found to have dropped logs. Safe while the
+    /// node runs; observations are idempotent.
+    Rescan {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// The chain (name or eid).
+        #[arg(long)]
+        chain: String,
+        /// First block to read again.
+        #[arg(long)]
+        from: u64,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -75,6 +100,34 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PathCommand {
+    /// The halted paths, with the nonce that conflicted and why.
+    List {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a halted path go on. Its conflicting packet is never signed again.
+    Resume {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Source chain (name or eid).
+        #[arg(long)]
+        src: String,
+        /// Destination chain (name or eid).
+        #[arg(long)]
+        dst: String,
+        /// Sending OApp (address or 32-byte word).
+        #[arg(long)]
+        sender: String,
+        /// Receiving OApp (address or 32-byte word).
+        #[arg(long)]
+        receiver: String,
     },
 }
 

@@ -10,7 +10,23 @@ use std::time::Duration;
 use alloy::providers::Provider;
 use serde::Serialize;
 
-use crate::pipeline::Context;
+use crate::chain::EvmChain;
+use crate::peer::client::PeerClient;
+use crate::signer::KeyHandle;
+use crate::store::Store;
+
+/// What the health snapshot reads. Borrowed from the node's parts, so health depends only on
+/// the layers below it (store, chains, keys, peers), never on the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub store: &'a Store,
+    pub chains: &'a BTreeMap<u32, EvmChain>,
+    pub signer: &'a KeyHandle,
+    pub submitter: &'a KeyHandle,
+    pub peers: &'a PeerClient,
+    /// The largest DVN multisig quorum among the chains served.
+    pub quorum: usize,
+}
 
 /// How often the snapshot is refreshed.
 pub const REFRESH: Duration = Duration::from_secs(5);
@@ -57,6 +73,8 @@ pub struct Snapshot {
     pub packets_by_state: BTreeMap<String, i64>,
     /// The most recently verified packet.
     pub last_verified: Option<serde_json::Value>,
+    /// Paths halted by the equivocation guard (each waits for `dvn path resume`).
+    pub halted_paths: Vec<serde_json::Value>,
     pub taken_at_ms: i64,
 }
 
@@ -92,7 +110,7 @@ fn flag(up: bool) -> f64 {
 }
 
 /// Takes one snapshot (every read bounded by the chains' RPC timeouts).
-pub async fn snapshot(ctx: &Context) -> Snapshot {
+pub async fn snapshot(ctx: Sources<'_>) -> Snapshot {
     // A store that does not answer within a few seconds is down for readiness purposes, and
     // the store queries below are skipped rather than each waiting out the pool's timeout.
     let store = tokio::time::timeout(Duration::from_secs(3), ctx.store.ping())
@@ -118,7 +136,7 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
     }
     let peers = ctx.peers.probe_health().await;
     // Our own signature counts toward the quorum; the rest must come from reachable peers.
-    let quorum = ctx.dvns.values().map(|d| d.quorum).max().unwrap_or(1);
+    let quorum = ctx.quorum.max(1);
     let peers_needed = quorum.saturating_sub(1);
     let backlog = match if store {
         ctx.store.backlog().await
@@ -157,8 +175,26 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
     } else {
         Vec::new()
     };
-    let signer = key_state(&ctx.signer);
-    let submitter = key_state(&ctx.submitter);
+    let halted_paths = if store {
+        ctx.store.halted_paths().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let halted_paths = halted_paths
+        .into_iter()
+        .map(|h| {
+            serde_json::json!({
+                "path": format!("{} -> {}", chain_name(ctx, h.path.src_eid), chain_name(ctx, h.path.dst_eid)),
+                "sender": h.path.sender.to_string(),
+                "receiver": h.path.receiver.to_string(),
+                "nonce": h.nonce,
+                "reason": h.reason,
+                "halted_at_ms": h.halted_at_ms,
+            })
+        })
+        .collect();
+    let signer = key_state(ctx.signer);
+    let submitter = key_state(ctx.submitter);
     let peers_up = peers.values().filter(|up| **up).count();
     let ready = store
         && chains.values().all(|c| c.up)
@@ -176,11 +212,12 @@ pub async fn snapshot(ctx: &Context) -> Snapshot {
         backlog,
         packets_by_state: by_state.into_iter().collect(),
         last_verified,
+        halted_paths,
         taken_at_ms: crate::store::now_ms(),
     }
 }
 
-fn chain_name(ctx: &Context, eid: u32) -> String {
+fn chain_name(ctx: Sources<'_>, eid: u32) -> String {
     ctx.chains
         .get(&eid)
         .map(|c| c.name().to_string())
@@ -188,7 +225,7 @@ fn chain_name(ctx: &Context, eid: u32) -> String {
 }
 
 /// Exports a snapshot as gauges. Every configured path gets a backlog series, zero when empty.
-fn export(ctx: &Context, s: &Snapshot) {
+fn export(ctx: Sources<'_>, s: &Snapshot) {
     metrics::gauge!("dvn_ready").set(flag(s.ready));
     metrics::gauge!("dvn_component_up", "component" => "store").set(flag(s.store));
     metrics::gauge!("dvn_component_up", "component" => "signer").set(flag(s.signer.up));
@@ -206,6 +243,7 @@ fn export(ctx: &Context, s: &Snapshot) {
         let n = s.packets_by_state.get(state.as_str()).copied().unwrap_or(0);
         metrics::gauge!("dvn_packets", "state" => state.as_str()).set(n as f64);
     }
+    metrics::gauge!("dvn_halted_paths").set(s.halted_paths.len() as f64);
     for (peer, up) in &s.peers {
         metrics::gauge!("dvn_peer_up", "peer" => peer.clone()).set(flag(*up));
     }
@@ -221,14 +259,18 @@ fn export(ctx: &Context, s: &Snapshot) {
     }
 }
 
-/// Refreshes the snapshot until cancelled.
-pub async fn run(ctx: &Context) {
+/// Refreshes the snapshot into `state` until cancelled.
+pub async fn run(
+    ctx: Sources<'_>,
+    state: &HealthState,
+    cancel: &tokio_util::sync::CancellationToken,
+) {
     loop {
         let snapshot = snapshot(ctx).await;
         export(ctx, &snapshot);
-        ctx.health.set(snapshot);
+        state.set(snapshot);
         tokio::select! {
-            _ = ctx.cancel.cancelled() => return,
+            _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(REFRESH) => {}
         }
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dvn::cli::{Cli, Command, ConfigCommand, KeysCommand};
+use dvn::cli::{Cli, Command, ConfigCommand, KeysCommand, PathCommand};
 use dvn::config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +102,84 @@ async fn main() -> ExitCode {
                 } else {
                     print!("{}", dvn::ops::why::render(&explanation));
                 }
+                Ok(0)
+            })
+            .await
+        }
+        Command::Path { command } => {
+            report(async {
+                match command {
+                    PathCommand::List { config, json } => {
+                        let config = Config::load(&config)?;
+                        let listed = dvn::ops::recover::list_halted(&config).await?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&listed)?);
+                        } else {
+                            let halted = listed["halted_paths"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default();
+                            if halted.is_empty() {
+                                println!("no halted paths");
+                            }
+                            for h in halted {
+                                println!(
+                                    "{} -> {}  sender {}  receiver {}  nonce {}\n  {}",
+                                    h["src"].as_str().unwrap_or_default(),
+                                    h["dst"].as_str().unwrap_or_default(),
+                                    h["sender"].as_str().unwrap_or_default(),
+                                    h["receiver"].as_str().unwrap_or_default(),
+                                    h["nonce"],
+                                    h["reason"].as_str().unwrap_or_default()
+                                );
+                            }
+                        }
+                        Ok(0)
+                    }
+                    PathCommand::Resume {
+                        config,
+                        src,
+                        dst,
+                        sender,
+                        receiver,
+                    } => {
+                        let config = Config::load(&config)?;
+                        use dvn::ops::recover::{parse_word, resolve_eid};
+                        let path = dvn::store::PathKey {
+                            src_eid: resolve_eid(&config, &src)?,
+                            sender: parse_word(&sender)?,
+                            dst_eid: resolve_eid(&config, &dst)?,
+                            receiver: parse_word(&receiver)?,
+                        };
+                        dvn::ops::recover::resume_path(&config, &path).await?;
+                        println!("path resumed");
+                        Ok(0)
+                    }
+                }
+            })
+            .await
+        }
+        Command::Rescan {
+            config,
+            chain,
+            from,
+        } => {
+            report(async {
+                let config = Config::load(&config)?;
+                let done = dvn::ops::recover::rescan(&config, &chain, from).await?;
+                println!("{}", serde_json::to_string(&done)?);
+                Ok(0)
+            })
+            .await
+        }
+        Command::Retry { guid, config } => {
+            report(async {
+                let config = Config::load(&config)?;
+                let guid: alloy::primitives::B256 = guid
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{guid} is not a 32-byte hex GUID"))?;
+                dvn::ops::recover::retry_packet(&config, guid).await?;
+                println!("packet {guid} re-queued");
                 Ok(0)
             })
             .await

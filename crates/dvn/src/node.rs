@@ -205,6 +205,9 @@ pub async fn run(
         None => None,
     };
     crate::telemetry::zero_init(config.chains.iter().map(|c| c.name.as_str()));
+    for chain in chains.values() {
+        chain.zero_init_metrics();
+    }
     let listen = config.node.listen;
     let ctx = Arc::new(Context {
         config,
@@ -260,7 +263,15 @@ pub async fn run(
     });
     let c = Arc::clone(&ctx);
     tasks.spawn(async move {
-        crate::health::run(&c).await;
+        let sources = crate::health::Sources {
+            store: &c.store,
+            chains: &c.chains,
+            signer: &c.signer,
+            submitter: &c.submitter,
+            peers: &c.peers,
+            quorum: c.dvns.values().map(|d| d.quorum).max().unwrap_or(1),
+        };
+        crate::health::run(sources, &c.health, &c.cancel).await;
         Ok("health")
     });
     let sign = SignStage::new(Arc::clone(&ctx));

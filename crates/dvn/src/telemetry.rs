@@ -36,6 +36,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_submission_gas_used_total", "counter", "Gas used by mined DVN.execute transactions"),
     ("dvn_submitter_lease_held", "gauge", "1 while this replica holds the region's submitter lease"),
     ("dvn_stage_errors_total", "counter", "Errors per pipeline stage (each retried with backoff)"),
+    ("dvn_state_races_total", "counter", "Packet state moves not applied because another stage changed the row first (from, to)"),
+    ("dvn_rpc_disagreements_total", "counter", "Answers of an RPC endpoint (by index) that differed from the agreed answer, per method"),
+    ("dvn_nonce_gap_seconds", "gauge", "How long the current nonce gap on a chain has persisted (0: none); recovery scans back by itself"),
+    ("dvn_reorg_too_deep", "gauge", "1 while a chain's scan is halted by a reorg deeper than its max_reorg_depth"),
+    ("dvn_halted_paths", "gauge", "Paths halted by the equivocation guard; only an operator's `dvn path resume` lets them go on"),
 ];
 
 /// Registers the help text of every metric with the installed recorder.
@@ -68,6 +73,8 @@ const PER_CHAIN_COUNTERS: &[&str] = &[
 /// Registers every per-chain counter at zero, and every packet state's gauge.
 pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
     for chain in chains {
+        metrics::gauge!("dvn_reorg_too_deep", "chain" => chain.to_string()).set(0.0);
+        metrics::gauge!("dvn_nonce_gap_seconds", "chain" => chain.to_string()).set(0.0);
         for name in PER_CHAIN_COUNTERS {
             metrics::counter!(*name, "chain" => chain.to_string()).increment(0);
         }
@@ -75,6 +82,15 @@ pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
     for state in crate::store::PacketState::ALL {
         metrics::gauge!("dvn_packets", "state" => state.as_str()).set(0.0);
     }
+    for from in crate::store::PacketState::ALL {
+        for to in crate::store::PacketState::ALL {
+            if crate::store::is_legal(from, to) {
+                metrics::counter!("dvn_state_races_total", "from" => from.as_str(), "to" => to.as_str())
+                    .increment(0);
+            }
+        }
+    }
+    metrics::gauge!("dvn_halted_paths").set(0.0);
 }
 
 #[cfg(test)]

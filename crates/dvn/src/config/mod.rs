@@ -100,9 +100,14 @@ pub struct ChainConfig {
     pub chain_id: u64,
     /// One or more JSON-RPC URLs; reads a signature depends on must be agreed by `rpc_quorum`.
     pub rpc: Vec<String>,
-    /// How many RPC endpoints must return the same answer. Defaults to all of them.
+    /// How many RPC endpoints must return the same answer: a strict majority of `rpc`.
+    /// Defaults to all of them.
     #[serde(default)]
     pub rpc_quorum: Option<usize>,
+    /// Allow one endpoint (or `rpc_quorum: 1`) to decide alone what the node signs. Devnets
+    /// only: in production a single poisoned provider could make the node sign a forgery.
+    #[serde(default)]
+    pub unsafe_single_rpc: bool,
     pub endpoint: Address,
     pub send_uln: Address,
     pub receive_uln: Address,
@@ -113,8 +118,17 @@ pub struct ChainConfig {
     /// Largest `eth_getLogs` block range (Conflux eSpace: 1000).
     #[serde(default = "default_max_log_range")]
     pub max_log_range: u64,
+    /// How long the watcher waits before looking for new blocks once it has caught up.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// Most logs the providers return for one `eth_getLogs`: an answer of this size may have
+    /// been truncated silently, so the range is split instead of trusted.
+    #[serde(default = "default_max_logs_per_request")]
+    pub max_logs_per_request: u64,
+    /// Deepest reorg the watcher follows by itself (walking back to the common ancestor).
+    /// A deeper one halts this chain's scan and pages: an incident, not a retry.
+    #[serde(default = "default_max_reorg_depth")]
+    pub max_reorg_depth: u64,
     /// First block to scan when the store has no cursor for this chain.
     #[serde(default)]
     pub start_block: u64,
@@ -132,6 +146,12 @@ fn default_finality() -> Finality {
 }
 fn default_max_log_range() -> u64 {
     1_000
+}
+fn default_max_logs_per_request() -> u64 {
+    10_000
+}
+fn default_max_reorg_depth() -> u64 {
+    64
 }
 fn default_poll_interval_ms() -> u64 {
     1_000

@@ -102,7 +102,25 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 at("rpc_quorum"),
                 format!("{q} exceeds the {} configured RPC URLs", chain.rpc.len()),
             ),
+            Some(q) if q * 2 <= chain.rpc.len() => problem(
+                at("rpc_quorum"),
+                format!(
+                    "{q} of {} is not a strict majority: two disjoint sets of endpoints could each \
+                     agree on a different answer (use at least {})",
+                    chain.rpc.len(),
+                    chain.rpc.len() / 2 + 1
+                ),
+            ),
             _ => {}
+        }
+        if (chain.rpc.len() == 1 || chain.quorum() == 1) && !chain.unsafe_single_rpc {
+            problem(
+                at("rpc"),
+                "a single RPC endpoint (or rpc_quorum 1) lets one provider decide what the node \
+                 signs: configure three independent endpoints with rpc_quorum 2, or set \
+                 unsafe_single_rpc: true (devnets only)"
+                    .into(),
+            );
         }
         for (field, address) in [
             ("endpoint", chain.endpoint),
@@ -113,6 +131,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             if address == Address::ZERO {
                 problem(at(field), "must not be the zero address".into());
             }
+        }
+        if chain.max_logs_per_request < 2 {
+            problem(at("max_logs_per_request"), "must be at least 2".into());
+        }
+        if chain.max_reorg_depth == 0 {
+            problem(at("max_reorg_depth"), "must be at least 1".into());
         }
         if chain.max_log_range == 0 {
             problem(at("max_log_range"), "must be at least 1".into());
@@ -329,7 +353,8 @@ chains:
   - name: ethereum
     eid: 30101
     chain_id: 1
-    rpc: [http://127.0.0.1:8545]
+    rpc: [http://127.0.0.1:8545, http://127.0.0.1:8548, http://127.0.0.1:8549]
+    rpc_quorum: 2
     endpoint: "0x1a44076050125825900e736c501f859c50fE728c"
     send_uln: "0xbB2Ea70C9E858123480642Cf96acbcCE1372dCe1"
     receive_uln: "0xc02Ab410f0734EFa3F14628780e6e695156024C2"
@@ -337,8 +362,7 @@ chains:
   - name: conflux-espace
     eid: 30212
     chain_id: 1030
-    rpc: [http://127.0.0.1:8546, http://127.0.0.1:8547]
-    rpc_quorum: 2
+    rpc: [http://127.0.0.1:8546, http://127.0.0.1:8547, http://127.0.0.1:8550]
     endpoint: "0x1a44076050125825900e736c501f859c50fE728c"
     send_uln: "0xbB2Ea70C9E858123480642Cf96acbcCE1372dCe1"
     receive_uln: "0xc02Ab410f0734EFa3F14628780e6e695156024C2"
@@ -370,8 +394,8 @@ submitter:
     fn the_sample_is_valid_and_defaults_apply() {
         let config = sample_config();
         assert_eq!(validate(&config), vec![]);
-        assert_eq!(config.chains[0].quorum(), 1);
-        assert_eq!(config.chains[1].quorum(), 2);
+        assert_eq!(config.chains[0].quorum(), 2);
+        assert_eq!(config.chains[1].quorum(), 3, "all endpoints by default");
         assert_eq!(config.submitter.max_batch, 50);
         assert_eq!(config.regions(), vec!["aliyun", "aws", "gcp"]);
     }
@@ -379,7 +403,7 @@ submitter:
     #[test]
     fn every_problem_is_reported_with_its_path() {
         let mut config = sample_config();
-        config.chains[1].rpc_quorum = Some(3);
+        config.chains[1].rpc_quorum = Some(4);
         config.chains[1].rpc[1] = config.chains[1].rpc[0].clone();
         config.chains[0].dvn = Address::ZERO;
         config.peers[1].name = "aws".into();
@@ -394,6 +418,52 @@ submitter:
                 "peers[1].name",
                 "verification.expiration_secs"
             ]
+        );
+    }
+
+    #[test]
+    fn rpc_agreement_must_be_a_strict_majority_and_single_endpoints_are_opt_in() {
+        let problems = |edit: &dyn Fn(&mut Config)| {
+            let mut config = sample_config();
+            edit(&mut config);
+            validate(&config)
+                .into_iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+        };
+        let minority = problems(&|c| c.chains[0].rpc_quorum = Some(1));
+        assert!(
+            minority
+                .iter()
+                .any(|p| p.starts_with("chains[0].rpc_quorum") && p.contains("strict majority")),
+            "{minority:?}"
+        );
+        assert!(
+            minority
+                .iter()
+                .any(|p| p.starts_with("chains[0].rpc:") && p.contains("unsafe_single_rpc")),
+            "{minority:?}"
+        );
+        let single = problems(&|c| {
+            c.chains[1].rpc.truncate(1);
+            c.chains[1].rpc_quorum = None;
+        });
+        assert_eq!(single.len(), 1, "{single:?}");
+        assert!(single[0].starts_with("chains[1].rpc:"), "{single:?}");
+        let opted_in = problems(&|c| {
+            c.chains[1].rpc.truncate(1);
+            c.chains[1].rpc_quorum = None;
+            c.chains[1].unsafe_single_rpc = true;
+        });
+        assert_eq!(opted_in, Vec::<String>::new());
+        let half = problems(&|c| {
+            c.chains[1].rpc.push("http://127.0.0.1:8551".into());
+            c.chains[1].rpc_quorum = Some(2);
+        });
+        assert!(
+            half.iter()
+                .any(|p| p.contains("2 of 4 is not a strict majority")),
+            "{half:?}"
         );
     }
 

@@ -114,6 +114,11 @@ pub enum Progress {
 /// A pipeline stage: one step of work at a time.
 pub trait Stage: Send {
     fn step(&mut self) -> impl Future<Output = anyhow::Result<Progress>> + Send;
+
+    /// How long to wait after an idle step; the node's tick when `None`.
+    fn idle_wait(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Runs `stage` until cancellation. Errors are logged and counted, then retried after a
@@ -136,7 +141,7 @@ pub async fn run_stage<S: Stage>(
             }
             Ok(Progress::Idle) => {
                 backoff = ctx.tick();
-                ctx.tick()
+                stage.idle_wait().unwrap_or_else(|| ctx.tick())
             }
             Err(e) => {
                 metrics::counter!("dvn_stage_errors_total", "stage" => name).increment(1);

@@ -21,7 +21,7 @@ use dvn_lz::PacketHeader;
 use super::sign::destination_done;
 use super::submit::{capped_fees, sign_transaction};
 use super::Context;
-use crate::store::{now_ms, PacketState, SubmissionRow};
+use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
 
 /// After this many failed attempts a packet stops being retried and waits for an operator.
 pub const MAX_ATTEMPTS: u64 = 10;
@@ -71,7 +71,7 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
             for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
                 ctx.store
                     .retry(
-                        row.packet.guid,
+                        row.expect(),
                         PacketState::Signed,
                         "submission dropped: its nonce was used by another transaction",
                     )
@@ -92,6 +92,9 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
         .copied()
         .unwrap_or(first);
     if !ctx.may_broadcast().await {
+        return Ok(true);
+    }
+    if cancel_if_halted(ctx, eid, &same_nonce, newest).await? {
         return Ok(true);
     }
     // Before sending it again, check what it would still do: while this node was down (or its
@@ -163,15 +166,55 @@ async fn cancel_if_overtaken(
     tracing::warn!(tx = %newest.tx_hash, verified_elsewhere = done.len(), still_open = open.len(), "packets of our pending transaction were verified meanwhile: cancelling it");
     for (row, (state, why)) in &done {
         ctx.store
-            .set_state(row.packet.guid, *state, Some(why))
+            .transition(row.expect(), *state, Some(why))
             .await?;
     }
     for row in &open {
         ctx.store
             .retry(
-                row.packet.guid,
+                row.expect(),
                 PacketState::Signed,
                 "pending transaction cancelled: re-batching",
+            )
+            .await?;
+    }
+    replace(ctx, eid, newest, same_nonce.len(), Replacement::Cancel).await?;
+    Ok(true)
+}
+
+/// Cancels the in-flight transaction when it carries a packet of a path the equivocation guard
+/// halted: nothing on that path may land until an operator resumes it. Its packets go back to
+/// `signed` (the halted ones wait there). True when it cancelled.
+async fn cancel_if_halted(
+    ctx: &Context,
+    eid: u32,
+    same_nonce: &[&SubmissionRow],
+    newest: &SubmissionRow,
+) -> anyhow::Result<bool> {
+    let halted: HashSet<_> = ctx
+        .store
+        .halted_paths()
+        .await?
+        .into_iter()
+        .map(|h| h.path)
+        .collect();
+    if halted.is_empty() {
+        return Ok(false);
+    }
+    let mut rows = Vec::new();
+    for sub in same_nonce {
+        rows.extend(ctx.store.packets_of_submission(sub.tx_hash).await?);
+    }
+    if !rows.iter().any(|r| halted.contains(&r.packet.path())) {
+        return Ok(false);
+    }
+    tracing::error!(tx = %newest.tx_hash, "pending transaction carries a packet of a halted path: cancelling it");
+    for row in &rows {
+        ctx.store
+            .retry(
+                row.expect(),
+                PacketState::Signed,
+                "pending transaction cancelled: path halted",
             )
             .await?;
     }
@@ -237,17 +280,20 @@ async fn replace(
     }
     let row = sign_transaction(ctx, eid, tx).await?;
     // A cancel carries no packets; a fee bump carries the stuck transaction's.
-    let guids: Vec<B256> = match kind {
+    let packets: Vec<Expect> = match kind {
         Replacement::Cancel => Vec::new(),
         Replacement::SameCall => ctx
             .store
             .packets_of_submission(stuck.tx_hash)
             .await?
             .iter()
-            .map(|r| r.packet.guid)
+            .map(PacketRow::expect)
             .collect(),
     };
-    ctx.store.record_submission(&row, &guids).await?;
+    if !ctx.store.record_submission(&row, &packets).await? {
+        tracing::info!(old = %stuck.tx_hash, "packets moved while replacing: replacement discarded unsent");
+        return Ok(());
+    }
     metrics::counter!("dvn_submission_replacements_total", "chain" => chain.name().to_string())
         .increment(1);
     tracing::warn!(old = %stuck.tx_hash, new = %row.tx_hash, max_fee, "replacing stuck transaction");
@@ -296,7 +342,7 @@ async fn settle_receipt(
             let p = &row.packet;
             if verified.contains(&(keccak256(&p.header), p.payload_hash)) {
                 ctx.store
-                    .set_state(p.guid, PacketState::Verified, None)
+                    .transition(row.expect(), PacketState::Verified, None)
                     .await?;
                 let latency =
                     now_ms().saturating_sub(i64::try_from(p.block_timestamp).unwrap_or(0) * 1000);
@@ -310,7 +356,9 @@ async fn settle_receipt(
             if let Some((state, why)) =
                 destination_done(chain, dvn.address, &header, p.payload_hash, required).await?
             {
-                ctx.store.set_state(p.guid, state, Some(&why)).await?;
+                ctx.store
+                    .transition(row.expect(), state, Some(&why))
+                    .await?;
                 continue;
             }
             let (state, why) = if row.expiration.is_some_and(|e| e <= block_time) {
@@ -332,11 +380,11 @@ async fn settle_receipt(
             if row.attempts + 1 >= MAX_ATTEMPTS {
                 tracing::error!(guid = %p.guid, "{why}; giving up after {MAX_ATTEMPTS} attempts");
                 ctx.store
-                    .set_state(p.guid, PacketState::Invalid, Some(why))
+                    .transition(row.expect(), PacketState::Invalid, Some(why))
                     .await?;
             } else {
                 tracing::warn!(guid = %p.guid, failures, "{why}");
-                ctx.store.retry(p.guid, state, why).await?;
+                ctx.store.retry(row.expect(), state, why).await?;
             }
         }
         let state = if sub.tx_hash == mined {

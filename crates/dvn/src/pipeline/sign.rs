@@ -1,22 +1,33 @@
 //! confirm → check → sign: the only way a packet becomes `signed`.
 //!
 //! For each `observed` packet, in order:
-//! 1. **confirm** — wait for max(receive-side ULN confirmations on the destination, per-OApp
-//!    overrides included; send-side ULN confirmations at the send block), counted from the
+//! 1. **confirm** — the cheap check first: wait for max(receive-side ULN confirmations on the
+//!    destination, per-OApp overrides included; send-side ULN confirmations), counted from the
 //!    conservative head, and for the `finalized` tag when the chain is configured so;
 //! 2. **canonical re-read** — the source receipt, agreed by `rpc_quorum` endpoints, must still
 //!    hold this exact `PacketSent` at the same block hash, paired with a `DVNFeePaid` naming our
 //!    DVN; the source endpoint's `outboundNonce` for the path must have reached the nonce (a
 //!    packet beyond it was never sent);
+//!
+//! No decision needs historical chain state, so a node back from a long outage can sign its
+//! backlog through ordinary (non-archive) RPC endpoints, which keep only recent state: nonces
+//! only grow, so `outboundNonce` is read at the latest block (a nonce at or below it, held by
+//! the agreed receipt, was sent); the send-side confirmations are today's config, and the
+//! stricter of today's and the one in force at the send block while that is still readable.
+//!
+//! A packet whose checks fail backs off on its own (doubling, up to a minute) and the page
+//! moves on: it never holds up the packets behind it. Paths with a halted equivocation guard
+//! are not signed at all.
 //! 3. **check** — skip what the destination no longer needs (our verification already there,
 //!    or committed, or delivered);
 //! 4. **sign** — the `verify` param with a deterministic expiration; the signature is stored
 //!    before it is shared with the peers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
-use alloy::primitives::{keccak256, Address};
+use alloy::primitives::{keccak256, Address, B256};
 use dvn_lz::contracts::{IEndpointV2, IReceiveUln302, ISendUln302};
 use dvn_lz::{packets_in_transaction, PacketHeader, UnsignedParam};
 
@@ -24,10 +35,20 @@ use super::expiration::expiration;
 use super::{Context, Progress, Stage};
 use crate::chain::EvmChain;
 use crate::config::Finality;
-use crate::store::{PacketRow, PacketState};
+use crate::store::{now_ms, NewPacket, PacketRow, PacketState, PathKey};
 
 /// Most packets examined per step.
 const BATCH: usize = 500;
+
+/// Longest a packet whose checks keep failing waits between two tries.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// When a packet whose checks failed `deferrals` times in a row (this one included) is next
+/// looked at: one tick, doubling, at most [`MAX_BACKOFF`].
+pub fn backoff(tick: Duration, deferrals: u64) -> Duration {
+    let factor = 1u32 << deferrals.min(16);
+    tick.saturating_mul(factor).min(MAX_BACKOFF)
+}
 
 /// What became of one packet in this step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +58,12 @@ pub enum Outcome {
     Done(PacketState, String),
 }
 
-/// Per-step caches: one head / finalized / timestamp read per chain per step.
+/// Per-step caches: one head / finalized read per chain, one `outboundNonce` per path.
 #[derive(Default)]
 struct Views {
     heads: HashMap<u32, u64>,
     finalized: HashMap<u32, u64>,
+    outbound: HashMap<PathKey, u64>,
 }
 
 #[derive(Debug)]
@@ -60,26 +82,54 @@ impl SignStage {
             .store
             .packets(PacketState::Observed, None, BATCH)
             .await?;
+        let halted: HashSet<PathKey> = self
+            .ctx
+            .store
+            .halted_paths()
+            .await?
+            .into_iter()
+            .map(|h| h.path)
+            .collect();
         let mut views = Views::default();
         let mut moved = false;
+        let mut failed: Vec<(B256, String)> = Vec::new();
         for row in &packets {
             if self.ctx.cancel.is_cancelled() {
                 break;
+            }
+            if halted.contains(&row.packet.path()) {
+                continue;
             }
             match self.process(row, &mut views).await {
                 Ok(Outcome::Waiting(_)) => {}
                 Ok(Outcome::Signed) => moved = true,
                 Ok(Outcome::Done(state, why)) => {
-                    tracing::info!(guid = %row.packet.guid, state = state.as_str(), "{why}");
-                    self.ctx
+                    if self
+                        .ctx
                         .store
-                        .set_state(row.packet.guid, state, Some(&why))
-                        .await?;
-                    moved = true;
+                        .transition(row.expect(), state, Some(&why))
+                        .await?
+                    {
+                        tracing::info!(guid = %row.packet.guid, state = state.as_str(), "{why}");
+                        moved = true;
+                    }
                 }
-                // One packet's failing read must not hold up the others.
-                Err(e) => tracing::warn!(guid = %row.packet.guid, "not signed yet: {e:#}"),
+                // One packet's failing read must not hold up the others: it backs off alone.
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    let wait = backoff(self.ctx.tick(), row.deferrals + 1);
+                    let at = now_ms()
+                        .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                    self.ctx.store.defer(row.expect(), at, &why).await?;
+                    tracing::debug!(guid = %row.packet.guid, retry_in = ?wait, "not signed yet: {why}");
+                    failed.push((row.packet.guid, why));
+                }
             }
+        }
+        // One line per step, not one per packet: a thousand packets failing the same read
+        // would otherwise bury everything else in the log.
+        if let Some((guid, why)) = failed.first() {
+            tracing::warn!(packets = failed.len(), first = %guid, "packets not signed yet, each backing off: {why}");
         }
         if moved {
             self.ctx.wake.submit.notify_one();
@@ -120,17 +170,24 @@ impl SignStage {
                 None,
             )
             .await?;
-        let send_cfg = src
-            .call(
-                src.config.send_uln,
-                &ISendUln302::getUlnConfigCall {
-                    oapp: sender,
-                    remoteEid: p.dst_eid,
-                },
-                Some(p.block_number),
-            )
-            .await?;
-        let required = receive_cfg.confirmations.max(send_cfg.confirmations).max(1);
+        let send_cfg_call = ISendUln302::getUlnConfigCall {
+            oapp: sender,
+            remoteEid: p.dst_eid,
+        };
+        let send_cfg = src.call(src.config.send_uln, &send_cfg_call, None).await?;
+        // The config in force at the send block counts too while the endpoints still hold that
+        // state; once they have pruned it, today's is all there is (config changes are rare and
+        // the destination's requirement, read above, is what the verification must meet).
+        let send_cfg_then = src
+            .call(src.config.send_uln, &send_cfg_call, Some(p.block_number))
+            .await
+            .map(|c| c.confirmations)
+            .unwrap_or(0);
+        let required = receive_cfg
+            .confirmations
+            .max(send_cfg.confirmations)
+            .max(send_cfg_then)
+            .max(1);
         let head = match views.heads.get(&p.src_eid) {
             Some(h) => *h,
             None => {
@@ -160,20 +217,28 @@ impl SignStage {
         }
 
         // 2. canonical re-read
-        if let Some(reason) = self.canonical_problem(src, row).await? {
+        if let Some(reason) = canonical_problem(src, p).await? {
             return Ok(Outcome::Done(PacketState::Orphaned, reason));
         }
-        let sent = src
-            .call(
-                src.config.endpoint,
-                &IEndpointV2::outboundNonceCall {
-                    sender,
-                    dstEid: p.dst_eid,
-                    receiver: p.receiver,
-                },
-                Some(p.block_number),
-            )
-            .await?;
+        let path = p.path();
+        let sent = match views.outbound.get(&path) {
+            Some(n) if *n >= p.nonce => *n,
+            _ => {
+                let n = src
+                    .call(
+                        src.config.endpoint,
+                        &IEndpointV2::outboundNonceCall {
+                            sender,
+                            dstEid: p.dst_eid,
+                            receiver: p.receiver,
+                        },
+                        None,
+                    )
+                    .await?;
+                views.outbound.insert(path, n);
+                n
+            }
+        };
         if sent < p.nonce {
             metrics::counter!("dvn_forgery_refused_total", "chain" => src.name().to_string())
                 .increment(1);
@@ -210,10 +275,11 @@ impl SignStage {
         );
         let call_hash = unsigned.call_hash();
         let signature = self.ctx.signer.sign_digest(unsigned.digest()).await?;
-        self.ctx
+        let recorded = self
+            .ctx
             .store
             .record_own_signature(
-                p.guid,
+                row.expect(),
                 required,
                 expires,
                 call_hash,
@@ -221,6 +287,11 @@ impl SignStage {
                 &signature.as_bytes(),
             )
             .await?;
+        if !recorded {
+            // The watcher re-observed or replaced the packet while we checked it: this
+            // signature is over a stale snapshot and is dropped; the next step starts afresh.
+            return Ok(Outcome::Waiting("moved while being signed"));
+        }
         metrics::counter!("dvn_packets_signed_total", "chain" => dst.name().to_string())
             .increment(1);
         tracing::info!(guid = %p.guid, nonce = p.nonce, confirmations = required, expiration = expires, "signed");
@@ -230,45 +301,40 @@ impl SignStage {
             .await;
         Ok(Outcome::Signed)
     }
+}
 
-    /// `Some(reason)` when the packet's source transaction is no longer canonical as stored.
-    async fn canonical_problem(
-        &self,
-        src: &EvmChain,
-        row: &PacketRow,
-    ) -> anyhow::Result<Option<String>> {
-        let p = &row.packet;
-        let Some(receipt) = src.receipt(p.tx_hash).await? else {
-            return Ok(Some(
-                "source transaction no longer on the canonical chain".into(),
-            ));
-        };
-        if receipt.block_hash != Some(p.block_hash) {
-            return Ok(Some(
-                "source transaction moved to another block (reorg)".into(),
-            ));
-        }
-        let (canonical, _) = src.block(p.block_number).await?;
-        if canonical != p.block_hash {
-            return Ok(Some("source block is no longer canonical".into()));
-        }
-        let logs: Vec<_> = receipt
-            .inner
-            .logs()
-            .iter()
-            .map(|l| l.inner.clone())
-            .collect();
-        let still_there = packets_in_transaction(src.config.endpoint, &logs)
-            .into_iter()
-            .flatten()
-            .any(|sent| {
-                sent.packet.guid == p.guid
-                    && sent.packet.payload_hash() == p.payload_hash
-                    && sent.is_assigned_to(src.config.dvn)
-                    && sent.send_library == src.config.send_uln
-            });
-        Ok((!still_there).then(|| "the receipt no longer holds this packet for our DVN".into()))
+/// `Some(reason)` when the packet's source transaction is no longer canonical as stored.
+pub async fn canonical_problem(src: &EvmChain, p: &NewPacket) -> anyhow::Result<Option<String>> {
+    let Some(receipt) = src.receipt(p.tx_hash).await? else {
+        return Ok(Some(
+            "source transaction no longer on the canonical chain".into(),
+        ));
+    };
+    if receipt.block_hash != Some(p.block_hash) {
+        return Ok(Some(
+            "source transaction moved to another block (reorg)".into(),
+        ));
     }
+    let (canonical, _) = src.block(p.block_number).await?;
+    if canonical != p.block_hash {
+        return Ok(Some("source block is no longer canonical".into()));
+    }
+    let logs: Vec<_> = receipt
+        .inner
+        .logs()
+        .iter()
+        .map(|l| l.inner.clone())
+        .collect();
+    let still_there = packets_in_transaction(src.config.endpoint, &logs)
+        .into_iter()
+        .flatten()
+        .any(|sent| {
+            sent.packet.guid == p.guid
+                && sent.packet.payload_hash() == p.payload_hash
+                && sent.is_assigned_to(src.config.dvn)
+                && sent.send_library == src.config.send_uln
+        });
+    Ok((!still_there).then(|| "the receipt no longer holds this packet for our DVN".into()))
 }
 
 /// Whether the destination already has what this packet needs, and so no signature is due.

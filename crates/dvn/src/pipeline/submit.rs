@@ -28,9 +28,9 @@ use dvn_lz::contracts::{ExecuteParam, IDVN};
 use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
 
 use super::expiration::too_close;
-use super::sign::destination_done;
+use super::sign::{canonical_problem, destination_done};
 use super::{settle, Context, Progress, Stage};
-use crate::store::{now_ms, PacketRow, PacketState, SubmissionRow};
+use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
 
 /// Rotation slot: packets whose source blocks fall in the same slot share a designated
 /// submitter, so a burst goes out as one batch.
@@ -137,6 +137,18 @@ impl SubmitStage {
             .store
             .packets(PacketState::Signed, Some(self.eid), 2_000)
             .await?;
+        let halted: std::collections::HashSet<_> = self
+            .ctx
+            .store
+            .halted_paths()
+            .await?
+            .into_iter()
+            .map(|h| h.path)
+            .collect();
+        let signed: Vec<PacketRow> = signed
+            .into_iter()
+            .filter(|r| !halted.contains(&r.packet.path()))
+            .collect();
         self.last_pull
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
         self.ready_since
@@ -149,7 +161,7 @@ impl SubmitStage {
                 self.ctx
                     .store
                     .retry(
-                        row.packet.guid,
+                        row.expect(),
                         PacketState::Observed,
                         "signed row without its param",
                     )
@@ -160,7 +172,7 @@ impl SubmitStage {
                 self.ctx
                     .store
                     .retry(
-                        row.packet.guid,
+                        row.expect(),
                         PacketState::Observed,
                         "expiration too close: re-signing for the next window",
                     )
@@ -170,8 +182,8 @@ impl SubmitStage {
             let Ok(header) = PacketHeader::decode(&row.packet.header) else {
                 self.ctx
                     .store
-                    .set_state(
-                        row.packet.guid,
+                    .transition(
+                        row.expect(),
                         PacketState::Invalid,
                         Some("stored header invalid"),
                     )
@@ -191,7 +203,7 @@ impl SubmitStage {
                 self.ctx
                     .store
                     .retry(
-                        row.packet.guid,
+                        row.expect(),
                         PacketState::Observed,
                         "stored param hash does not match: re-signing",
                     )
@@ -260,7 +272,32 @@ impl SubmitStage {
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let mut batch = Vec::new();
+        // Source heads, read once per batch, for the re-check of not-yet-final packets.
+        let mut source_heads = std::collections::HashMap::new();
         for item in ready {
+            // Signed before a reorg, not yet submitted: while the source block could still be
+            // reorganised away, the source receipt is re-checked first. An orphan is never
+            // submitted (the watcher brings the packet back if it is re-included).
+            let p = &item.row.packet;
+            let src = ctx.chain(p.src_eid)?;
+            let src_head = match source_heads.get(&p.src_eid) {
+                Some(h) => *h,
+                None => {
+                    let h = src.head().await?;
+                    source_heads.insert(p.src_eid, h);
+                    h
+                }
+            };
+            if src_head.saturating_sub(p.block_number) < src.config.max_reorg_depth {
+                if let Some(why) = canonical_problem(src, p).await? {
+                    tracing::warn!(guid = %p.guid, "signed packet orphaned before submission: {why}");
+                    self.ctx
+                        .store
+                        .transition(item.row.expect(), PacketState::Orphaned, Some(&why))
+                        .await?;
+                    continue;
+                }
+            }
             let header = PacketHeader::decode(&item.row.packet.header)?;
             let required = item.row.confirmations.unwrap_or(1);
             if let Some((state, why)) = destination_done(
@@ -275,7 +312,7 @@ impl SubmitStage {
                 tracing::info!(guid = %item.row.packet.guid, "{why}");
                 self.ctx
                     .store
-                    .set_state(item.row.packet.guid, state, Some(&why))
+                    .transition(item.row.expect(), state, Some(&why))
                     .await?;
                 continue;
             }
@@ -316,16 +353,21 @@ impl SubmitStage {
             access_list: Default::default(),
             input,
         };
-        let guids: Vec<B256> = batch.iter().map(|r| r.row.packet.guid).collect();
+        let packets: Vec<Expect> = batch.iter().map(|r| r.row.expect()).collect();
         if !self.ctx.may_broadcast().await {
             tracing::info!("lost the submitter lease: not submitting");
             return Ok(());
         }
         let row = sign_transaction(&self.ctx, self.eid, tx).await?;
-        self.ctx.store.record_submission(&row, &guids).await?;
+        if !self.ctx.store.record_submission(&row, &packets).await? {
+            // A packet moved since aggregation (settled by another path, re-observed, halted):
+            // this transaction is dropped unsent and the next step batches afresh.
+            tracing::info!(tx = %row.tx_hash, "a packet changed while batching: transaction discarded unsent");
+            return Ok(());
+        }
         metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
             .increment(1);
-        tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = guids.len(), gas, "submitting DVN.execute");
+        tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = packets.len(), gas, "submitting DVN.execute");
         if !self.ctx.may_broadcast().await {
             // Persisted but not sent: the lease holder's own nonce wins; this row is settled
             // (as dropped, then retried) if this replica holds the lease again.

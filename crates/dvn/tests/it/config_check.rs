@@ -24,7 +24,8 @@ chains:
   - name: conflux-espace
     eid: 30212
     chain_id: 1030
-    rpc: [http://127.0.0.1:9545]
+    rpc: [http://127.0.0.1:9545, http://127.0.0.1:9546, http://127.0.0.1:9547]
+    rpc_quorum: 2
     endpoint: "0x1a44076050125825900e736c501f859c50fE728c"
     send_uln: "0xbB2Ea70C9E858123480642Cf96acbcCE1372dCe1"
     receive_uln: "0xc02Ab410f0734EFa3F14628780e6e695156024C2"

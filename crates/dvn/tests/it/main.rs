@@ -22,5 +22,6 @@ mod pg;
 mod pkcs11;
 mod quorum;
 mod rpc_quorum;
+mod source_truth;
 mod store;
 mod stuck_tx;

@@ -1,0 +1,281 @@
+//! Source-chain truth against real anvil chains and the real contracts: a send through another
+//! message library never stalls a path; a backlog older than the RPC's state window is still
+//! signed; reorgs — shallow with a new payload, re-inclusion, and deeper than the
+//! confirmations after verification — end as the node must end them.
+
+use std::time::Duration;
+
+use alloy::providers::Provider;
+use dvn_devnet::contracts::COUNTER_COMPOSED;
+use dvn_devnet::nodes::{DvnNode, NodeOptions};
+use dvn_devnet::wait::eventually;
+use dvn_devnet::{DevnetConfig, Direction};
+use dvn_lz::{SentPacket, VerificationState};
+
+use crate::common::{dvn_binary, Stand};
+use crate::e2e::TIMEOUT;
+
+/// Waits until `metric` (summed over its series) reaches `at_least` on `node`.
+async fn metric_reaches(node: &DvnNode, metric: &str, at_least: f64) -> bool {
+    eventually(TIMEOUT, Duration::from_millis(100), || async {
+        (node.metric_sum(metric).await? >= at_least).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Waits until every packet is at least Verifiable on the destination (no delivery).
+async fn all_verifiable(stand: &Stand, direction: Direction, packets: &[SentPacket]) -> bool {
+    eventually(TIMEOUT, Duration::from_millis(200), || async {
+        let (_, dst) = stand.devnet.sides(direction);
+        let _ = dst.chain.keep_up_with_wall_clock().await;
+        for p in packets {
+            match stand.devnet.verification_state(direction, p).await.ok()? {
+                VerificationState::Verifiable | VerificationState::Verified => {}
+                _ => return None,
+            }
+        }
+        Some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Issue 9 §2: a packet sent through a second send library registered on the source endpoint
+/// (no `DVNFeePaid`, so it cannot be paired) still takes the path's next nonce. Counted first,
+/// it is no gap: every later packet of ours is verified, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_through_another_library_never_stalls_the_path() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let before = stand
+        .devnet
+        .send_messages(Direction::AToB, 2)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &before, TIMEOUT).await;
+    let foreign = stand
+        .devnet
+        .send_through_other_library(Direction::AToB)
+        .await
+        .unwrap();
+    assert_eq!(foreign, 3, "the foreign send took nonce 3");
+    // Nobody verifies it (no DVN was assigned): its owner skips it on the destination.
+    stand
+        .devnet
+        .skip_on_destination(Direction::AToB, foreign)
+        .await
+        .unwrap();
+    let after = stand
+        .devnet
+        .send_messages(Direction::AToB, 3)
+        .await
+        .unwrap();
+    assert_eq!(after[0].packet.header.nonce, 4);
+    stand.deliver(Direction::AToB, &after, TIMEOUT).await;
+    let ours: Vec<SentPacket> = before.into_iter().chain(after).collect();
+    stand.assert_invariants(Direction::AToB, &ours).await;
+    assert_eq!(
+        stand.nodes.metric_sum("dvn_nonce_gaps_total").await,
+        0.0,
+        "the foreign send is no gap"
+    );
+}
+
+/// Issue 9 §3: all three nodes down while messages are sent, on chains that keep only the
+/// last 16 states (anvil `--prune-history`, like an ordinary non-archive RPC node). Reads at
+/// the old send blocks fail; the node decides from the latest state and signs the whole
+/// backlog, each packet exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_older_than_the_rpc_state_window_is_signed_after_an_outage() {
+    let devnet = DevnetConfig {
+        prune_history: Some(16),
+        ..DevnetConfig::default()
+    };
+    let mut stand = Stand::new(devnet, NodeOptions::default()).await;
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 60)
+        .await
+        .unwrap();
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    // The oldest send block is now far outside the state window: prove it.
+    let old = sent[0].packet.header;
+    let pruned = src
+        .chain
+        .provider
+        .get_storage_at(src.contracts.endpoint, alloy::primitives::U256::ZERO)
+        .block_id(alloy::eips::BlockId::number(
+            src.chain.head().await.unwrap() - 50,
+        ))
+        .await;
+    assert!(
+        pruned.is_err(),
+        "anvil still serves state 50 blocks back; the test would prove nothing (nonce {})",
+        old.nonce
+    );
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &sent).await;
+}
+
+/// Issue 9 §5 (a), F3: a reorg before the confirmations replaces a send with a different
+/// payload at the same nonce. Only the new one is verified; the old one never signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_before_confirmations_verifies_only_the_new_payload() {
+    let mut stand = Stand::new(
+        DevnetConfig {
+            confirmations_a_to_b: 5,
+            ..DevnetConfig::default()
+        },
+        NodeOptions::default(),
+    )
+    .await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    let fork = src.chain.snapshot().await.unwrap();
+    let old = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    // Every node has seen the old packet (depth 1 of 5: nothing signed).
+    for node in &stand.nodes.nodes {
+        assert!(metric_reaches(node, "dvn_packets_observed_total", 1.0).await);
+    }
+    src.chain.revert(fork).await.unwrap();
+    src.chain.mine(1).await.unwrap();
+    let new = stand
+        .devnet
+        .send_typed_messages(Direction::AToB, 1, COUNTER_COMPOSED)
+        .await
+        .unwrap();
+    assert_eq!(new[0].packet.header.nonce, old[0].packet.header.nonce);
+    assert_ne!(new[0].packet.payload_hash(), old[0].packet.payload_hash());
+    src.chain.mine(5).await.unwrap();
+    assert!(all_verifiable(&stand, Direction::AToB, &new).await);
+    stand.assert_invariants(Direction::AToB, &new).await;
+    let events = stand
+        .devnet
+        .payload_verified(Direction::AToB)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "one verification, of the new payload");
+    assert_eq!(events[0].proofHash, new[0].packet.payload_hash());
+}
+
+/// Issue 9 §5 (c): a reorg deeper than the confirmations *after* verification puts a
+/// different payload at the verified nonce. The path is halted — no later nonce on it is
+/// signed, while other paths go on — and only `dvn path resume` lets it continue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equivocation_after_verification_halts_the_path_until_an_operator_resumes_it() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    let fork = src.chain.snapshot().await.unwrap();
+    let verified = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    assert!(all_verifiable(&stand, Direction::AToB, &verified).await);
+
+    // The source chain reorganises under the verified packet: nonce 1 now carries another
+    // payload, and the chain grows past where the nodes had scanned.
+    src.chain.revert(fork).await.unwrap();
+    let replacement = stand
+        .devnet
+        .send_typed_messages(Direction::AToB, 1, COUNTER_COMPOSED)
+        .await
+        .unwrap();
+    src.chain.mine(20).await.unwrap();
+    for node in &stand.nodes.nodes {
+        assert!(
+            metric_reaches(node, "dvn_halted_paths", 1.0).await,
+            "{} halted the path",
+            node.region
+        );
+        assert!(metric_reaches(node, "dvn_equivocation_refused_total", 1.0).await);
+    }
+
+    // Later nonces on the halted path are seen but not signed; the other direction still is.
+    let held = stand
+        .devnet
+        .send_messages(Direction::AToB, 2)
+        .await
+        .unwrap();
+    for node in &stand.nodes.nodes {
+        assert!(metric_reaches(node, "dvn_packets_observed_total", 3.0).await);
+    }
+    let control = stand
+        .devnet
+        .send_messages(Direction::BToA, 1)
+        .await
+        .unwrap();
+    stand.deliver(Direction::BToA, &control, TIMEOUT).await;
+    stand.assert_invariants(Direction::BToA, &control).await;
+    let signed_before_resume = stand.nodes.metric_sum("dvn_packets_signed_total").await;
+    assert_eq!(
+        signed_before_resume, 6.0,
+        "each node signed nonce 1 before the reorg and the control packet, nothing on the halted path"
+    );
+    for p in held.iter().chain(&replacement) {
+        assert_eq!(
+            stand
+                .devnet
+                .verification_state(Direction::AToB, p)
+                .await
+                .unwrap(),
+            VerificationState::Verifying,
+            "nonce {} stays unverified while halted",
+            p.packet.header.nonce
+        );
+    }
+
+    // The operator investigates, then resumes the path on each node.
+    let (src, dst) = stand.devnet.sides(Direction::AToB);
+    for node in &stand.nodes.nodes {
+        let config = node.config_path.to_str().unwrap();
+        let list = std::process::Command::new(dvn_binary())
+            .args(["path", "list", "--json", "--config", config])
+            .output()
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        assert_eq!(listed["halted_paths"][0]["nonce"], 1, "{listed}");
+        let resume = std::process::Command::new(dvn_binary())
+            .args(["path", "resume", "--config", config])
+            .args(["--src", &src.eid.to_string(), "--dst", &dst.eid.to_string()])
+            .args(["--sender", &src.contracts.counter.to_string()])
+            .args(["--receiver", &dst.contracts.counter.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            resume.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resume.stderr)
+        );
+    }
+    assert!(all_verifiable(&stand, Direction::AToB, &held).await);
+    for node in &stand.nodes.nodes {
+        let cleared = eventually(TIMEOUT, Duration::from_millis(100), || async {
+            (node.metric_sum("dvn_halted_paths").await? == 0.0).then_some(())
+        })
+        .await;
+        assert!(
+            cleared.is_some(),
+            "{}: the halted-path gauge clears",
+            node.region
+        );
+    }
+    // The conflicting nonce itself is never signed again: exactly one verification at nonce
+    // 1 (the pre-reorg payload, the incident the guard reported) and one for each later nonce.
+    let events = stand
+        .devnet
+        .payload_verified(Direction::AToB)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3, "nonce 1 (before the reorg), 2 and 3");
+    assert!(events
+        .iter()
+        .all(|e| e.proofHash != replacement[0].packet.payload_hash()));
+}
