@@ -1,6 +1,6 @@
 //! A JSON-RPC forwarding proxy on 127.0.0.1 that a test can switch between forwarding,
-//! failing (HTTP 503) and stopped (port closed), or make drop logs, to play an RPC provider
-//! going bad.
+//! failing (HTTP 503) and stopped (port closed), or make its `eth_getLogs` answers go bad in
+//! the ways real providers do (see [`LogFaults`]).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,11 +19,27 @@ pub enum ProxyMode {
     Fail = 1,
 }
 
+/// What the proxy does to `eth_getLogs` answers (all off by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogFaults {
+    /// Silently leave out every `PacketSent` log of this block (a provider dropping a log).
+    pub drop_packet_sent_in_block: Option<u64>,
+    /// Return at most this many logs, with no error (silent truncation at a provider's cap).
+    pub truncate_to: Option<usize>,
+    /// Change every log's data (a lying or broken provider).
+    pub corrupt: bool,
+    /// Mark every log `removed: true` (a provider reporting a reorg).
+    pub mark_removed: bool,
+    /// Add a field some providers add (`blockTimestamp`): a harmless extra that must not
+    /// count as disagreement.
+    pub extras: bool,
+}
+
 #[derive(Clone)]
 struct Shared {
     upstream: String,
     mode: Arc<AtomicU8>,
-    drop_packet_sent_in_block: Arc<Mutex<Option<u64>>>,
+    faults: Arc<Mutex<LogFaults>>,
     client: alloy::transports::http::reqwest::Client,
 }
 
@@ -32,7 +48,7 @@ struct Shared {
 pub struct RpcProxy {
     pub url: String,
     mode: Arc<AtomicU8>,
-    drop_packet_sent_in_block: Arc<Mutex<Option<u64>>>,
+    faults: Arc<Mutex<LogFaults>>,
     task: JoinHandle<()>,
 }
 
@@ -42,11 +58,11 @@ impl RpcProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let mode = Arc::new(AtomicU8::new(ProxyMode::Forward as u8));
-        let drop_packet_sent_in_block = Arc::new(Mutex::new(None));
+        let faults = Arc::new(Mutex::new(LogFaults::default()));
         let shared = Shared {
             upstream: upstream.to_string(),
             mode: Arc::clone(&mode),
-            drop_packet_sent_in_block: Arc::clone(&drop_packet_sent_in_block),
+            faults: Arc::clone(&faults),
             client: Default::default(),
         };
         let app = Router::new().route("/", post(forward)).with_state(shared);
@@ -56,7 +72,7 @@ impl RpcProxy {
         Ok(Self {
             url,
             mode,
-            drop_packet_sent_in_block,
+            faults,
             task,
         })
     }
@@ -68,10 +84,12 @@ impl RpcProxy {
     /// From now on, `eth_getLogs` answers silently leave out every `PacketSent` log of
     /// `block` (a provider dropping a log); `None` heals it.
     pub fn drop_packet_sent_in_block(&self, block: Option<u64>) {
-        *self
-            .drop_packet_sent_in_block
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = block;
+        self.edit_faults(|f| f.drop_packet_sent_in_block = block);
+    }
+
+    /// Changes what the proxy does to `eth_getLogs` answers from now on.
+    pub fn edit_faults(&self, edit: impl FnOnce(&mut LogFaults)) {
+        edit(&mut self.faults.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Closes the port: new connections are refused. Keep-alive connections already open are
@@ -111,20 +129,16 @@ async fn forward(
         .body(body.clone())
         .send()
         .await;
-    let drop_block = *shared
-        .drop_packet_sent_in_block
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let faults = *shared.faults.lock().unwrap_or_else(|e| e.into_inner());
     match sent {
         Ok(response) => {
             let status =
                 StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let bytes = response.bytes().await.unwrap_or_default();
-            match drop_block {
-                Some(block) if is_get_logs(&body) => {
-                    (status, without_packet_sent(&bytes, block).unwrap_or(bytes))
-                }
-                _ => (status, bytes),
+            if faults != LogFaults::default() && is_get_logs(&body) {
+                (status, with_faults(&bytes, faults).unwrap_or(bytes))
+            } else {
+                (status, bytes)
             }
         }
         Err(_) => (StatusCode::BAD_GATEWAY, Bytes::new()),
@@ -135,14 +149,38 @@ fn is_get_logs(request: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(request).is_ok_and(|v| v["method"] == "eth_getLogs")
 }
 
-/// The `eth_getLogs` answer without the `PacketSent` logs of `block`.
-fn without_packet_sent(response: &[u8], block: u64) -> Option<Bytes> {
+/// The `eth_getLogs` answer as a faulty provider would give it.
+fn with_faults(response: &[u8], faults: LogFaults) -> Option<Bytes> {
     use alloy::sol_types::SolEvent;
     let topic = dvn_lz::contracts::IEndpointV2::PacketSent::SIGNATURE_HASH.to_string();
-    let block = format!("{block:#x}");
     let mut value: serde_json::Value = serde_json::from_slice(response).ok()?;
-    value["result"].as_array_mut()?.retain(|log| {
-        !(log["topics"][0] == topic.as_str() && log["blockNumber"] == block.as_str())
-    });
+    let logs = value["result"].as_array_mut()?;
+    if let Some(block) = faults.drop_packet_sent_in_block {
+        let block = format!("{block:#x}");
+        logs.retain(|log| {
+            !(log["topics"][0] == topic.as_str() && log["blockNumber"] == block.as_str())
+        });
+    }
+    if let Some(cap) = faults.truncate_to {
+        logs.truncate(cap);
+    }
+    for log in logs.iter_mut() {
+        if faults.corrupt {
+            // The last hex digit of the data flipped: same shape, different content.
+            if let Some(data) = log["data"].as_str() {
+                let mut data = data.to_string();
+                let last = if data.ends_with('0') { "1" } else { "0" };
+                data.pop();
+                data.push_str(last);
+                log["data"] = serde_json::Value::String(data);
+            }
+        }
+        if faults.mark_removed {
+            log["removed"] = serde_json::Value::Bool(true);
+        }
+        if faults.extras {
+            log["blockTimestamp"] = serde_json::Value::String("0x1".into());
+        }
+    }
     serde_json::to_vec(&value).ok().map(Bytes::from)
 }

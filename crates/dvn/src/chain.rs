@@ -107,7 +107,7 @@ impl EvmChain {
             async move {
                 let answer = match tokio::time::timeout(self.timeout, call).await {
                     Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(format!("rpc[{index}]: {}", redact(&e.to_string()))),
+                    Ok(Err(e)) => Err(format!("rpc[{index}]: {}", brief(&redact(&e.to_string())))),
                     Err(_) => Err(format!("rpc[{index}]: timed out after {:?}", self.timeout)),
                 };
                 let outcome = if answer.is_ok() { "ok" } else { "error" };
@@ -495,6 +495,16 @@ impl PartialEq for ReceiptKey {
     }
 }
 
+/// At most a few hundred characters of an endpoint's error: a deserialization error quotes the
+/// whole response, which would flood the log.
+fn brief(message: &str) -> String {
+    const MAX: usize = 300;
+    match message.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &message[..cut], message.len()),
+        None => message.to_string(),
+    }
+}
+
 /// Removes anything URL-like from an error message (endpoints may embed API keys).
 pub fn redact(message: &str) -> String {
     message
@@ -507,6 +517,14 @@ pub fn redact(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_errors_are_cut() {
+        let long = "x".repeat(5_000);
+        let out = brief(&long);
+        assert!(out.len() < 400 && out.ends_with("(5000 bytes)"), "{out}");
+        assert_eq!(brief("short"), "short");
+    }
 
     #[test]
     fn urls_never_reach_error_text() {

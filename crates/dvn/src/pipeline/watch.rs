@@ -198,26 +198,33 @@ impl Watcher {
             .max(chain.config.start_block);
         let checkpoints = self.ctx.store.checkpoints(self.eid, number, 4_096).await?;
         let legacy = checkpoints.is_empty();
+        // Checkpoints are where scan steps ended: dense while caught up, sparse after a long
+        // catch-up. The reorg is *proven* deeper than allowed only when a checkpoint below the
+        // floor has changed too; a canonical checkpoint below the floor with none changed
+        // there is a safe (if early) place to resume.
         let mut ancestor = None;
+        let mut deepest_changed = None;
         for (at, hash) in checkpoints {
-            if at < floor {
-                break;
-            }
             if chain.block_opt(at).await?.map(|(h, _)| h) == Some(hash) {
                 ancestor = Some((at, hash));
                 break;
             }
+            deepest_changed = Some(at);
+            if at < floor {
+                break;
+            }
         }
+        let too_deep = deepest_changed.is_some_and(|at| at < floor);
         let ancestor = match ancestor {
-            Some(found) => found,
+            Some(found) if !too_deep => found,
             // Back to where scanning began: nothing before it was ever read.
-            None if floor == chain.config.start_block => {
+            None if !too_deep && floor == chain.config.start_block => {
                 let at = chain.config.start_block.saturating_sub(1);
                 (at, chain.block(at).await?.0)
             }
             // A store from before checkpoints were kept: rewind the full allowed depth.
             None if legacy => (floor, chain.block(floor).await?.0),
-            None => {
+            _ => {
                 metrics::gauge!("dvn_reorg_too_deep", "chain" => name.clone()).set(1.0);
                 anyhow::bail!(
                     "{name}: reorg deeper than max_reorg_depth ({}) below block {number}: scanning halted; \

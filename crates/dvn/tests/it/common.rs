@@ -132,3 +132,31 @@ impl Stand {
         node.set_env("HSM_PIN", PIN);
     }
 }
+
+/// Sum of `name`'s series whose labels include every `key="value"` in `labels`.
+pub async fn labelled_metric(
+    node: &dvn_devnet::nodes::DvnNode,
+    name: &str,
+    labels: &[&str],
+) -> f64 {
+    let text = node.metrics().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Runs the `dvn` binary with `args`; panics with its stderr when it fails.
+pub fn dvn_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(dvn_binary())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dvn {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

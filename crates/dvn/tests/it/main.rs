@@ -21,6 +21,7 @@ mod ops_tools;
 mod pg;
 mod pkcs11;
 mod quorum;
+mod rpc_faults;
 mod rpc_quorum;
 mod source_truth;
 mod store;

@@ -12,7 +12,7 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use dvn_lz::{SentPacket, VerificationState};
 
-use crate::common::{dvn_binary, Stand};
+use crate::common::{dvn_cli, labelled_metric, Stand};
 use crate::e2e::TIMEOUT;
 
 /// Waits until `metric` (summed over its series) reaches `at_least` on `node`.
@@ -236,24 +236,28 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
     let (src, dst) = stand.devnet.sides(Direction::AToB);
     for node in &stand.nodes.nodes {
         let config = node.config_path.to_str().unwrap();
-        let list = std::process::Command::new(dvn_binary())
-            .args(["path", "list", "--json", "--config", config])
-            .output()
-            .unwrap();
-        let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        let list = dvn_cli(&["path", "list", "--json", "--config", config]);
+        let listed: serde_json::Value = serde_json::from_str(&list).unwrap();
         assert_eq!(listed["halted_paths"][0]["nonce"], 1, "{listed}");
-        let resume = std::process::Command::new(dvn_binary())
-            .args(["path", "resume", "--config", config])
-            .args(["--src", &src.eid.to_string(), "--dst", &dst.eid.to_string()])
-            .args(["--sender", &src.contracts.counter.to_string()])
-            .args(["--receiver", &dst.contracts.counter.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            resume.status.success(),
-            "{}",
-            String::from_utf8_lossy(&resume.stderr)
+        let (src_eid, dst_eid) = (src.eid.to_string(), dst.eid.to_string());
+        let (sender, receiver) = (
+            src.contracts.counter.to_string(),
+            dst.contracts.counter.to_string(),
         );
+        dvn_cli(&[
+            "path",
+            "resume",
+            "--config",
+            config,
+            "--src",
+            &src_eid,
+            "--dst",
+            &dst_eid,
+            "--sender",
+            &sender,
+            "--receiver",
+            &receiver,
+        ]);
     }
     assert!(all_verifiable(&stand, Direction::AToB, &held).await);
     for node in &stand.nodes.nodes {
@@ -278,4 +282,185 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
     assert!(events
         .iter()
         .all(|e| e.proofHash != replacement[0].packet.payload_hash()));
+}
+
+/// F1: a reorg before the confirmations re-includes the same send in another block. The
+/// packet is confirmed from its new block and verified exactly once (the watcher's
+/// re-observation and the sign stage's orphan check race on one row; one of them wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_reincluded_by_a_reorg_is_verified_once() {
+    let mut stand = Stand::new(
+        DevnetConfig {
+            confirmations_a_to_b: 4,
+            ..DevnetConfig::default()
+        },
+        NodeOptions::default(),
+    )
+    .await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    let fork = src.chain.snapshot().await.unwrap();
+    let first = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    for node in &stand.nodes.nodes {
+        assert!(metric_reaches(node, "dvn_packets_observed_total", 1.0).await);
+    }
+    src.chain.revert(fork).await.unwrap();
+    src.chain.mine(2).await.unwrap();
+    let again = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    assert_eq!(again[0].packet.guid, first[0].packet.guid);
+    assert_eq!(
+        again[0].packet.payload_hash(),
+        first[0].packet.payload_hash()
+    );
+    src.chain.mine(4).await.unwrap();
+    stand.deliver(Direction::AToB, &again, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &again).await;
+}
+
+/// Issue 9 §5 (b): signed by two regions, then the source reorganises the send away before
+/// anyone submitted it (the designated submitter is down; the others wait for the
+/// destination to move before taking over). The region that takes over re-checks the source
+/// receipt first: the orphan is never submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_reorganised_away_after_signing_is_never_submitted() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    let fork = src.chain.snapshot().await.unwrap();
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    let timestamp = src.chain.timestamp().await.unwrap();
+    let mut regions = dvn_devnet::nodes::REGIONS.to_vec();
+    regions.sort_unstable();
+    let designated = regions[dvn::pipeline::submit::designated(timestamp, 3)];
+    let others: Vec<usize> = (0..3)
+        .filter(|&i| stand.nodes.nodes[i].region != designated)
+        .collect();
+    stand.nodes.start(&others).await.unwrap();
+    for &i in &others {
+        assert!(metric_reaches(&stand.nodes.nodes[i], "dvn_packets_signed_total", 1.0).await);
+    }
+    // The send is reorganised away; the source chain moves on.
+    src.chain.revert(fork).await.unwrap();
+    src.chain.mine(5).await.unwrap();
+    // The destination moves, so a region other than the designated one may take over.
+    let guid = sent[0].packet.guid.to_string();
+    let orphaned = eventually(TIMEOUT, Duration::from_millis(250), || async {
+        let (_, dst) = stand.devnet.sides(Direction::AToB);
+        let _ = dst.chain.mine(1).await;
+        for &i in &others {
+            let config = stand.nodes.nodes[i].config_path.to_str()?;
+            let why = dvn_cli(&["why", &guid, "--json", "--config", config]);
+            let why: serde_json::Value = serde_json::from_str(&why).ok()?;
+            if why["state"] == "orphaned" {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+    assert!(
+        orphaned.is_some(),
+        "a region re-checked the source and orphaned the packet"
+    );
+    assert_eq!(stand.nodes.metric_sum("dvn_submissions_total").await, 0.0);
+    assert!(stand
+        .devnet
+        .payload_verified(Direction::AToB)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Issue 9 §5 (d): a reorg deeper than `max_reorg_depth` (64) is an incident: the chain's
+/// scan halts and pages (`dvn_reorg_too_deep`), nothing new on it is signed, and only an
+/// operator's `dvn rescan` resumes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_the_limit_halts_the_scan_until_a_rescan() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    let fork = src.chain.snapshot().await.unwrap();
+    let fork_block = src.chain.head().await.unwrap();
+    let before = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    assert!(all_verifiable(&stand, Direction::AToB, &before).await);
+    // Scanned well past the send, a step at a time.
+    for _ in 0..10 {
+        src.chain.mine(10).await.unwrap();
+        let head = src.chain.head().await.unwrap();
+        for node in &stand.nodes.nodes {
+            let at = eventually(TIMEOUT, Duration::from_millis(50), || async {
+                let c = labelled_metric(node, "dvn_chain_cursor", &["chain=\"ethereum\""]).await;
+                (c >= head as f64).then_some(())
+            })
+            .await;
+            assert!(at.is_some());
+        }
+    }
+    // 100 blocks replaced by another 120.
+    src.chain.revert(fork).await.unwrap();
+    src.chain.mine(120).await.unwrap();
+    for node in &stand.nodes.nodes {
+        assert!(
+            metric_reaches(node, "dvn_reorg_too_deep", 1.0).await,
+            "{} halted its scan",
+            node.region
+        );
+    }
+    // Sent while halted: nonce 1 again (same payload: already verified) and a new nonce 2.
+    let after = stand
+        .devnet
+        .send_messages(Direction::AToB, 2)
+        .await
+        .unwrap();
+    let control = stand
+        .devnet
+        .send_messages(Direction::BToA, 1)
+        .await
+        .unwrap();
+    stand.deliver(Direction::BToA, &control, TIMEOUT).await;
+    assert_eq!(
+        stand
+            .devnet
+            .verification_state(Direction::AToB, &after[1])
+            .await
+            .unwrap(),
+        VerificationState::Verifying,
+        "nothing on the halted chain is signed"
+    );
+    // The operator investigates and rescans from the fork point on every node.
+    let from = (fork_block + 1).to_string();
+    for node in &stand.nodes.nodes {
+        let config = node.config_path.to_str().unwrap();
+        dvn_cli(&[
+            "rescan", "--chain", "ethereum", "--from", &from, "--config", config,
+        ]);
+    }
+    assert!(all_verifiable(&stand, Direction::AToB, &after).await);
+    stand.assert_invariants(Direction::AToB, &after).await;
+    for node in &stand.nodes.nodes {
+        let cleared = eventually(TIMEOUT, Duration::from_millis(100), || async {
+            (node.metric_sum("dvn_reorg_too_deep").await? == 0.0).then_some(())
+        })
+        .await;
+        assert!(
+            cleared.is_some(),
+            "{}: the halt clears after the rescan",
+            node.region
+        );
+    }
 }

@@ -1,0 +1,210 @@
+//! Providers that drop, truncate, flag or falsify logs: the node recovers what was dropped,
+//! never trusts an answer at the provider's cap, never acts on a removed log, and sees (counts
+//! and logs) an endpoint that lies, not only outvotes it.
+
+use std::time::Duration;
+
+use dvn_devnet::nodes::NodeOptions;
+use dvn_devnet::proxy::RpcProxy;
+use dvn_devnet::wait::eventually;
+use dvn_devnet::{Devnet, DevnetConfig, Direction};
+
+use crate::common::{labelled_metric, Stand};
+use crate::e2e::TIMEOUT;
+
+/// One proxy in front of chain A for every node (devnet-only single endpoint).
+async fn stand_behind_one_proxy() -> (Stand, RpcProxy) {
+    let devnet = Devnet::start(DevnetConfig::default()).await.unwrap();
+    let proxy = RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap();
+    let options = NodeOptions {
+        rpc_a: vec![proxy.url.clone()],
+        ..NodeOptions::default()
+    };
+    (Stand::with_devnet(devnet, options), proxy)
+}
+
+/// Issue 9 §4: the provider drops the *last* `PacketSent` of a scan, and the nodes' cursors
+/// move past its block. The gap only shows at the next packet; the watcher scans back from the
+/// block of the path's last known nonce and finds it — no restart, nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_last_log_is_found_again_without_a_restart() {
+    let (mut stand, proxy) = stand_behind_one_proxy().await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let first = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &first, TIMEOUT).await;
+
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    let hidden_block = src.chain.head().await.unwrap() + 1;
+    proxy.drop_packet_sent_in_block(Some(hidden_block));
+    let hidden = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    src.chain.mine(2).await.unwrap();
+    // Every node scans past the block without seeing the packet.
+    for node in &stand.nodes.nodes {
+        let passed = eventually(TIMEOUT, Duration::from_millis(100), || async {
+            let cursor = labelled_metric(node, "dvn_chain_cursor", &["chain=\"ethereum\""]).await;
+            (cursor >= (hidden_block + 2) as f64).then_some(())
+        })
+        .await;
+        assert!(
+            passed.is_some(),
+            "{} scanned past block {hidden_block}",
+            node.region
+        );
+    }
+    // The provider heals; the next packet reveals the gap, which is recovered.
+    proxy.drop_packet_sent_in_block(None);
+    let later = stand
+        .devnet
+        .send_messages(Direction::AToB, 2)
+        .await
+        .unwrap();
+    let all: Vec<_> = first.into_iter().chain(hidden).chain(later).collect();
+    stand.deliver(Direction::AToB, &all, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &all).await;
+    for node in &stand.nodes.nodes {
+        assert_eq!(
+            node.metric_sum("dvn_nonce_gaps_total").await.unwrap(),
+            1.0,
+            "{}: one gap, counted once",
+            node.region
+        );
+        let closed = eventually(TIMEOUT, Duration::from_millis(100), || async {
+            (node.metric_sum("dvn_nonce_gap_seconds").await? == 0.0).then_some(())
+        })
+        .await;
+        assert!(closed.is_some(), "{}: the gap gauge clears", node.region);
+    }
+}
+
+/// R8: a provider that silently truncates `eth_getLogs` at its cap. An answer of exactly the
+/// cap is never trusted: the range is split until answers come in under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_at_the_providers_cap_is_split_never_trusted() {
+    let (mut stand, proxy) = stand_behind_one_proxy().await;
+    proxy.edit_faults(|f| f.truncate_to = Some(5));
+    for node in &stand.nodes.nodes {
+        node.edit_config(|c| c["chains"][0]["max_logs_per_request"] = serde_json::json!(5))
+            .unwrap();
+    }
+    // Sent while the nodes are down: their first scan sees all 12 sends (24 logs) at once.
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 12)
+        .await
+        .unwrap();
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &sent).await;
+    assert_eq!(stand.nodes.metric_sum("dvn_nonce_gaps_total").await, 0.0);
+}
+
+/// R11 / issue 9 §5 (e): logs flagged `removed: true` are never acted on and the cursor does
+/// not pass them; once the provider answers normally, everything is verified once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_marked_removed_are_never_acted_on() {
+    let (mut stand, proxy) = stand_behind_one_proxy().await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    proxy.edit_faults(|f| f.mark_removed = true);
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 2)
+        .await
+        .unwrap();
+    for node in &stand.nodes.nodes {
+        let refused = eventually(TIMEOUT, Duration::from_millis(100), || async {
+            let n =
+                labelled_metric(node, "dvn_reorgs_detected_total", &["chain=\"ethereum\""]).await;
+            (n >= 2.0).then_some(())
+        })
+        .await;
+        assert!(
+            refused.is_some(),
+            "{} refused the removed logs",
+            node.region
+        );
+    }
+    assert_eq!(
+        stand.nodes.metric_sum("dvn_packets_observed_total").await,
+        0.0
+    );
+    assert_eq!(
+        stand.nodes.metric_sum("dvn_packets_signed_total").await,
+        0.0
+    );
+    proxy.edit_faults(|f| f.mark_removed = false);
+    stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &sent).await;
+}
+
+/// Issue 9 §6: of three endpoints (agreement 2), one returns falsified logs and one adds
+/// harmless extras. Everything is verified from the two that agree; the liar is counted per
+/// endpoint and method, the one with extras is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_minority_endpoint_is_counted_not_only_outvoted() {
+    let devnet = Devnet::start(DevnetConfig::default()).await.unwrap();
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap());
+    }
+    proxies[1].edit_faults(|f| f.extras = true);
+    proxies[2].edit_faults(|f| f.corrupt = true);
+    let options = NodeOptions {
+        rpc_a: proxies.iter().map(|p| p.url.clone()).collect(),
+        rpc_b: vec![devnet.b.chain.rpc_url().to_string()],
+        ..NodeOptions::default()
+    };
+    let mut stand = Stand::with_devnet(devnet, options);
+    for node in &stand.nodes.nodes {
+        node.edit_config(|c| c["chains"][0]["rpc_quorum"] = serde_json::json!(2))
+            .unwrap();
+    }
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 3)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &sent).await;
+    for node in &stand.nodes.nodes {
+        let liar = [
+            "chain=\"ethereum\"",
+            "endpoint=\"2\"",
+            "method=\"eth_getLogs\"",
+        ];
+        assert!(
+            labelled_metric(node, "dvn_rpc_disagreements_total", &liar).await >= 1.0,
+            "{}: the lying endpoint is counted",
+            node.region
+        );
+        for honest in ["endpoint=\"0\"", "endpoint=\"1\""] {
+            assert_eq!(
+                labelled_metric(
+                    node,
+                    "dvn_rpc_disagreements_total",
+                    &["chain=\"ethereum\"", honest, "method=\"eth_getLogs\""]
+                )
+                .await,
+                0.0,
+                "{}: {honest} agrees (extras are not disagreement)",
+                node.region
+            );
+        }
+    }
+    let log = std::fs::read_to_string(&stand.nodes.nodes[0].log_path).unwrap();
+    assert!(
+        log.contains("answered differently"),
+        "the disagreement is logged"
+    );
+    for proxy in &proxies {
+        assert!(!log.contains(&proxy.url), "endpoints appear by index only");
+    }
+}
