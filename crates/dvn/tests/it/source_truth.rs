@@ -464,3 +464,78 @@ async fn a_reorg_deeper_than_the_limit_halts_the_scan_until_a_rescan() {
         );
     }
 }
+
+/// Issue 9 §8: an `invalid` packet drops out of the pipeline and shows in the gauge;
+/// `dvn retry <guid>` (on a running node) re-queues it and it is verified, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dvn_retry_requeues_an_invalid_packet_on_running_nodes() {
+    let mut stand = Stand::new(
+        DevnetConfig {
+            confirmations_a_to_b: 3,
+            ..DevnetConfig::default()
+        },
+        NodeOptions::default(),
+    )
+    .await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    for node in &stand.nodes.nodes {
+        assert!(metric_reaches(node, "dvn_packets_observed_total", 1.0).await);
+    }
+    // Stopped, and (as after ten failed attempts) the packet is given up as invalid.
+    let guid = sent[0].packet.guid;
+    for node in &mut stand.nodes.nodes {
+        node.kill();
+        let config: serde_json::Value =
+            serde_norway::from_str(&std::fs::read_to_string(&node.config_path).unwrap()).unwrap();
+        let store = dvn::store::Store::connect(config["store"]["url"].as_str().unwrap())
+            .await
+            .unwrap();
+        let row = store.packet(guid).await.unwrap().unwrap();
+        assert!(store
+            .transition(
+                row.expect(),
+                dvn::store::PacketState::Invalid,
+                Some("gave up")
+            )
+            .await
+            .unwrap());
+    }
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    src.chain.mine(3).await.unwrap();
+    for node in &stand.nodes.nodes {
+        let shown = eventually(TIMEOUT, Duration::from_millis(100), || async {
+            let n = labelled_metric(node, "dvn_packets", &["state=\"invalid\""]).await;
+            (n == 1.0).then_some(())
+        })
+        .await;
+        assert!(shown.is_some(), "{}: the invalid packet shows", node.region);
+    }
+    assert_eq!(
+        stand
+            .devnet
+            .verification_state(Direction::AToB, &sent[0])
+            .await
+            .unwrap(),
+        VerificationState::Verifying
+    );
+    let guid = guid.to_string();
+    for node in &stand.nodes.nodes {
+        let config = node.config_path.to_str().unwrap();
+        dvn_cli(&["retry", &guid, "--config", config]);
+        // Only invalid packets are retried: a second call is refused.
+        let again = std::process::Command::new(crate::common::dvn_binary())
+            .args(["retry", &guid, "--config", config])
+            .output()
+            .unwrap();
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("not invalid"));
+    }
+    stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &sent).await;
+}
