@@ -44,6 +44,7 @@ sol! {
         event PacketDelivered(Origin origin, address receiver);
 
         function eid() external view returns (uint32);
+        function isRegisteredLibrary(address lib) external view returns (bool);
         function outboundNonce(address sender, uint32 dstEid, bytes32 receiver) external view returns (uint64);
         function inboundNonce(address receiver, uint32 srcEid, bytes32 sender) external view returns (uint64);
         function lazyInboundNonce(address receiver, uint32 srcEid, bytes32 sender) external view returns (uint64);

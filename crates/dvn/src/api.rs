@@ -78,3 +78,32 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::V
 async fn render_metrics(State(state): State<ApiState>) -> String {
     state.metrics.render()
 }
+
+/// While the node checks its chains at start (RPC endpoints may be unreachable for a while):
+/// `/health` answers 200 (the process is alive), `/ready` 503 with the reason, `/metrics` as
+/// usual; there is no peer API yet.
+pub fn boot_router(
+    node: String,
+    reason: Arc<std::sync::Mutex<String>>,
+    metrics: PrometheusHandle,
+) -> Router {
+    let health_node = node.clone();
+    Router::new()
+        .route(
+            "/health",
+            get(move || async move { Json(json!({ "status": "starting", "node": health_node })) }),
+        )
+        .route(
+            "/ready",
+            get(move || async move {
+                let reason = reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(
+                        json!({ "ready": false, "node": node, "starting": true, "reason": reason }),
+                    ),
+                )
+            }),
+        )
+        .route("/metrics", get(move || async move { metrics.render() }))
+}

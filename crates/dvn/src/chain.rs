@@ -58,6 +58,7 @@ pub const AGREED_METHODS: &[&str] = &[
     "eth_getLogs",
     "eth_getTransactionReceipt",
     "eth_call",
+    "eth_getCode",
 ];
 
 /// Outcome of one endpoint's answer, for the agreement count.
@@ -319,6 +320,15 @@ impl EvmChain {
             ));
         }
         Ok(logs)
+    }
+
+    /// The code at `address` (latest), agreed: empty for an account without a contract.
+    pub async fn code(&self, address: Address) -> Result<Bytes, ChainError> {
+        self.agree(
+            "eth_getCode",
+            |p| async move { p.get_code_at(address).await },
+        )
+        .await
     }
 
     /// A transaction receipt, agreed (`None` when the agreed answer is "no such receipt").

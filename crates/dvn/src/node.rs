@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use anyhow::Context as _;
-use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
+use dvn_lz::contracts::{IEndpointV2, ADMIN_ROLE, IDVN};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -56,12 +56,114 @@ pub enum StartupError {
         quorum: u64,
         signers: usize,
     },
+    #[error("chain {chain}: the endpoint {endpoint} reports eid {actual}, but the config says {expected}")]
+    WrongEid {
+        chain: String,
+        endpoint: Address,
+        expected: u32,
+        actual: u32,
+    },
+    #[error(
+        "chain {chain}: {what} {library} is not a library registered on the endpoint {endpoint}"
+    )]
+    LibraryNotRegistered {
+        chain: String,
+        what: &'static str,
+        library: Address,
+        endpoint: Address,
+    },
+    #[error("chain {chain}: {what} {address} has no contract code")]
+    NoCode {
+        chain: String,
+        what: &'static str,
+        address: Address,
+    },
+    #[error(
+        "chain {chain}: the RPC endpoints cannot answer for block {block} (start_block - 1), where the \
+         nonce-continuity base is read: move start_block into their state window (a few hundred \
+         blocks behind the head on ordinary nodes) or use archive endpoints ({detail})"
+    )]
+    StateWindow {
+        chain: String,
+        block: u64,
+        detail: String,
+    },
     #[error("chain {chain}: peer {peer}'s signer {signer} is not in the DVN's signer set")]
     PeerNotASigner {
         chain: String,
         peer: String,
         signer: Address,
     },
+}
+
+/// What the config points at on one chain: every contract has code, the endpoint is the
+/// configured eid's, both ULNs are libraries registered on it, and the state the watcher reads
+/// at `start_block − 1` is still served.
+async fn check_contracts(chain: &EvmChain) -> anyhow::Result<()> {
+    let name = chain.name().to_string();
+    let c = &chain.config;
+    for (what, address) in [
+        ("endpoint", c.endpoint),
+        ("send_uln", c.send_uln),
+        ("receive_uln", c.receive_uln),
+        ("dvn", c.dvn),
+    ] {
+        if chain.code(address).await?.is_empty() {
+            return Err(StartupError::NoCode {
+                chain: name,
+                what,
+                address,
+            }
+            .into());
+        }
+    }
+    let eid = chain
+        .call(c.endpoint, &IEndpointV2::eidCall {}, None)
+        .await?;
+    if eid != c.eid {
+        return Err(StartupError::WrongEid {
+            chain: name,
+            endpoint: c.endpoint,
+            expected: c.eid,
+            actual: eid,
+        }
+        .into());
+    }
+    for (what, library) in [("send_uln", c.send_uln), ("receive_uln", c.receive_uln)] {
+        let registered = chain
+            .call(
+                c.endpoint,
+                &IEndpointV2::isRegisteredLibraryCall { lib: library },
+                None,
+            )
+            .await?;
+        if !registered {
+            return Err(StartupError::LibraryNotRegistered {
+                chain: name,
+                what,
+                library,
+                endpoint: c.endpoint,
+            }
+            .into());
+        }
+    }
+    if c.start_block > 0 {
+        let block = c.start_block - 1;
+        let probe = IEndpointV2::outboundNonceCall {
+            sender: Address::ZERO,
+            dstEid: c.eid,
+            receiver: alloy::primitives::B256::ZERO,
+        };
+        if let Err(e) = chain.call(c.endpoint, &probe, Some(block)).await {
+            return Err(StartupError::StateWindow {
+                chain: name,
+                block,
+                detail: e.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Reads our DVN on every chain and checks the configuration against it.
@@ -83,6 +185,7 @@ pub async fn self_check(
             }
             .into());
         }
+        check_contracts(chain).await?;
         let dvn = chain.config.dvn;
         let signers = chain.call(dvn, &IDVN::getSignersCall {}, None).await?;
         let quorum = chain.call(dvn, &IDVN::quorumCall {}, None).await?;
@@ -191,7 +294,50 @@ pub async fn run(
         .iter()
         .map(|c| Ok((c.eid, EvmChain::new(c)?)))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    let dvns = self_check(&config, &chains, signer.address(), submitter.address()).await?;
+    let dvns = {
+        // Serve /health, /ready and /metrics while checking the chains: with the RPC endpoints
+        // unreachable the node stays up, not ready, and retries — an exit would loop under a
+        // container or systemd restart policy. A definite mismatch (wrong chain, not a
+        // signer, …) still refuses to start.
+        let reason = Arc::new(std::sync::Mutex::new("checking the chains".to_string()));
+        let listener = tokio::net::TcpListener::bind(config.node.listen).await?;
+        let boot_cancel = CancellationToken::new();
+        let app = crate::api::boot_router(
+            config.node.name.clone(),
+            Arc::clone(&reason),
+            metrics.clone(),
+        );
+        let stop = boot_cancel.clone();
+        let boot = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        let mut backoff = Duration::from_secs(1);
+        let checked = loop {
+            match self_check(&config, &chains, signer.address(), submitter.address()).await {
+                Ok(dvns) => break Ok(dvns),
+                Err(e) if e.downcast_ref::<crate::chain::ChainError>().is_some() => {
+                    let text = format!("start-up check cannot read the chains yet: {e:#}");
+                    tracing::warn!(retry_in = ?backoff, "{text}");
+                    *reason.lock().unwrap_or_else(|e| e.into_inner()) = text;
+                    tokio::select! {
+                        _ = cancel.cancelled() => break Err(None),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => break Err(Some(e)),
+            }
+        };
+        boot_cancel.cancel();
+        let _ = boot.await;
+        match checked {
+            Ok(dvns) => dvns,
+            Err(None) => return Ok(()),
+            Err(Some(e)) => return Err(e),
+        }
+    };
     let peers = PeerClient::new(&config.peers)?;
     let lease = match &config.redis {
         Some(redis) => Some(

@@ -160,3 +160,14 @@ pub fn dvn_cli(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Starts `node`, expects it to exit non-zero by itself, and returns its log.
+pub async fn refusal_log(node: &mut dvn_devnet::nodes::DvnNode) -> String {
+    node.start().unwrap();
+    let status = node
+        .wait_exit(Duration::from_secs(60))
+        .await
+        .expect("the node exits by itself");
+    assert!(!status.success());
+    std::fs::read_to_string(&node.log_path).unwrap()
+}

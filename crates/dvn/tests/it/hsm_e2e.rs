@@ -1,25 +1,13 @@
 //! End to end with a region signing through PKCS#11 (SoftHSM2): its signatures verify packets
 //! on chain; and a node whose HSM key is not an on-chain signer refuses to start.
 
-use std::time::Duration;
 
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::{Devnet, DevnetConfig};
 
-use crate::common::Stand;
+use crate::common::{refusal_log, Stand};
 use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
-
-/// Starts `node`, expects it to exit non-zero by itself, and returns its log.
-async fn refusal_log(node: &mut dvn_devnet::nodes::DvnNode) -> String {
-    node.start().unwrap();
-    let status = node
-        .wait_exit(Duration::from_secs(60))
-        .await
-        .expect("the node exits by itself");
-    assert!(!status.success());
-    std::fs::read_to_string(&node.log_path).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {

@@ -24,5 +24,6 @@ mod quorum;
 mod rpc_faults;
 mod rpc_quorum;
 mod source_truth;
+mod startup;
 mod store;
 mod stuck_tx;
