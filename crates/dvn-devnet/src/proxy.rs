@@ -33,6 +33,34 @@ pub struct LogFaults {
     /// Add a field some providers add (`blockTimestamp`): a harmless extra that must not
     /// count as disagreement.
     pub extras: bool,
+    /// Answer as a Conflux eSpace RPC does: `eth_getLogs` over more than 1,000 blocks is refused
+    /// with an error, and `net_peerCount` does not exist.
+    pub conflux_quirks: bool,
+}
+
+/// The JSON-RPC error a Conflux eSpace node would give `request`, if any.
+fn conflux_refusal(request: &[u8]) -> Option<Bytes> {
+    let request: serde_json::Value = serde_json::from_slice(request).ok()?;
+    let id = request["id"].clone();
+    let hex =
+        |v: &serde_json::Value| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok();
+    let error = match request["method"].as_str()? {
+        "net_peerCount" => serde_json::json!({ "code": -32601, "message": "Method not found" }),
+        "eth_getLogs" => {
+            let filter = &request["params"][0];
+            let (from, to) = (hex(&filter["fromBlock"])?, hex(&filter["toBlock"])?);
+            if to.saturating_sub(from) < 1_000 {
+                return None;
+            }
+            serde_json::json!({
+                "code": -32602,
+                "message": format!("Invalid params: block range {from}..{to} exceeds the maximum of 1000 epochs"),
+            })
+        }
+        _ => return None,
+    };
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error });
+    serde_json::to_vec(&body).ok().map(Bytes::from)
 }
 
 #[derive(Clone)]
@@ -117,6 +145,12 @@ async fn forward(
             Bytes::from_static(b"provider unavailable"),
         );
     }
+    let faults = *shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+    if faults.conflux_quirks {
+        if let Some(refusal) = conflux_refusal(&body) {
+            return (StatusCode::OK, refusal);
+        }
+    }
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -129,13 +163,16 @@ async fn forward(
         .body(body.clone())
         .send()
         .await;
-    let faults = *shared.faults.lock().unwrap_or_else(|e| e.into_inner());
     match sent {
         Ok(response) => {
             let status =
                 StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let bytes = response.bytes().await.unwrap_or_default();
-            if faults != LogFaults::default() && is_get_logs(&body) {
+            let log_faults = LogFaults {
+                conflux_quirks: false,
+                ..faults
+            };
+            if log_faults != LogFaults::default() && is_get_logs(&body) {
                 (status, with_faults(&bytes, faults).unwrap_or(bytes))
             } else {
                 (status, bytes)

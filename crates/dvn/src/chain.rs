@@ -251,6 +251,18 @@ impl EvmChain {
         self.conservative("finalized", answers).await
     }
 
+    /// The `safe` block number that at least `rpc_quorum` endpoints report (Ethereum: justified;
+    /// Conflux eSpace: confirmed by PoW).
+    pub async fn safe(&self) -> Result<u64, ChainError> {
+        let answers = self
+            .ask_all("eth_getBlockByNumber(safe)", |p| async move {
+                let block = p.get_block_by_number(BlockNumberOrTag::Safe).await?;
+                Ok(block.map_or(0, |b| b.header.number))
+            })
+            .await;
+        self.conservative("safe", answers).await
+    }
+
     /// `(hash, timestamp)` of block `number`, agreed.
     pub async fn block(&self, number: u64) -> Result<(B256, u64), ChainError> {
         self.block_opt(number)

@@ -87,8 +87,37 @@ fn default_store_url() -> String {
 pub enum Finality {
     /// Wait for the confirmations the destination's receive ULN config asks for.
     Confirmations,
-    /// Additionally wait until the block is at or below the chain's `finalized` tag.
+    /// Additionally wait until the block is at or below the chain's `safe` tag (Ethereum:
+    /// justified; Conflux eSpace: confirmed by PoW, seconds to a minute).
+    Safe,
+    /// Additionally wait until the block is at or below the chain's `finalized` tag (Ethereum:
+    /// two epochs; Conflux eSpace: PoS finality, about 4-6 minutes).
     Finalized,
+}
+
+/// Known chain families whose RPC quirks the node adapts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainProfile {
+    /// Any EVM chain with standard JSON-RPC.
+    #[default]
+    Generic,
+    /// Conflux eSpace: `eth_getLogs` spans at most 1,000 blocks (wider ranges are refused),
+    /// `safe` = confirmed by PoW and `finalized` = PoS finality (hundreds of epochs),
+    /// `net_peerCount` may be missing, no blob (type-3) transactions. The node sends EIP-1559
+    /// transactions, keeps gas limits tight (Conflux charges at least ¾ of the limit) and
+    /// checks the log range fits.
+    ConfluxEspace,
+}
+
+impl ChainProfile {
+    /// The widest `eth_getLogs` range the chain's RPCs accept, if limited.
+    pub fn max_log_range(self) -> Option<u64> {
+        match self {
+            Self::Generic => None,
+            Self::ConfluxEspace => Some(1_000),
+        }
+    }
 }
 
 /// One chain the node watches (as a source) and verifies on (as a destination).
@@ -115,6 +144,9 @@ pub struct ChainConfig {
     pub dvn: Address,
     #[serde(default = "default_finality")]
     pub finality: Finality,
+    /// The chain family (`generic`, `conflux-espace`): limits checked against its RPC quirks.
+    #[serde(default)]
+    pub profile: ChainProfile,
     /// Largest `eth_getLogs` block range (Conflux eSpace: 1000).
     #[serde(default = "default_max_log_range")]
     pub max_log_range: u64,

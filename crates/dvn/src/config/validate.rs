@@ -132,6 +132,17 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 problem(at(field), "must not be the zero address".into());
             }
         }
+        if let Some(limit) = chain.profile.max_log_range() {
+            if chain.max_log_range > limit {
+                problem(
+                    at("max_log_range"),
+                    format!(
+                        "{} exceeds the {limit} blocks this chain's RPCs accept per eth_getLogs",
+                        chain.max_log_range
+                    ),
+                );
+            }
+        }
         if chain.max_logs_per_request < 2 {
             problem(at("max_logs_per_request"), "must be at least 2".into());
         }
@@ -456,6 +467,16 @@ submitter:
             c.chains[1].unsafe_single_rpc = true;
         });
         assert_eq!(opted_in, Vec::<String>::new());
+        let conflux = problems(&|c| {
+            c.chains[1].profile = crate::config::ChainProfile::ConfluxEspace;
+            c.chains[1].max_log_range = 5_000;
+        });
+        assert!(
+            conflux
+                .iter()
+                .any(|p| p.starts_with("chains[1].max_log_range") && p.contains("1000 blocks")),
+            "{conflux:?}"
+        );
         let half = problems(&|c| {
             c.chains[1].rpc.push("http://127.0.0.1:8551".into());
             c.chains[1].rpc_quorum = Some(2);

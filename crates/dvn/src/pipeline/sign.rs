@@ -202,11 +202,14 @@ impl SignStage {
         if depth < required {
             return Ok(Outcome::Waiting("confirmations"));
         }
-        if src.config.finality == Finality::Finalized {
+        if src.config.finality != Finality::Confirmations {
             let finalized = match views.finalized.get(&p.src_eid) {
                 Some(f) => *f,
                 None => {
-                    let f = src.finalized().await?;
+                    let f = match src.config.finality {
+                        Finality::Safe => src.safe().await?,
+                        _ => src.finalized().await?,
+                    };
                     views.finalized.insert(p.src_eid, f);
                     f
                 }

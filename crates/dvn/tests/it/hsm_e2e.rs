@@ -1,7 +1,6 @@
 //! End to end with a region signing through PKCS#11 (SoftHSM2): its signatures verify packets
 //! on chain; and a node whose HSM key is not an on-chain signer refuses to start.
 
-
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::{Devnet, DevnetConfig};

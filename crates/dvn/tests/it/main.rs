@@ -6,6 +6,7 @@
 mod common;
 mod config_check;
 mod confirmations;
+mod conflux;
 mod crash;
 mod e2e;
 mod expiry;
