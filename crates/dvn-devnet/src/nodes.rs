@@ -119,6 +119,11 @@ impl DvnNode {
         }
     }
 
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the crash case. Waits until the process is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -374,19 +374,16 @@ impl EvmChain {
             .map_err(|e| self.bad("eth_call", format!("{}: {e}", C::SIGNATURE)))
     }
 
-    /// The pending nonce of `account`: the highest any endpoint reports (a stale endpoint would
-    /// make us reuse a nonce; a too-high one only makes a transaction wait).
+    /// The pending nonce of `account` that at least `rpc_quorum` endpoints have reached: a
+    /// stale endpoint is outvoted (it would make us reuse a nonce), and so is one lying high
+    /// (it would leave every later transaction waiting behind a gap).
     pub async fn pending_nonce(&self, account: Address) -> Result<u64, ChainError> {
         let answers = self
             .ask_all("eth_getTransactionCount", |p| async move {
                 p.get_transaction_count(account).pending().await
             })
             .await;
-        answers
-            .iter()
-            .filter_map(|a| a.as_ref().ok().copied())
-            .max()
-            .ok_or_else(|| self.bad("eth_getTransactionCount", "no endpoint answered".into()))
+        self.conservative("pending nonce", answers).await
     }
 
     /// The number of transactions of `account` mined at the head that `rpc_quorum` endpoints
@@ -423,17 +420,24 @@ impl EvmChain {
             .ok_or_else(|| self.bad("eth_feeHistory", "no endpoint answered".into()))
     }
 
-    /// Gas estimate from the first endpoint that answers.
+    /// The highest gas estimate of the endpoints that answer (the caller adds headroom): an
+    /// endpoint estimating low cannot make the transaction run out of gas.
     pub async fn estimate_gas(&self, tx: &TransactionRequest) -> Result<u64, ChainError> {
-        let mut last = String::new();
-        for (index, p) in self.providers.iter().enumerate() {
-            match tokio::time::timeout(self.timeout, p.estimate_gas(tx.clone())).await {
-                Ok(Ok(gas)) => return Ok(gas),
-                Ok(Err(e)) => last = format!("rpc[{index}]: {}", redact(&e.to_string())),
-                Err(_) => last = format!("rpc[{index}]: timed out"),
-            }
-        }
-        Err(self.bad("eth_estimateGas", last))
+        let answers = self
+            .ask_all("eth_estimateGas", |p| {
+                let tx = tx.clone();
+                async move { p.estimate_gas(tx).await }
+            })
+            .await;
+        let highest = answers.iter().filter_map(|a| a.as_ref().ok().copied()).max();
+        highest.ok_or_else(|| {
+            let detail = answers
+                .into_iter()
+                .filter_map(Result::err)
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.bad("eth_estimateGas", detail)
+        })
     }
 
     /// Sends a signed transaction to every endpoint; succeeds if any accepted it (or already

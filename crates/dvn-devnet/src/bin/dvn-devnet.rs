@@ -56,6 +56,14 @@ enum Command {
         log_dir: PathBuf,
         #[arg(long)]
         dvn_bin: Option<PathBuf>,
+        /// Catch-up after an outage: the burst is sent while all three nodes are down, then
+        /// they start; times the drain from their start.
+        #[arg(long)]
+        outage: bool,
+        /// Keep only this many recent states on the anvils (`--prune-history`), like ordinary
+        /// non-archive RPC nodes.
+        #[arg(long)]
+        prune_history: Option<u64>,
     },
 }
 
@@ -96,7 +104,17 @@ async fn main() -> anyhow::Result<()> {
             max_batch,
             log_dir,
             dvn_bin,
-        } => bench(messages, max_batch, log_dir, locate_dvn(dvn_bin)?).await,
+            outage,
+            prune_history,
+        } => {
+            let run = BenchRun {
+                messages,
+                max_batch,
+                outage,
+                prune_history,
+            };
+            bench(run, log_dir, locate_dvn(dvn_bin)?).await
+        }
     }
 }
 
@@ -113,19 +131,42 @@ fn locate_dvn(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A burst of `messages` A → B through three real nodes; prints figures, asserts nothing
-/// about speed (the invariants must still hold).
-async fn bench(
+/// What one `bench` invocation measures.
+struct BenchRun {
     messages: usize,
     max_batch: usize,
-    log_dir: PathBuf,
-    dvn_bin: PathBuf,
-) -> anyhow::Result<()> {
+    outage: bool,
+    prune_history: Option<u64>,
+}
+
+/// Peak resident memory of a process (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A burst of `messages` A → B through three real nodes; prints figures, asserts nothing
+/// about speed (the invariants must still hold).
+async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Result<()> {
+    let BenchRun {
+        messages,
+        max_batch,
+        outage,
+        prune_history,
+    } = run;
     if log_dir.exists() {
         std::fs::remove_dir_all(&log_dir)?;
     }
     let devnet = Devnet::start(DevnetConfig {
         log_dir: Some(log_dir.clone()),
+        prune_history,
         ..Default::default()
     })
     .await?;
@@ -134,11 +175,18 @@ async fn bench(
         ..NodeOptions::default()
     };
     let mut nodes = NodeSet::configure(&devnet, &dvn_bin, &log_dir.join("nodes"), &options)?;
-    nodes.start(&[0, 1, 2]).await?;
+    if !outage {
+        nodes.start(&[0, 1, 2]).await?;
+    }
     let direction = Direction::AToB;
-    let started = Instant::now();
+    let sending = Instant::now();
     let packets = devnet.send_messages(direction, messages).await?;
-    let sent_in = started.elapsed();
+    let sent_in = sending.elapsed();
+    if outage {
+        nodes.start(&[0, 1, 2]).await?;
+    }
+    // With an outage the clock starts when the nodes do: the drain time.
+    let started = if outage { Instant::now() } else { sending };
     let mut first_verified = None;
     let mut verified_at = None;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -170,7 +218,27 @@ async fn bench(
     let report = devnet.check_invariants(direction, &packets).await?;
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
     let gas = execute_gas(&devnet, direction).await?;
-    println!("burst of {messages} packets ethereum → conflux-espace, 3 nodes, quorum 2, max_batch {max_batch}");
+    let rss: Vec<String> = nodes
+        .nodes
+        .iter()
+        .map(|n| {
+            let mib = n.pid().and_then(peak_rss_mib);
+            format!(
+                "{} {}",
+                n.region,
+                mib.map_or("?".into(), |m| format!("{m:.1} MiB"))
+            )
+        })
+        .collect();
+    let window = prune_history.map_or("full history".to_string(), |n| {
+        format!("last {n} states kept")
+    });
+    let mode = if outage {
+        "sent while all nodes were down, then drained"
+    } else {
+        "sent to running nodes"
+    };
+    println!("burst of {messages} packets ethereum → conflux-espace ({mode}; anvil {window}), 3 nodes, quorum 2, max_batch {max_batch}");
     println!(
         "  sending took                {:>8.2} s",
         sent_in.as_secs_f64()
@@ -195,6 +263,10 @@ async fn bench(
         "  gas per verified packet     {:>8}",
         gas / messages.max(1) as u64
     );
+    println!("  peak RSS per node           {}", rss.join(", "));
+    if outage {
+        println!("  (verification times count from the nodes' start: the backlog drain)");
+    }
     Ok(())
 }
 
