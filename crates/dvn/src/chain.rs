@@ -61,6 +61,17 @@ pub const AGREED_METHODS: &[&str] = &[
     "eth_getCode",
 ];
 
+/// Reads taken as the `rpc_quorum`-th highest answer (the other `method` labels of the
+/// quorum-failure counter).
+const THRESHOLD_READS: &[&str] = &[
+    "eth_blockNumber",
+    "finalized",
+    "safe",
+    "latest timestamp",
+    "mined nonce",
+    "pending nonce",
+];
+
 /// Outcome of one endpoint's answer, for the agreement count.
 type Answer<T> = Result<T, String>;
 
@@ -216,6 +227,9 @@ impl EvmChain {
             for method in AGREED_METHODS {
                 metrics::counter!("dvn_rpc_disagreements_total", "chain" => self.config.name.clone(), "endpoint" => index.to_string(), "method" => *method).increment(0);
             }
+        }
+        for method in AGREED_METHODS.iter().chain(THRESHOLD_READS) {
+            metrics::counter!("dvn_rpc_quorum_failures_total", "chain" => self.config.name.clone(), "method" => *method).increment(0);
         }
     }
 
@@ -429,7 +443,10 @@ impl EvmChain {
                 async move { p.estimate_gas(tx).await }
             })
             .await;
-        let highest = answers.iter().filter_map(|a| a.as_ref().ok().copied()).max();
+        let highest = answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok().copied())
+            .max();
         highest.ok_or_else(|| {
             let detail = answers
                 .into_iter()

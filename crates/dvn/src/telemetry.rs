@@ -91,6 +91,9 @@ pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
         }
     }
     metrics::gauge!("dvn_halted_paths").set(0.0);
+    for stage in ["watch", "sign", "submit"] {
+        metrics::counter!("dvn_stage_errors_total", "stage" => stage).increment(0);
+    }
 }
 
 #[cfg(test)]

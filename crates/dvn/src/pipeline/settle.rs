@@ -203,13 +203,14 @@ async fn cancel_if_halted(
     }
     let mut rows = Vec::new();
     for sub in same_nonce {
-        rows.extend(ctx.store.packets_of_submission(sub.tx_hash).await?);
+        rows.extend(ctx.store.packets_attached(sub.tx_hash).await?);
     }
     if !rows.iter().any(|r| halted.contains(&r.packet.path())) {
         return Ok(false);
     }
     tracing::error!(tx = %newest.tx_hash, "pending transaction carries a packet of a halted path: cancelling it");
-    for row in &rows {
+    // The conflicting packet itself has moved to `conflict`; the others go back to `signed`.
+    for row in rows.iter().filter(|r| r.state == PacketState::Submitted) {
         ctx.store
             .retry(
                 row.expect(),

@@ -657,6 +657,16 @@ impl Store {
         Ok(())
     }
 
+    /// Every packet attached to a submission, whatever its state now (a packet may have moved
+    /// to `conflict` while its transaction waits).
+    pub async fn packets_attached(&self, tx_hash: B256) -> Result<Vec<PacketRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM packets WHERE submission = $1")
+            .bind(tx_hash.to_vec())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(PacketRow::from_row).collect()
+    }
+
     /// Packets attached to a submission.
     pub async fn packets_of_submission(&self, tx_hash: B256) -> Result<Vec<PacketRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM packets WHERE submission = $1 AND state = $2")

@@ -539,3 +539,72 @@ async fn dvn_retry_requeues_an_invalid_packet_on_running_nodes() {
     stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
     stand.assert_invariants(Direction::AToB, &sent).await;
 }
+
+/// Issue 9 §5 (c), the in-flight case: the `execute` carrying a packet sits unmined in the
+/// destination's pool when the source shows another payload at its nonce. The path halts and
+/// the pending transaction is cancelled (same nonce, a self-transfer): once the destination
+/// mines, nothing of that path is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_execute_of_a_halted_path_is_cancelled() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (src, dst) = stand.devnet.sides(Direction::AToB);
+    dst.chain.set_automine(false).await.unwrap();
+    let fork = src.chain.snapshot().await.unwrap();
+    stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    let submitted = eventually(TIMEOUT, Duration::from_millis(100), || async {
+        (stand.nodes.metric_sum("dvn_submissions_total").await >= 1.0).then_some(())
+    })
+    .await;
+    assert!(submitted.is_some(), "an execute is waiting in the pool");
+
+    src.chain.revert(fork).await.unwrap();
+    stand
+        .devnet
+        .send_typed_messages(Direction::AToB, 1, COUNTER_COMPOSED)
+        .await
+        .unwrap();
+    src.chain.mine(5).await.unwrap();
+    for node in &stand.nodes.nodes {
+        assert!(metric_reaches(node, "dvn_halted_paths", 1.0).await);
+    }
+    let cancelled = eventually(TIMEOUT, Duration::from_millis(100), || async {
+        (stand
+            .nodes
+            .metric_sum("dvn_submission_replacements_total")
+            .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        cancelled.is_some(),
+        "the pending execute was replaced by a cancel"
+    );
+    dst.chain.set_automine(true).await.unwrap();
+    dst.chain.mine(3).await.unwrap();
+    let gone = eventually(TIMEOUT, Duration::from_millis(200), || async {
+        let pending: serde_json::Value = dst
+            .chain
+            .provider
+            .raw_request("txpool_status".into(), ())
+            .await
+            .ok()?;
+        (pending["pending"] == "0x0").then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the destination's pool drained");
+    assert!(
+        stand
+            .devnet
+            .payload_verified(Direction::AToB)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the cancelled execute never verified the halted path's packet"
+    );
+}
