@@ -123,6 +123,17 @@ async fn a_backlog_older_than_the_rpc_state_window_is_signed_after_an_outage() {
 /// payload at the same nonce. Only the new one is verified; the old one never signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_before_confirmations_verifies_only_the_new_payload() {
+    reorg_with_a_new_payload_before_confirmations(false).await;
+}
+
+/// F6: the same reorg happens while every node is down; on start each finds its cursor's
+/// block replaced, walks back to the common ancestor, and verifies only the new payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_while_the_nodes_are_down_is_found_at_start() {
+    reorg_with_a_new_payload_before_confirmations(true).await;
+}
+
+async fn reorg_with_a_new_payload_before_confirmations(nodes_down_during_reorg: bool) {
     let mut stand = Stand::new(
         DevnetConfig {
             confirmations_a_to_b: 5,
@@ -143,6 +154,12 @@ async fn a_reorg_before_confirmations_verifies_only_the_new_payload() {
     for node in &stand.nodes.nodes {
         assert!(metric_reaches(node, "dvn_packets_observed_total", 1.0).await);
     }
+    if nodes_down_during_reorg {
+        for node in &mut stand.nodes.nodes {
+            node.kill();
+        }
+    }
+    let (src, _) = stand.devnet.sides(Direction::AToB);
     src.chain.revert(fork).await.unwrap();
     src.chain.mine(1).await.unwrap();
     let new = stand
@@ -153,6 +170,12 @@ async fn a_reorg_before_confirmations_verifies_only_the_new_payload() {
     assert_eq!(new[0].packet.header.nonce, old[0].packet.header.nonce);
     assert_ne!(new[0].packet.payload_hash(), old[0].packet.payload_hash());
     src.chain.mine(5).await.unwrap();
+    if nodes_down_during_reorg {
+        stand.nodes.start(&[0, 1, 2]).await.unwrap();
+        for node in &stand.nodes.nodes {
+            assert!(metric_reaches(node, "dvn_reorgs_detected_total", 1.0).await);
+        }
+    }
     assert!(all_verifiable(&stand, Direction::AToB, &new).await);
     stand.assert_invariants(Direction::AToB, &new).await;
     let events = stand
