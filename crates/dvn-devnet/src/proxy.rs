@@ -221,3 +221,32 @@ fn with_faults(response: &[u8], faults: LogFaults) -> Option<Bytes> {
     }
     serde_json::to_vec(&value).ok().map(Bytes::from)
 }
+
+/// A peer that accepts TCP connections on 127.0.0.1 and never answers (a hung process, a
+/// black-holing firewall): every request to it waits for the client's timeout. Dropping it
+/// closes the port and every held connection.
+#[derive(Debug)]
+pub struct BlackHole {
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        Ok(Self { url, task })
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

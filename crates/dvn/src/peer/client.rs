@@ -1,20 +1,34 @@
 //! Pushing our signatures to the other regions and pulling theirs.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, Bytes, Signature, B256};
+use tokio::sync::Semaphore;
 
 use super::protocol::{
-    check_signature, PushReply, SignatureList, SignaturePush, MAX_SIGNATURES_PER_HASH,
-    PROTOCOL_VERSION,
+    check_signature, PushReply, SignatureList, SignaturePush, MAX_BODY_BYTES,
+    MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
 };
 use crate::config::PeerConfig;
+
+/// Signature pushes in flight at once; beyond, a push is skipped (the peer pulls instead).
+const MAX_PUSHES_IN_FLIGHT: usize = 64;
+
+/// How long a peer that did not answer is left out of pushes and pulls (its health probe
+/// still runs, and a good answer brings it back at once).
+const PEER_BACKOFF: Duration = Duration::from_secs(15);
 
 /// HTTP client for every configured peer.
 #[derive(Debug, Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
     peers: Vec<PeerConfig>,
+    pushes: Arc<Semaphore>,
+    /// Peers that failed to answer, until when they are skipped: a hung peer costs one
+    /// timeout per backoff period, not one per packet.
+    resting: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl PeerClient {
@@ -26,7 +40,27 @@ impl PeerClient {
         Ok(Self {
             http,
             peers: peers.to_vec(),
+            pushes: Arc::new(Semaphore::new(MAX_PUSHES_IN_FLIGHT)),
+            resting: Arc::default(),
         })
+    }
+
+    /// Whether `peer` is being skipped after failing to answer.
+    fn resting(&self, peer: &str) -> bool {
+        let resting = self.resting.lock().unwrap_or_else(|e| e.into_inner());
+        resting
+            .get(peer)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Records whether `peer` answered.
+    fn answered(&self, peer: &str, ok: bool) {
+        let mut resting = self.resting.lock().unwrap_or_else(|e| e.into_inner());
+        if ok {
+            resting.remove(peer);
+        } else {
+            resting.insert(peer.to_string(), Instant::now() + PEER_BACKOFF);
+        }
     }
 
     pub fn peers(&self) -> &[PeerConfig] {
@@ -38,6 +72,9 @@ impl PeerClient {
         let probes = self.peers.iter().map(|peer| async move {
             let url = format!("{}/health", peer.url.trim_end_matches('/'));
             let up = matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success());
+            if up {
+                self.answered(&peer.name, true);
+            }
             (peer.name.clone(), up)
         });
         futures::future::join_all(probes)
@@ -46,7 +83,26 @@ impl PeerClient {
             .collect()
     }
 
-    /// Sends our signature to every peer; failures are logged, never fatal (peers pull too).
+    /// Sends our signature to every peer in the background and returns at once: signing never
+    /// waits on a peer. Pushes only speed things up (peers pull what they miss), so when
+    /// [`MAX_PUSHES_IN_FLIGHT`] are already out — a peer that accepts connections and never
+    /// answers holds each for the full timeout — this one is skipped and counted.
+    pub fn push_in_background(&self, call_hash: B256, signer: Address, signature: Signature) {
+        let Ok(permit) = Arc::clone(&self.pushes).try_acquire_owned() else {
+            for peer in &self.peers {
+                metrics::counter!("dvn_peer_push_total", "peer" => peer.name.clone(), "outcome" => "skipped_busy").increment(1);
+            }
+            return;
+        };
+        let client = self.clone();
+        tokio::spawn(async move {
+            client.push(call_hash, signer, &signature).await;
+            drop(permit);
+        });
+    }
+
+    /// Sends our signature to every peer concurrently; failures are logged, never fatal
+    /// (peers pull too).
     pub async fn push(&self, call_hash: B256, signer: Address, signature: &Signature) {
         let body = SignaturePush {
             version: PROTOCOL_VERSION,
@@ -57,10 +113,15 @@ impl PeerClient {
         let sends = self.peers.iter().map(|peer| {
             let body = body.clone();
             async move {
+                if self.resting(&peer.name) {
+                    metrics::counter!("dvn_peer_push_total", "peer" => peer.name.clone(), "outcome" => "skipped_down").increment(1);
+                    return;
+                }
                 let url = format!("{}/v1/signatures", peer.url.trim_end_matches('/'));
                 let result = self.http.post(url).json(&body).send().await;
+                self.answered(&peer.name, result.is_ok());
                 let outcome = match result {
-                    Ok(r) if r.status().is_success() => match r.json::<PushReply>().await {
+                    Ok(r) if r.status().is_success() => match read_json::<PushReply>(r).await {
                         Ok(reply) if reply.accepted => "accepted",
                         Ok(_) => "declined",
                         Err(_) => "bad_reply",
@@ -83,9 +144,14 @@ impl PeerClient {
         signer_set: &[Address],
     ) -> Vec<(String, Address, Signature)> {
         let pulls = self.peers.iter().map(|peer| async move {
+            if self.resting(&peer.name) {
+                return Vec::new();
+            }
             let url = format!("{}/v1/signatures/{call_hash}", peer.url.trim_end_matches('/'));
-            let list = match self.http.get(url).send().await {
-                Ok(r) if r.status().is_success() => r.json::<SignatureList>().await.ok(),
+            let sent = self.http.get(url).send().await;
+            self.answered(&peer.name, sent.is_ok());
+            let list = match sent {
+                Ok(r) if r.status().is_success() => read_json::<SignatureList>(r).await.ok(),
                 _ => None,
             };
             metrics::gauge!("dvn_peer_up", "peer" => peer.name.clone()).set(if list.is_some() { 1.0 } else { 0.0 });
@@ -112,6 +178,28 @@ impl PeerClient {
             .flatten()
             .collect()
     }
+}
+
+/// A peer's JSON answer, read up to [`MAX_BODY_BYTES`]: a peer (or whatever answers at its
+/// address) cannot make this node buffer an endless body.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    mut response: reqwest::Response,
+) -> anyhow::Result<T> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        anyhow::bail!("answer over {MAX_BODY_BYTES} bytes");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        anyhow::ensure!(
+            body.len() + chunk.len() <= MAX_BODY_BYTES,
+            "answer over {MAX_BODY_BYTES} bytes"
+        );
+        body.extend_from_slice(&chunk);
+    }
+    Ok(serde_json::from_slice(&body)?)
 }
 
 fn reject(peer: &str, reason: &'static str) {

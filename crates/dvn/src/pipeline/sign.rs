@@ -300,8 +300,7 @@ impl SignStage {
         tracing::info!(guid = %p.guid, nonce = p.nonce, confirmations = required, expiration = expires, "signed");
         self.ctx
             .peers
-            .push(call_hash, self.ctx.signer.address(), &signature)
-            .await;
+            .push_in_background(call_hash, self.ctx.signer.address(), signature);
         Ok(Outcome::Signed)
     }
 }

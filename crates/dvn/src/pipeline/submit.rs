@@ -26,6 +26,7 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
 use dvn_lz::contracts::{ExecuteParam, IDVN};
 use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
+use futures::StreamExt;
 
 use super::expiration::too_close;
 use super::sign::{canonical_problem, destination_done};
@@ -37,6 +38,9 @@ use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
 pub const ROTATION_SLOT_SECS: u64 = 60;
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
+
+/// Signature pulls in flight at once per step.
+const PULL_CONCURRENCY: usize = 16;
 
 /// The designated submitter index for a packet (into the sorted region list).
 pub fn designated(block_timestamp: u64, regions: usize) -> usize {
@@ -151,6 +155,7 @@ impl SubmitStage {
             .collect();
         self.last_pull
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
+        self.pull_missing(&signed, &dvn.signers, dvn.quorum).await?;
         self.ready_since
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
         let mut ready = Vec::new();
@@ -216,16 +221,6 @@ impl SubmitStage {
                     let _ = set.insert(sig, &dvn.signers);
                 }
             }
-            if set.len() < dvn.quorum && self.should_pull(row.packet.guid) {
-                for (peer, signer, sig) in self.ctx.peers.pull(call_hash, &dvn.signers).await {
-                    if set.insert(sig, &dvn.signers).is_ok() {
-                        self.ctx
-                            .store
-                            .insert_signature(call_hash, signer, &sig.as_bytes(), &peer)
-                            .await?;
-                    }
-                }
-            }
             if set.len() < dvn.quorum {
                 continue;
             }
@@ -254,6 +249,50 @@ impl SubmitStage {
             });
         }
         Ok(ready)
+    }
+
+    /// Asks the peers, all at once, for the signatures of every packet still short of a
+    /// quorum (each packet at most once per [`PULL_EVERY`]), and stores those that check out.
+    /// Concurrent, so one peer that never answers costs one timeout per step, not one per
+    /// packet.
+    async fn pull_missing(
+        &mut self,
+        rows: &[PacketRow],
+        signers: &[alloy::primitives::Address],
+        quorum: usize,
+    ) -> anyhow::Result<()> {
+        let mut wanted = Vec::new();
+        for row in rows {
+            let Some(call_hash) = row.call_hash else {
+                continue;
+            };
+            let have = self
+                .ctx
+                .store
+                .signatures(call_hash)
+                .await?
+                .iter()
+                .filter(|(signer, _)| signers.contains(signer))
+                .count();
+            if have < quorum && self.should_pull(row.packet.guid) {
+                wanted.push(call_hash);
+            }
+        }
+        let peers = &self.ctx.peers;
+        let pulled: Vec<_> = futures::stream::iter(wanted)
+            .map(|call_hash| async move { (call_hash, peers.pull(call_hash, signers).await) })
+            .buffer_unordered(PULL_CONCURRENCY)
+            .collect()
+            .await;
+        for (call_hash, found) in pulled {
+            for (peer, signer, sig) in found {
+                self.ctx
+                    .store
+                    .insert_signature(call_hash, signer, &sig.as_bytes(), &peer)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     fn should_pull(&mut self, guid: B256) -> bool {
