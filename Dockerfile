@@ -16,7 +16,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/dvn /usr/local/bin/dvn
 USER dvn
 WORKDIR /app
-EXPOSE 8080
+EXPOSE 8080 8443
 HEALTHCHECK --interval=15s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:8080/health || exit 1
 ENTRYPOINT ["/usr/local/bin/dvn"]
 CMD ["run", "--config", "/app/config.yaml"]

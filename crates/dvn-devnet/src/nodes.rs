@@ -67,7 +67,12 @@ impl Default for NodeOptions {
 #[derive(Debug)]
 pub struct DvnNode {
     pub region: String,
+    /// The operations listener (`/health`, `/ready`, `/metrics`).
     pub port: u16,
+    /// The peer listener (mutual TLS).
+    pub peer_port: u16,
+    /// The regions' CA and certificates (`ca.pem`, `REGION.pem`, `REGION.key`).
+    pub tls_dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     binary: PathBuf,
@@ -137,6 +142,10 @@ impl DvnNode {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.peer_port)
     }
 
     pub fn url(&self) -> String {
@@ -290,6 +299,29 @@ impl NodeSet {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let ports = [free_port()?, free_port()?, free_port()?];
+        let peer_ports = [free_port()?, free_port()?, free_port()?];
+        // Mutual TLS between the regions, with certificates from the node's own helper.
+        let tls_dir = dir.join("tls");
+        if !tls_dir.join("ca.pem").exists() {
+            let names = REGIONS.join(",");
+            let out = Command::new(binary)
+                .args([
+                    "certs",
+                    "new",
+                    "--names",
+                    &names,
+                    "--hosts",
+                    "127.0.0.1,localhost",
+                    "--dir",
+                ])
+                .arg(&tls_dir)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "dvn certs new: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let mut nodes = Vec::new();
         for (i, region) in REGIONS.iter().enumerate() {
             let peers: Vec<Value> = REGIONS
@@ -299,7 +331,7 @@ impl NodeSet {
                 .map(|(j, name)| {
                     json!({
                         "name": name,
-                        "url": format!("http://127.0.0.1:{}", ports[j]),
+                        "url": format!("https://127.0.0.1:{}", peer_ports[j]),
                         "signer": devnet.signers[j].address().to_string(),
                     })
                 })
@@ -313,7 +345,16 @@ impl NodeSet {
                 }
             };
             let config = json!({
-                "node": { "name": region, "listen": format!("127.0.0.1:{}", ports[i]) },
+                "node": {
+                    "name": region,
+                    "listen": format!("127.0.0.1:{}", ports[i]),
+                    "peer_listen": format!("127.0.0.1:{}", peer_ports[i]),
+                },
+                "tls": {
+                    "ca": tls_dir.join("ca.pem"),
+                    "cert": tls_dir.join(format!("{region}.pem")),
+                    "key": tls_dir.join(format!("{region}.key")),
+                },
                 "store": { "url": store_url },
                 "chains": [
                     chain_entry(&devnet.a, &options.rpc_a, options),
@@ -353,6 +394,8 @@ impl NodeSet {
             nodes.push(DvnNode {
                 region: region.to_string(),
                 port: ports[i],
+                peer_port: peer_ports[i],
+                tls_dir: tls_dir.clone(),
                 config_path,
                 log_path: dir.join(format!("{region}.log")),
                 binary: binary.to_path_buf(),
@@ -372,6 +415,7 @@ impl NodeSet {
         let original = &self.nodes[index];
         let n = self.nodes.len();
         let port = free_port()?;
+        let peer_port = free_port()?;
         let config_path = self
             .dir
             .join(format!("{}-replica{n}.yaml", original.region));
@@ -379,6 +423,8 @@ impl NodeSet {
         let replica = DvnNode {
             region: original.region.clone(),
             port,
+            peer_port,
+            tls_dir: original.tls_dir.clone(),
             config_path,
             log_path: self.dir.join(format!("{}-replica{n}.log", original.region)),
             binary: original.binary.clone(),
@@ -388,6 +434,7 @@ impl NodeSet {
         let store = self.dir.join(format!("{}-replica{n}.db", original.region));
         replica.edit_config(|c| {
             c["node"]["listen"] = json!(format!("127.0.0.1:{port}"));
+            c["node"]["peer_listen"] = json!(format!("127.0.0.1:{peer_port}"));
             c["store"]["url"] = json!(format!("sqlite://{}", store.display()));
         })?;
         self.nodes.push(replica);

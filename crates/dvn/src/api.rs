@@ -1,4 +1,5 @@
-//! The node's HTTP listener: liveness and readiness, Prometheus metrics, and the peer API.
+//! The node's HTTP routes: the operations listener (liveness, readiness, Prometheus metrics)
+//! and the peer API (served by [`crate::peer::listener`] over mutual TLS).
 
 use std::sync::Arc;
 
@@ -19,18 +20,26 @@ struct ApiState {
     metrics: PrometheusHandle,
 }
 
-/// All routes.
-pub fn router(ctx: Arc<Context>, metrics: PrometheusHandle) -> Router {
-    let peer = Router::new()
-        .route("/v1/signatures", post(server::push))
-        .route("/v1/signatures/{call_hash}", get(server::pull))
-        .with_state(Arc::clone(&ctx));
+/// The operations listener: health, readiness, metrics.
+pub fn ops_router(ctx: Arc<Context>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .with_state(ApiState { ctx, metrics })
-        .merge(peer)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// The peer API: signatures pushed and pulled, and a liveness answer for peers' probes.
+pub fn peer_router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/v1/signatures", post(server::push))
+        .route("/v1/signatures/{call_hash}", get(server::pull))
+        .route(
+            "/v1/health",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .with_state(ctx)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 

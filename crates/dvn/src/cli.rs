@@ -91,6 +91,11 @@ pub enum Command {
         #[arg(long)]
         from: u64,
     },
+    /// Certificates for mutual TLS between regions.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -100,6 +105,38 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a CA and one certificate per region (DNS name = the region's name), in a new
+    /// directory: ca.pem, ca.key (keep offline), NAME.pem, NAME.key. Never overwrites.
+    New {
+        /// Directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Region names, comma-separated (the `node.name` of each region).
+        #[arg(long, value_delimiter = ',', default_value = "aws,aliyun,gcp")]
+        names: Vec<String>,
+        /// Extra names in every certificate (IP addresses or host names), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 397)]
+        days: u32,
+    },
+    /// Renew (or add) one region's certificate with the CA in `--dir`; the node picks the new
+    /// files up without a restart. The old NAME.pem / NAME.key are moved aside first.
+    Renew {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        #[arg(long, default_value_t = 397)]
+        days: u32,
     },
 }
 

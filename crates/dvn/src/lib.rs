@@ -8,6 +8,7 @@
 //! - [`peer`]: the signature exchange between regions.
 //! - [`lease`]: the optional Redis lease that picks one submitting replica per region.
 //! - [`api`]: health, readiness, metrics and the peer API over HTTP.
+//! - [`tls`]: mutual TLS between regions, and issuing the certificates.
 //! - [`node`]: start-up checks and task supervision.
 
 pub mod api;
@@ -23,3 +24,4 @@ pub mod pipeline;
 pub mod signer;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

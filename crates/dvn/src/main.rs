@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dvn::cli::{Cli, Command, ConfigCommand, KeysCommand, PathCommand};
+use dvn::cli::{CertsCommand, Cli, Command, ConfigCommand, KeysCommand, PathCommand};
 use dvn::config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -156,6 +156,44 @@ async fn main() -> ExitCode {
                         Ok(0)
                     }
                 }
+            })
+            .await
+        }
+        Command::Certs { command } => {
+            report(async {
+                match command {
+                    CertsCommand::New {
+                        dir,
+                        names,
+                        hosts,
+                        days,
+                    } => {
+                        dvn::tls::issue::new_set(&dir, &names, &hosts, days)?;
+                        println!(
+                            "CA and certificates for {} written to {} (keep ca.key offline)",
+                            names.join(", "),
+                            dir.display()
+                        );
+                    }
+                    CertsCommand::Renew {
+                        dir,
+                        name,
+                        hosts,
+                        days,
+                    } => {
+                        let issuer = dvn::tls::issue::load_issuer(&dir)?;
+                        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+                        for ext in ["pem", "key"] {
+                            let path = dir.join(format!("{name}.{ext}"));
+                            if path.exists() {
+                                std::fs::rename(&path, dir.join(format!("{name}.{ext}.{stamp}")))?;
+                            }
+                        }
+                        dvn::tls::issue::issue_one(&dir, &issuer, &name, &hosts, days, 0)?;
+                        println!("{name}.pem renewed in {}", dir.display());
+                    }
+                }
+                Ok(0)
             })
             .await
         }

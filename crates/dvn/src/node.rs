@@ -338,7 +338,14 @@ pub async fn run(
             Err(Some(e)) => return Err(e),
         }
     };
-    let peers = PeerClient::new(&config.peers)?;
+    let peers = PeerClient::new(&config.peers, config.tls.as_ref()).context("peer TLS")?;
+    // Loaded before anything listens: a bad certificate file refuses the start.
+    let peer_tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            crate::tls::Reloading::new(files, crate::tls::server_config).context("peer TLS")?,
+        )),
+        None => None,
+    };
     let lease = match &config.redis {
         Some(redis) => Some(
             Lease::connect(
@@ -379,8 +386,49 @@ pub async fn run(
         });
     }
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "listening");
-    let app = crate::api::router(Arc::clone(&ctx), metrics);
+    tracing::info!(%listen, "operations listener");
+    let mut app = crate::api::ops_router(Arc::clone(&ctx), metrics);
+    let peer_api = crate::api::peer_router(Arc::clone(&ctx));
+    match (ctx.config.node.peer_listen, peer_tls) {
+        (Some(peer_listen), Some(tls)) => {
+            let peer_listener = tokio::net::TcpListener::bind(peer_listen).await?;
+            tracing::info!(%peer_listen, "peer listener (mutual TLS)");
+            let names = ctx.config.peers.iter().map(|p| p.name.clone()).collect();
+            let limits = crate::peer::listener::Limits::default();
+            let peer_cancel = cancel.clone();
+            tasks.spawn(async move {
+                crate::peer::listener::serve(
+                    peer_listener,
+                    tls,
+                    names,
+                    peer_api,
+                    limits,
+                    peer_cancel,
+                )
+                .await?;
+                Ok::<_, anyhow::Error>("peer listener")
+            });
+        }
+        // Plain HTTP (devnets with unsafe_plaintext_peers): on its own port, or beside the
+        // operations routes.
+        (Some(peer_listen), None) => {
+            let peer_listener = tokio::net::TcpListener::bind(peer_listen).await?;
+            tracing::warn!(%peer_listen, "peer listener in PLAIN HTTP (unsafe_plaintext_peers)");
+            let peer_cancel = cancel.clone();
+            tasks.spawn(async move {
+                axum::serve(peer_listener, peer_api)
+                    .with_graceful_shutdown(peer_cancel.cancelled_owned())
+                    .await?;
+                Ok::<_, anyhow::Error>("peer listener")
+            });
+        }
+        (None, _) => {
+            tracing::warn!(
+                "peer API on the operations listener in PLAIN HTTP (unsafe_plaintext_peers)"
+            );
+            app = app.merge(peer_api);
+        }
+    }
     let http_cancel = cancel.clone();
     tasks.spawn(async move {
         axum::serve(listener, app)

@@ -31,6 +31,26 @@ pub struct Config {
     /// Redis for the submitter lease between replicas of this region (optional).
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Mutual TLS on the peer listener and towards the peers (required unless
+    /// `unsafe_plaintext_peers`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve and call the peer API in plain HTTP (devnets only: between regions the peer
+    /// channel crosses the internet).
+    #[serde(default)]
+    pub unsafe_plaintext_peers: bool,
+}
+
+/// This region's certificate and the CA that issued every region's certificate (PEM files).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The operators' CA certificate: peers' certificates must chain to it.
+    pub ca: PathBuf,
+    /// This region's certificate (DNS name = `node.name`), presented to peers both ways.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// Redis, when replicas of one region share the submitter role.
@@ -54,9 +74,13 @@ fn default_lease_ttl_ms() -> u64 {
 pub struct NodeConfig {
     /// Region / node name (`aws`, `aliyun`, `gcp`); unique among the peers.
     pub name: String,
-    /// HTTP listen address for health, metrics and the peer API.
+    /// The operations listener: `/health`, `/ready`, `/metrics` (bind it to a private address).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The peer listener (mutual TLS): the other regions push and pull signatures here. When
+    /// absent, the peer API is served on `listen` (plain HTTP, `unsafe_plaintext_peers` only).
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
     /// The address this region's signer key must have (optional): the node derives the
     /// address from the HSM/KMS public key at start and refuses to run on a mismatch (a key
     /// label or key id pointing at the wrong key).

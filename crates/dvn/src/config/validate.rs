@@ -171,6 +171,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
         if !(peer.url.starts_with("http://") || peer.url.starts_with("https://")) {
             problem(format!("peers[{i}].url"), "must be an http(s) URL".into());
+        } else if config.tls.is_some() && !peer.url.starts_with("https://") {
+            problem(
+                format!("peers[{i}].url"),
+                "must be https:// (the peer API uses mutual TLS)".into(),
+            );
         }
         if peer.signer == Address::ZERO || !signers.insert(peer.signer) {
             problem(
@@ -178,6 +183,39 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 "must be a distinct non-zero address".into(),
             );
         }
+    }
+
+    match (&config.tls, config.unsafe_plaintext_peers) {
+        (Some(_), true) => problem(
+            "unsafe_plaintext_peers".into(),
+            "cannot be set together with tls".into(),
+        ),
+        (Some(tls), false) => {
+            if config.node.peer_listen.is_none() {
+                problem(
+                    "node.peer_listen".into(),
+                    "required with tls: the peer API gets its own listener".into(),
+                );
+            }
+            for (field, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if path.as_os_str().is_empty() {
+                    problem(format!("tls.{field}"), "must name a PEM file".into());
+                }
+            }
+        }
+        (None, false) if !config.peers.is_empty() => problem(
+            "tls".into(),
+            "the peer API between regions needs mutual TLS (ca, cert, key): set tls, or \
+             unsafe_plaintext_peers: true on a devnet"
+                .into(),
+        ),
+        (None, _) => {}
+    }
+    if config.node.peer_listen.is_some() && config.node.peer_listen == Some(config.node.listen) {
+        problem(
+            "node.peer_listen".into(),
+            "must differ from node.listen (operations and peers are separate listeners)".into(),
+        );
     }
 
     check_key(&mut problem, "signer", &config.signer);
@@ -358,6 +396,11 @@ pub(crate) mod tests {
 node:
   name: aws
   listen: 127.0.0.1:8080
+  peer_listen: 127.0.0.1:8443
+tls:
+  ca: /etc/dvn/tls/ca.pem
+  cert: /etc/dvn/tls/aws.pem
+  key: /etc/dvn/tls/aws.key
 store:
   url: sqlite://dvn.db
 chains:
@@ -381,10 +424,10 @@ chains:
     max_log_range: 1000
 peers:
   - name: aliyun
-    url: http://127.0.0.1:8081
+    url: https://127.0.0.1:8081
     signer: "0x0000000000000000000000000000000000000002"
   - name: gcp
-    url: http://127.0.0.1:8082
+    url: https://127.0.0.1:8082
     signer: "0x0000000000000000000000000000000000000003"
 signer:
   kind: env

@@ -504,7 +504,14 @@ pub async fn run(config: &Config, options: &DoctorOptions) -> anyhow::Result<Rep
             ),
         });
     }
-    for cert in &options.certs {
+    // The peer TLS files of the config, then any given with --cert.
+    let mut certs: Vec<PathBuf> = config
+        .tls
+        .iter()
+        .flat_map(|t| [t.cert.clone(), t.ca.clone()])
+        .collect();
+    certs.extend(options.certs.iter().cloned());
+    for cert in &certs {
         let check = format!("certificate: {}", cert.display());
         out.push(match cert_days_left(cert) {
             Some(days) if days < 30 => Finding::fail(
@@ -512,7 +519,7 @@ pub async fn run(config: &Config, options: &DoctorOptions) -> anyhow::Result<Rep
                 Severity::P3,
                 format!("expires in {days} days"),
                 "certificate not renewed",
-                "renew it (openssl x509 -enddate -noout -in …)",
+                "renew it: dvn certs renew --dir DIR --name REGION (the node reloads it; no restart)",
             ),
             Some(days) => Finding::pass(check, format!("{days} days left")),
             None => Finding::fail(

@@ -11,7 +11,8 @@ use super::protocol::{
     check_signature, PushReply, SignatureList, SignaturePush, MAX_BODY_BYTES,
     MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
 };
-use crate::config::PeerConfig;
+use crate::config::{PeerConfig, TlsConfig};
+use crate::tls::{Reloading, TlsError};
 
 /// Signature pushes in flight at once; beyond, a push is skipped (the peer pulls instead).
 const MAX_PUSHES_IN_FLIGHT: usize = 64;
@@ -23,7 +24,9 @@ const PEER_BACKOFF: Duration = Duration::from_secs(15);
 /// HTTP client for every configured peer.
 #[derive(Debug, Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    /// One client per peer (same order as `peers`): with mutual TLS each checks that the
+    /// server's certificate names *that* peer, and is rebuilt when the certificate files change.
+    http: Vec<Arc<Reloading<reqwest::Client>>>,
     peers: Vec<PeerConfig>,
     pushes: Arc<Semaphore>,
     /// Peers that failed to answer, until when they are skipped: a hung peer costs one
@@ -32,17 +35,41 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    pub fn new(peers: &[PeerConfig]) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(2))
-            .build()?;
+    /// Clients for `peers`, with mutual TLS when `tls` is given (plain HTTP otherwise: devnets).
+    pub fn new(peers: &[PeerConfig], tls: Option<&TlsConfig>) -> anyhow::Result<Self> {
+        let mut http = Vec::with_capacity(peers.len());
+        for peer in peers {
+            let name = peer.name.clone();
+            let build = move |files: &TlsConfig| -> Result<reqwest::Client, TlsError> {
+                let config = crate::tls::client_config(files, &name)?;
+                base_client()
+                    .use_preconfigured_tls(config)
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))
+            };
+            let client = match tls {
+                Some(files) => Reloading::new(files, build)?,
+                None => {
+                    let plain = base_client().build()?;
+                    Reloading::fixed(plain)
+                }
+            };
+            http.push(Arc::new(client));
+        }
         Ok(Self {
             http,
             peers: peers.to_vec(),
             pushes: Arc::new(Semaphore::new(MAX_PUSHES_IN_FLIGHT)),
             resting: Arc::default(),
         })
+    }
+
+    /// The client for the peer at `index` in `peers`.
+    fn client(&self, index: usize) -> reqwest::Client {
+        self.http
+            .get(index)
+            .map(|c| c.get())
+            .unwrap_or_else(|| base_client().build().unwrap_or_default())
     }
 
     /// Whether `peer` is being skipped after failing to answer.
@@ -69,9 +96,10 @@ impl PeerClient {
 
     /// Whether each peer's `/health` answers now (for readiness and `dvn_peer_up`).
     pub async fn probe_health(&self) -> std::collections::BTreeMap<String, bool> {
-        let probes = self.peers.iter().map(|peer| async move {
-            let url = format!("{}/health", peer.url.trim_end_matches('/'));
-            let up = matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success());
+        let probes = self.peers.iter().enumerate().map(|(i, peer)| async move {
+            let url = format!("{}/v1/health", peer.url.trim_end_matches('/'));
+            let up =
+                matches!(self.client(i).get(url).send().await, Ok(r) if r.status().is_success());
             if up {
                 self.answered(&peer.name, true);
             }
@@ -110,7 +138,7 @@ impl PeerClient {
             signer,
             signature: Bytes::copy_from_slice(&signature.as_bytes()),
         };
-        let sends = self.peers.iter().map(|peer| {
+        let sends = self.peers.iter().enumerate().map(|(i, peer)| {
             let body = body.clone();
             async move {
                 if self.resting(&peer.name) {
@@ -118,7 +146,7 @@ impl PeerClient {
                     return;
                 }
                 let url = format!("{}/v1/signatures", peer.url.trim_end_matches('/'));
-                let result = self.http.post(url).json(&body).send().await;
+                let result = self.client(i).post(url).json(&body).send().await;
                 self.answered(&peer.name, result.is_ok());
                 let outcome = match result {
                     Ok(r) if r.status().is_success() => match read_json::<PushReply>(r).await {
@@ -143,12 +171,12 @@ impl PeerClient {
         call_hash: B256,
         signer_set: &[Address],
     ) -> Vec<(String, Address, Signature)> {
-        let pulls = self.peers.iter().map(|peer| async move {
+        let pulls = self.peers.iter().enumerate().map(|(i, peer)| async move {
             if self.resting(&peer.name) {
                 return Vec::new();
             }
             let url = format!("{}/v1/signatures/{call_hash}", peer.url.trim_end_matches('/'));
-            let sent = self.http.get(url).send().await;
+            let sent = self.client(i).get(url).send().await;
             self.answered(&peer.name, sent.is_ok());
             let list = match sent {
                 Ok(r) if r.status().is_success() => read_json::<SignatureList>(r).await.ok(),
@@ -200,6 +228,13 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         body.extend_from_slice(&chunk);
     }
     Ok(serde_json::from_slice(&body)?)
+}
+
+/// Timeouts for every peer request.
+fn base_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
 }
 
 fn reject(peer: &str, reason: &'static str) {

@@ -7,5 +7,6 @@
 //! peer can make us store; the aggregator pulls what it is missing instead.
 
 pub mod client;
+pub mod listener;
 pub mod protocol;
 pub mod server;

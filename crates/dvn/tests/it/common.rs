@@ -171,3 +171,22 @@ pub async fn refusal_log(node: &mut dvn_devnet::nodes::DvnNode) -> String {
     assert!(!status.success());
     std::fs::read_to_string(&node.log_path).unwrap()
 }
+
+/// An HTTPS client to `target`'s peer listener presenting `as_region`'s certificate (from
+/// the stand's certificate set): a region talking to another.
+pub fn peer_http(
+    node: &dvn_devnet::nodes::DvnNode,
+    as_region: &str,
+    target: &str,
+) -> reqwest::Client {
+    let files = dvn::config::TlsConfig {
+        ca: node.tls_dir.join("ca.pem"),
+        cert: node.tls_dir.join(format!("{as_region}.pem")),
+        key: node.tls_dir.join(format!("{as_region}.key")),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(dvn::tls::client_config(&files, target).unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}

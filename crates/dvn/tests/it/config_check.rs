@@ -9,6 +9,11 @@ const GOOD: &str = r#"
 node:
   name: aws
   listen: 127.0.0.1:8080
+  peer_listen: 127.0.0.1:8443
+tls:
+  ca: /etc/dvn/tls/ca.pem
+  cert: /etc/dvn/tls/aws.pem
+  key: /etc/dvn/tls/aws.key
 store:
   url: sqlite://dvn.db
 chains:
@@ -33,10 +38,10 @@ chains:
     max_log_range: 1000
 peers:
   - name: aliyun
-    url: http://127.0.0.1:8081
+    url: https://127.0.0.1:8081
     signer: "0x0000000000000000000000000000000000000002"
   - name: gcp
-    url: http://127.0.0.1:8082
+    url: https://127.0.0.1:8082
     signer: "0x0000000000000000000000000000000000000003"
 signer:
   kind: keystore

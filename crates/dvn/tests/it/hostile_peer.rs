@@ -2,20 +2,17 @@
 //! other data is refused, counted and logged; verification goes on with the honest peers, and
 //! the chain never sees a bad signature.
 
-use std::time::Duration;
-
 use alloy::primitives::{Bytes, B256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use alloy::sol_types::SolEvent;
-use alloy::transports::http::reqwest;
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::{DevnetConfig, Direction};
 use dvn_lz::contracts::IDVN;
 use dvn_lz::multisig::signing_digest;
 use serde_json::json;
 
-use crate::common::Stand;
+use crate::common::{peer_http, Stand};
 use crate::e2e::TIMEOUT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,11 +27,9 @@ async fn bad_peer_signatures_are_refused_and_counted() {
     stand.deliver(Direction::AToB, &first, TIMEOUT).await;
 
     let (_, dst) = stand.devnet.sides(Direction::AToB);
-    let url = format!("{}/v1/signatures", stand.nodes.nodes[0].url());
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    // A region with a valid certificate (aliyun's) sending bad data to aws.
+    let url = format!("{}/v1/signatures", stand.nodes.nodes[0].peer_url());
+    let http = peer_http(&stand.nodes.nodes[0], "aliyun", "aws");
     let known = known_call_hash(&stand).await;
 
     let outsider = PrivateKeySigner::random();

@@ -19,7 +19,7 @@ async fn a_black_hole_peer_does_not_slow_the_other_two() {
         node.edit_config(|c| {
             for peer in c["peers"].as_array_mut().unwrap() {
                 if peer["name"] == "gcp" {
-                    peer["url"] = json!(hole.url);
+                    peer["url"] = json!(hole.url.replace("http://", "https://"));
                 }
             }
         })
