@@ -441,6 +441,39 @@ impl NodeSet {
         Ok(n)
     }
 
+    /// Routes every region's connections to every other region's peer listener through its
+    /// own [`crate::proxy::TcpLink`], so a test can cut any direction: `links[i][j]` carries
+    /// node `i`'s requests to node `j` (`None` on the diagonal). Call before starting.
+    pub async fn route_peers_through_links(
+        &self,
+    ) -> anyhow::Result<Vec<Vec<Option<crate::proxy::TcpLink>>>> {
+        let mut links = Vec::new();
+        for (i, from) in self.nodes.iter().enumerate() {
+            let mut row = Vec::new();
+            for (j, to) in self.nodes.iter().enumerate() {
+                if i == j {
+                    row.push(None);
+                    continue;
+                }
+                let link =
+                    crate::proxy::TcpLink::start(([127, 0, 0, 1], to.peer_port).into()).await?;
+                let url = format!("https://{}", link.addr);
+                from.edit_config(|c| {
+                    if let Some(peers) = c["peers"].as_array_mut() {
+                        for peer in peers {
+                            if peer["name"] == to.region.as_str() {
+                                peer["url"] = json!(url);
+                            }
+                        }
+                    }
+                })?;
+                row.push(Some(link));
+            }
+            links.push(row);
+        }
+        Ok(links)
+    }
+
     /// Starts the nodes at `indices` and waits for their `/health`.
     pub async fn start(&mut self, indices: &[usize]) -> anyhow::Result<()> {
         for &i in indices {

@@ -250,3 +250,68 @@ impl Drop for BlackHole {
         self.task.abort();
     }
 }
+
+/// A TCP forwarder on 127.0.0.1 in front of one address, that a test can cut and heal: a
+/// network link between two regions. Bytes pass through untouched (TLS included). Cutting
+/// closes the connections in flight and refuses new ones; healing lets new ones through.
+#[derive(Debug)]
+pub struct TcpLink {
+    pub addr: std::net::SocketAddr,
+    state: Arc<Mutex<tokio_util::sync::CancellationToken>>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl TcpLink {
+    pub async fn start(upstream: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(tokio_util::sync::CancellationToken::new()));
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (task_state, task_open) = (Arc::clone(&state), Arc::clone(&open));
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !task_open.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let cut = task_state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = cut.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            state,
+            open,
+            task,
+        })
+    }
+
+    /// Cuts the link: connections in flight are closed, new ones refused.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.cancel();
+        *state = tokio_util::sync::CancellationToken::new();
+    }
+
+    /// Heals the link.
+    pub fn heal(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpLink {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}

@@ -4,26 +4,46 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `dvn --config /app/config.yaml --debug` (the operator manual's form, no subcommand) runs
+/// the node, exactly as `dvn run --config … --debug` does.
 #[derive(Debug, Parser)]
-#[command(name = "dvn", version, about = "LayerZero V2 DVN node")]
+#[command(
+    name = "dvn",
+    version,
+    about = "LayerZero V2 DVN node",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl Cli {
+    /// The command to carry out: running the node when none is named.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Run(self.run))
+    }
+}
+
+/// How to run the node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[arg(long, short, default_value = "config.yaml")]
+    pub config: PathBuf,
+    /// Debug-level logs.
+    #[arg(long)]
+    pub debug: bool,
+    /// Logs as JSON lines.
+    #[arg(long)]
+    pub json_logs: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the node.
-    Run {
-        #[arg(long, short, default_value = "config.yaml")]
-        config: PathBuf,
-        /// Debug-level logs.
-        #[arg(long)]
-        debug: bool,
-        /// Logs as JSON lines.
-        #[arg(long)]
-        json_logs: bool,
-    },
+    /// Run the node (also what `dvn` does with no subcommand).
+    Run(RunArgs),
     /// One screen: chains, backlog, latency, keys, peers, balance, last verified packet.
     Status {
         #[command(flatten)]
@@ -238,4 +258,29 @@ pub enum ConfigCommand {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manuals_start_command_runs_the_node() {
+        let manual = Cli::try_parse_from(["dvn", "--config", "/app/config.yaml", "--debug"])
+            .unwrap()
+            .command();
+        let Command::Run(args) = manual else {
+            unreachable!("not run: {manual:?}")
+        };
+        assert_eq!(args.config, PathBuf::from("/app/config.yaml"));
+        assert!(args.debug);
+        let explicit = Cli::try_parse_from(["dvn", "run", "-c", "x.yaml"])
+            .unwrap()
+            .command();
+        assert!(matches!(
+            explicit,
+            Command::Run(RunArgs { debug: false, .. })
+        ));
+        assert!(Cli::try_parse_from(["dvn", "--debug", "status"]).is_err());
+    }
 }

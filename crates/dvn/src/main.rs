@@ -26,7 +26,7 @@ fn init_logs(debug: bool, json: bool) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match Cli::parse().command {
+    match Cli::parse().command() {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => match Config::load(&config) {
@@ -229,11 +229,11 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run {
+        Command::Run(dvn::cli::RunArgs {
             config,
             debug,
             json_logs,
-        } => {
+        }) => {
             init_logs(debug, json_logs);
             let config = match Config::load(&config) {
                 Ok(c) => c,

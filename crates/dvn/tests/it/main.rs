@@ -19,6 +19,7 @@ mod lease;
 mod nonce_gap;
 mod ops;
 mod ops_tools;
+mod partitions;
 mod peer_tls;
 mod peers_io;
 mod pg;
