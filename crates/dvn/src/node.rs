@@ -267,6 +267,81 @@ async fn probe_keys(ctx: &Context) {
     }
 }
 
+/// How often the DVNs' signer sets and quorums are re-read (and at once after an `execute`
+/// failed its signature check).
+const SIGNER_SET_REFRESH: Duration = Duration::from_secs(30);
+
+/// Follows each destination DVN's on-chain signer set and quorum: they change by the DVN's own
+/// multisig (`setSigner`, `setQuorum`), and a node that kept the old ones would pack params the
+/// contract silently skips. Our own signer and every peer's are re-validated against the new
+/// set (`dvn_signer_in_set`, a warning naming whoever left it).
+async fn follow_signer_sets(ctx: &Context) {
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(SIGNER_SET_REFRESH) => {}
+            _ = ctx.wake.signers.notified() => {}
+        }
+        for chain in ctx.chains.values() {
+            if let Err(e) = refresh_signer_set(ctx, chain).await {
+                tracing::warn!(
+                    chain = chain.name(),
+                    "could not re-read the DVN signer set: {e:#}"
+                );
+            }
+        }
+    }
+}
+
+async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<()> {
+    let known = ctx.dvn(chain.eid())?;
+    let signers = chain
+        .call(known.address, &IDVN::getSignersCall {}, None)
+        .await?;
+    let quorum = chain
+        .call(known.address, &IDVN::quorumCall {}, None)
+        .await?;
+    let quorum = usize::try_from(quorum)?;
+    anyhow::ensure!(
+        quorum >= 1 && quorum <= signers.len(),
+        "the DVN reports quorum {quorum} with {} signers: keeping the previous set",
+        signers.len()
+    );
+    let fresh = DvnInfo {
+        signers,
+        quorum,
+        ..known.clone()
+    };
+    let ours = fresh.signers.contains(&ctx.signer.address());
+    metrics::gauge!("dvn_signer_in_set", "chain" => chain.name().to_string()).set(if ours {
+        1.0
+    } else {
+        0.0
+    });
+    if fresh == known {
+        return Ok(());
+    }
+    tracing::warn!(
+        chain = chain.name(),
+        old_quorum = known.quorum,
+        new_quorum = fresh.quorum,
+        old_signers = ?known.signers,
+        new_signers = ?fresh.signers,
+        "the DVN's signer set or quorum changed on chain: following it"
+    );
+    if !ours {
+        tracing::error!(chain = chain.name(), signer = %ctx.signer.address(), "our signer is no longer in the DVN's signer set: our signatures no longer count there");
+    }
+    for peer in &ctx.config.peers {
+        if !fresh.signers.contains(&peer.signer) {
+            tracing::warn!(chain = chain.name(), peer = %peer.name, signer = %peer.signer, "a peer's signer is no longer in the DVN's signer set");
+        }
+    }
+    ctx.set_dvn(chain.eid(), fresh);
+    ctx.wake.submit.notify_waiters();
+    Ok(())
+}
+
 /// Runs the node until cancelled (clean exit) or until a task fails (error).
 pub async fn run(
     config: Config,
@@ -366,7 +441,7 @@ pub async fn run(
         config,
         store,
         chains,
-        dvns,
+        dvns: std::sync::RwLock::new(dvns),
         signer,
         submitter,
         peers,
@@ -457,13 +532,25 @@ pub async fn run(
     });
     let c = Arc::clone(&ctx);
     tasks.spawn(async move {
+        follow_signer_sets(&c).await;
+        Ok("signer sets")
+    });
+    let c = Arc::clone(&ctx);
+    tasks.spawn(async move {
         let sources = crate::health::Sources {
             store: &c.store,
             chains: &c.chains,
             signer: &c.signer,
             submitter: &c.submitter,
             peers: &c.peers,
-            quorum: c.dvns.values().map(|d| d.quorum).max().unwrap_or(1),
+            quorum: c
+                .dvns
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|d| d.quorum)
+                .max()
+                .unwrap_or(1),
         };
         crate::health::run(sources, &c.health, &c.cancel).await;
         Ok("health")

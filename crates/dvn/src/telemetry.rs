@@ -41,6 +41,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_rpc_disagreements_total", "counter", "Answers of an RPC endpoint (by index) that differed from the agreed answer, per method"),
     ("dvn_nonce_gap_seconds", "gauge", "How long the current nonce gap on a chain has persisted (0: none); recovery scans back by itself"),
     ("dvn_reorg_too_deep", "gauge", "1 while a chain's scan is halted by a reorg deeper than its max_reorg_depth"),
+    ("dvn_signer_in_set", "gauge", "1 while our signer is in the DVN's on-chain signer set on a chain (re-read every 30 s)"),
     ("dvn_halted_paths", "gauge", "Paths halted by the equivocation guard; only an operator's `dvn path resume` lets them go on"),
 ];
 
@@ -76,6 +77,7 @@ pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
     for chain in chains {
         metrics::gauge!("dvn_reorg_too_deep", "chain" => chain.to_string()).set(0.0);
         metrics::gauge!("dvn_nonce_gap_seconds", "chain" => chain.to_string()).set(0.0);
+        metrics::gauge!("dvn_signer_in_set", "chain" => chain.to_string()).set(1.0);
         for name in PER_CHAIN_COUNTERS {
             metrics::counter!(*name, "chain" => chain.to_string()).increment(0);
         }

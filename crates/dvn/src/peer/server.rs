@@ -66,7 +66,7 @@ pub async fn push(
             );
         }
     };
-    let Some(dvn) = ctx.dvns.get(&packet.packet.dst_eid) else {
+    let Ok(dvn) = ctx.dvn(packet.packet.dst_eid) else {
         return rejected(Rejection::UnknownHash);
     };
     let signature = match check_signature(

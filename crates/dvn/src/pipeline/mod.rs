@@ -19,7 +19,7 @@ pub mod watch;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use alloy::primitives::Address;
@@ -34,7 +34,7 @@ use crate::signer::KeyHandle;
 use crate::store::Store;
 
 /// Our DVN contract on one chain, as read from the chain at startup.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DvnInfo {
     pub address: Address,
     pub signers: Vec<Address>,
@@ -47,6 +47,8 @@ pub struct DvnInfo {
 pub struct Wakeups {
     pub sign: Notify,
     pub submit: Notify,
+    /// Re-read the DVNs' signer sets now (an `execute` failed its signature check).
+    pub signers: Notify,
 }
 
 /// Everything the stages share.
@@ -55,8 +57,9 @@ pub struct Context {
     pub config: Config,
     pub store: Store,
     pub chains: BTreeMap<u32, EvmChain>,
-    /// Our DVN per chain eid.
-    pub dvns: BTreeMap<u32, DvnInfo>,
+    /// Our DVN per chain eid, as last read from the chain (followed live: the signer set and
+    /// quorum change on chain by the DVN's own multisig).
+    pub dvns: RwLock<BTreeMap<u32, DvnInfo>>,
     pub signer: KeyHandle,
     pub submitter: KeyHandle,
     pub peers: PeerClient,
@@ -76,11 +79,22 @@ impl Context {
             .ok_or_else(|| anyhow::anyhow!("chain {eid} is not configured"))
     }
 
-    /// Our DVN on chain `eid`, as checked at start.
-    pub fn dvn(&self, eid: u32) -> anyhow::Result<&DvnInfo> {
+    /// Our DVN on chain `eid` as last read (signers, quorum).
+    pub fn dvn(&self, eid: u32) -> anyhow::Result<DvnInfo> {
         self.dvns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .get(&eid)
+            .cloned()
             .ok_or_else(|| anyhow::anyhow!("no DVN checked on chain {eid}"))
+    }
+
+    /// Replaces what is known of our DVN on chain `eid`.
+    pub fn set_dvn(&self, eid: u32, info: DvnInfo) {
+        self.dvns
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(eid, info);
     }
 
     pub fn tick(&self) -> Duration {

@@ -331,6 +331,11 @@ async fn settle_receipt(
                 || topic == Some(IDVN::ExecuteFailed::SIGNATURE_HASH))
         {
             failures += 1;
+            if topic == Some(IDVN::VerifySignaturesFailed::SIGNATURE_HASH) {
+                // The signer set or quorum may have changed on chain: re-read it before the
+                // packets are aggregated again.
+                ctx.wake.signers.notify_one();
+            }
         }
     }
     let (_, block_time) = chain

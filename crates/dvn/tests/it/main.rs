@@ -27,6 +27,7 @@ mod pkcs11;
 mod quorum;
 mod rpc_faults;
 mod rpc_quorum;
+mod signer_set;
 mod source_truth;
 mod startup;
 mod store;
