@@ -20,6 +20,7 @@ mod nonce_gap;
 mod ops;
 mod ops_tools;
 mod partitions;
+mod peer_flood;
 mod peer_tls;
 mod peers_io;
 mod pg;
