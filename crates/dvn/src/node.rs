@@ -348,7 +348,11 @@ pub async fn run(
     metrics: PrometheusHandle,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.store.url).await?;
+    let store = Store::connect_with(
+        &config.store.url,
+        Duration::from_millis(config.store.statement_timeout_ms),
+    )
+    .await?;
     let signer = KeyHandle::load(&config.signer, "signer", &config.signing)
         .await
         .context("signer key")?;

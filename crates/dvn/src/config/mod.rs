@@ -99,10 +99,18 @@ pub struct StoreConfig {
     /// `sqlite://path/to/dvn.db` (embedded, the default) or `postgres://user@host/db`.
     #[serde(default = "default_store_url")]
     pub url: String,
+    /// PostgreSQL: the longest one statement may run (a lock held elsewhere, a server in
+    /// trouble) before it is cancelled and the step retried.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
 }
 
 fn default_store_url() -> String {
     "sqlite://dvn.db".into()
+}
+
+fn default_statement_timeout_ms() -> u64 {
+    10_000
 }
 
 /// How a chain's blocks count as final enough to sign.

@@ -88,8 +88,17 @@ fn int(value: u64) -> i64 {
 }
 
 impl Store {
-    /// Connects and brings the schema up to date.
+    /// Connects and brings the schema up to date (PostgreSQL statements time out after 10 s).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, std::time::Duration::from_secs(10)).await
+    }
+
+    /// [`Store::connect`] with PostgreSQL's `statement_timeout` set to `statement_timeout`
+    /// (unless the URL sets its own `options`).
+    pub async fn connect_with(
+        url: &str,
+        statement_timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let (url, sqlite) = if let Some(rest) = url.strip_prefix("sqlite:") {
             // Create the file on first use; one writer at a time is what SQLite wants.
@@ -101,7 +110,16 @@ impl Store {
             };
             (url, true)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (url.to_string(), false)
+            let url = if url.contains("options=") {
+                url.to_string()
+            } else {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!(
+                    "{url}{sep}options=-c%20statement_timeout%3D{}",
+                    statement_timeout.as_millis()
+                )
+            };
+            (url, false)
         } else {
             return Err(StoreError::UnsupportedUrl);
         };

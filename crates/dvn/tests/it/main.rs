@@ -8,6 +8,7 @@ mod config_check;
 mod confirmations;
 mod conflux;
 mod crash;
+mod dependencies;
 mod e2e;
 mod expiry;
 mod foreign;
