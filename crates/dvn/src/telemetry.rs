@@ -41,6 +41,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_rpc_disagreements_total", "counter", "Answers of an RPC endpoint (by index) that differed from the agreed answer, per method"),
     ("dvn_nonce_gap_seconds", "gauge", "How long the current nonce gap on a chain has persisted (0: none); recovery scans back by itself"),
     ("dvn_reorg_too_deep", "gauge", "1 while a chain's scan is halted by a reorg deeper than its max_reorg_depth"),
+    ("dvn_clock_offset_seconds", "gauge", "This machine's clock minus the destination chain's latest block time (submitter turns follow block time; a large offset means broken NTP)"),
     ("dvn_signer_in_set", "gauge", "1 while our signer is in the DVN's on-chain signer set on a chain (re-read every 30 s)"),
     ("dvn_halted_paths", "gauge", "Paths halted by the equivocation guard; only an operator's `dvn path resume` lets them go on"),
 ];

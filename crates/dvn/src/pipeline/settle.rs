@@ -7,7 +7,7 @@
 //! have come between persisting and broadcasting), and replaces a stuck one with the same
 //! nonce and higher fees, up to the configured cap.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use alloy::consensus::{Transaction, TxEip1559, TxEnvelope};
@@ -26,12 +26,21 @@ use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
 /// After this many failed attempts a packet stops being retried and waits for an operator.
 pub const MAX_ATTEMPTS: u64 = 10;
 
-/// How long "our nonce is mined but none of our receipts is visible" must hold before the
-/// submission counts as dropped.
-const NONCE_TAKEN_GRACE_MS: i64 = 3_000;
+/// Destination blocks for which "our nonce is mined but none of our receipts is visible" must
+/// hold before the submission counts as dropped (a node may report the account's new nonce
+/// a moment before it serves the receipt; blocks, not seconds, so a slow or stalled chain
+/// cannot make a live transaction look dropped).
+const NONCE_TAKEN_BLOCKS: u64 = 3;
 
 /// Settles or nurses the in-flight submission on `eid`. Returns true while one is in flight.
-pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
+///
+/// `taken_since` remembers, per account nonce, the destination head at which another
+/// transaction was first seen to hold our nonce.
+pub async fn settle_in_flight(
+    ctx: &Context,
+    eid: u32,
+    taken_since: &mut HashMap<u64, u64>,
+) -> anyhow::Result<bool> {
     let pending = ctx.store.pending_submissions(eid).await?;
     let Some(first) = pending.first() else {
         return Ok(false);
@@ -55,17 +64,17 @@ pub async fn settle_in_flight(ctx: &Context, eid: u32) -> anyhow::Result<bool> {
     }
     // Nothing of ours mined. If a transaction with our nonce was mined anyway, it was not one
     // of ours (the key was used elsewhere, or we cancelled it): ours can never land, so retry
-    // the packets. Only once that has held for a while: a node may report the account's new
-    // nonce a moment before it serves the receipt (seen on anvil right after a send).
-    let newest_at = same_nonce
-        .iter()
-        .map(|s| s.created_at_ms)
-        .max()
-        .unwrap_or(first.created_at_ms);
-    if mined > nonce && now_ms() - newest_at < NONCE_TAKEN_GRACE_MS {
-        return Ok(true);
-    }
+    // the packets. Only once that has held for NONCE_TAKEN_BLOCKS destination blocks: a node
+    // may report the account's new nonce a moment before it serves the receipt (seen on anvil
+    // right after a send).
+    taken_since.retain(|n, _| *n >= nonce);
     if mined > nonce {
+        let head = chain.head().await?;
+        let since = *taken_since.entry(nonce).or_insert(head);
+        if head < since + NONCE_TAKEN_BLOCKS {
+            return Ok(true);
+        }
+        taken_since.remove(&nonce);
         for sub in &same_nonce {
             ctx.store.finish_submission(sub.tx_hash, "dropped").await?;
             for row in ctx.store.packets_of_submission(sub.tx_hash).await? {

@@ -39,6 +39,9 @@ pub const ROTATION_SLOT_SECS: u64 = 60;
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
 
+/// Clock offset from the destination's latest block time beyond which a warning is logged.
+pub const CLOCK_SKEW_TOLERANCE_SECS: u64 = 120;
+
 /// Signature pulls in flight at once per step.
 const PULL_CONCURRENCY: usize = 16;
 
@@ -78,6 +81,11 @@ pub struct SubmitStage {
     /// Destination head when each packet was first seen with a quorum (see
     /// [`TAKEOVER_MIN_BLOCKS`]). Not persisted: a restart only delays a takeover.
     ready_since: HashMap<B256, u64>,
+    /// Per account nonce: the destination head when another transaction was first seen to
+    /// hold it (see `settle::settle_in_flight`).
+    nonce_taken_since: HashMap<u64, u64>,
+    /// When a clock-skew warning was last logged.
+    skew_warned: Option<Instant>,
 }
 
 struct Ready {
@@ -92,6 +100,8 @@ impl SubmitStage {
             eid,
             last_pull: HashMap::new(),
             ready_since: HashMap::new(),
+            nonce_taken_since: HashMap::new(),
+            skew_warned: None,
         }
     }
 
@@ -100,7 +110,7 @@ impl SubmitStage {
         if !self.ctx.holds_submitter_role() {
             return Ok(Progress::Idle);
         }
-        if settle::settle_in_flight(&self.ctx, self.eid).await? {
+        if settle::settle_in_flight(&self.ctx, self.eid, &mut self.nonce_taken_since).await? {
             return Ok(Progress::Idle);
         }
         let ready = self.aggregate().await?;
@@ -129,6 +139,7 @@ impl SubmitStage {
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let ttl = self.ctx.config.verification.expiration_secs;
         let now = chain.latest_timestamp().await?;
+        self.note_clock_offset(chain.name(), now);
         let head = chain.head().await?;
         let regions = self.ctx.config.regions();
         let me = regions
@@ -235,8 +246,9 @@ impl SubmitStage {
             let mut row = row;
             row.ready_at_ms = Some(ready_at);
             let since = *self.ready_since.entry(row.packet.guid).or_insert(head);
-            let wall = u64::try_from(now_ms() / 1000).unwrap_or(0);
-            let owner = owner(row.packet.block_timestamp, wall, regions.len(), takeover);
+            // Turns follow the destination's clock, not this machine's: a region whose clock
+            // is off still takes its turn when the chain says so.
+            let owner = owner(row.packet.block_timestamp, now, regions.len(), takeover);
             let designated = designated(row.packet.block_timestamp, regions.len());
             let chain_moved = head >= since + TAKEOVER_MIN_BLOCKS;
             if owner != Some(me) || (me != designated && !chain_moved) {
@@ -293,6 +305,28 @@ impl SubmitStage {
             }
         }
         Ok(())
+    }
+
+    /// Exports how far this machine's clock is from the destination's latest block time, and
+    /// warns (once a minute) when it is beyond [`CLOCK_SKEW_TOLERANCE_SECS`]: no decision is
+    /// taken on the wall clock that block time can make, but a skewed clock is worth fixing.
+    fn note_clock_offset(&mut self, chain: &str, block_time: u64) {
+        let wall = now_ms() / 1000;
+        let offset = wall - i64::try_from(block_time).unwrap_or(i64::MAX);
+        metrics::gauge!("dvn_clock_offset_seconds", "chain" => chain.to_string())
+            .set(offset as f64);
+        if offset.unsigned_abs() > CLOCK_SKEW_TOLERANCE_SECS
+            && self
+                .skew_warned
+                .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+        {
+            self.skew_warned = Some(Instant::now());
+            tracing::warn!(
+                chain,
+                offset_secs = offset,
+                "this machine's clock is {offset} s from the chain's latest block time: check NTP"
+            );
+        }
     }
 
     fn should_pull(&mut self, guid: B256) -> bool {

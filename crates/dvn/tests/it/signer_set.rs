@@ -66,9 +66,11 @@ async fn a_quorum_raised_on_chain_is_followed_without_losing_a_packet() {
     stand.deliver(Direction::AToB, &after, TIMEOUT).await;
     let all: Vec<_> = before.into_iter().chain(after).collect();
     stand.assert_invariants(Direction::AToB, &all).await;
-    let log = std::fs::read_to_string(&stand.nodes.nodes[0].log_path).unwrap();
-    assert!(
-        log.contains("signer set or quorum changed on chain"),
-        "the change is logged"
-    );
+    // The region that submitted saw the failed signature check and re-read the set at once.
+    let logged = stand.nodes.nodes.iter().any(|node| {
+        std::fs::read_to_string(&node.log_path)
+            .unwrap()
+            .contains("signer set or quorum changed on chain")
+    });
+    assert!(logged, "the change is logged");
 }
