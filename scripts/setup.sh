@@ -33,6 +33,8 @@ install_debs() {
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+  # faketime: one node with a skewed wall clock (submitter turns must follow block time).
+  command -v faketime >/dev/null || missing+=(faketime)
   if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod clock_skew;
 mod common;
 mod config_check;
 mod confirmations;
