@@ -129,6 +129,13 @@ impl Artifacts {
     }
 
     /// The pinned anvil binary (`@foundry-rs/anvil-linux-amd64`).
+    /// The repository's `devnet/` directory (holds `node_modules`).
+    pub fn devnet_dir(&self) -> PathBuf {
+        self.node_modules
+            .parent()
+            .map_or_else(|| self.node_modules.clone(), Path::to_path_buf)
+    }
+
     pub fn anvil_binary(&self) -> PathBuf {
         self.node_modules
             .join("@foundry-rs/anvil-linux-amd64/bin/anvil")

@@ -98,9 +98,16 @@ impl Chain {
         chain_id: u64,
         mining: Mining,
         prune_history: Option<u64>,
+        own_session: bool,
         log_file: &Path,
     ) -> anyhow::Result<Self> {
-        let mut anvil = Anvil::at(artifacts.anvil_binary())
+        let anvil = if own_session {
+            let wrapper = artifacts.devnet_dir().join("anvil-own-session.sh");
+            Anvil::at(wrapper).env("DVN_ANVIL_BIN", artifacts.anvil_binary())
+        } else {
+            Anvil::at(artifacts.anvil_binary())
+        };
+        let mut anvil = anvil
             .host("127.0.0.1")
             .port(0u16)
             .chain_id(chain_id)

@@ -51,6 +51,9 @@ pub struct DevnetConfig {
     /// Keep only this many recent states (anvil `--prune-history`), like an ordinary
     /// non-archive RPC node: reads at older blocks fail.
     pub prune_history: Option<u64>,
+    /// Run the chains in a session of their own (the demo: a terminal Ctrl-C must not stop
+    /// them). Tests leave them in their process group, so a killed test takes them along.
+    pub own_session: bool,
 }
 
 impl Default for DevnetConfig {
@@ -64,6 +67,7 @@ impl Default for DevnetConfig {
             log_dir: None,
             extra_signers: vec![],
             prune_history: None,
+            own_session: false,
         }
     }
 }
@@ -165,6 +169,7 @@ impl Devnet {
                 CHAIN_ID_A,
                 config.mining,
                 config.prune_history,
+                config.own_session,
                 &log_a
             ),
             Chain::start(
@@ -173,6 +178,7 @@ impl Devnet {
                 CHAIN_ID_B,
                 config.mining,
                 config.prune_history,
+                config.own_session,
                 &log_b
             ),
         )?;

@@ -44,6 +44,9 @@ pub struct NodeOptions {
     pub replace_after_secs: u64,
     /// How often an idle node probes its keys' HSM/KMS.
     pub probe_interval_secs: u64,
+    /// Start the nodes in a process group of their own (the demo: a terminal Ctrl-C must not
+    /// stop them; they are killed when the set is dropped).
+    pub own_process_group: bool,
 }
 
 impl Default for NodeOptions {
@@ -59,6 +62,7 @@ impl Default for NodeOptions {
             rpc_quorum: None,
             replace_after_secs: 30,
             probe_interval_secs: 2,
+            own_process_group: false,
         }
     }
 }
@@ -77,6 +81,7 @@ pub struct DvnNode {
     pub log_path: PathBuf,
     binary: PathBuf,
     env: Vec<(String, String)>,
+    own_process_group: bool,
     child: Option<Child>,
 }
 
@@ -90,7 +95,12 @@ impl DvnNode {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if self.own_process_group {
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+        }
+        let child = command
             .args(["run", "--config"])
             .arg(&self.config_path)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -400,6 +410,7 @@ impl NodeSet {
                 log_path: dir.join(format!("{region}.log")),
                 binary: binary.to_path_buf(),
                 env,
+                own_process_group: options.own_process_group,
                 child: None,
             });
         }
@@ -429,6 +440,7 @@ impl NodeSet {
             log_path: self.dir.join(format!("{}-replica{n}.log", original.region)),
             binary: original.binary.clone(),
             env: original.env.clone(),
+            own_process_group: original.own_process_group,
             child: None,
         };
         let store = self.dir.join(format!("{}-replica{n}.db", original.region));
