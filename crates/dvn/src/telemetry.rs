@@ -42,6 +42,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_nonce_gap_seconds", "gauge", "How long the current nonce gap on a chain has persisted (0: none); recovery scans back by itself"),
     ("dvn_reorg_too_deep", "gauge", "1 while a chain's scan is halted by a reorg deeper than its max_reorg_depth"),
     ("dvn_clock_offset_seconds", "gauge", "This machine's clock minus the destination chain's latest block time (submitter turns follow block time; a large offset means broken NTP)"),
+    ("dvn_sole_verifier_packets_total", "counter", "Packets signed for an OApp whose receive config requires only our DVN (1-of-1, the KelpDAO configuration)"),
     ("dvn_signer_in_set", "gauge", "1 while our signer is in the DVN's on-chain signer set on a chain (re-read every 30 s)"),
     ("dvn_halted_paths", "gauge", "Paths halted by the equivocation guard; only an operator's `dvn path resume` lets them go on"),
 ];
@@ -75,6 +76,13 @@ const PER_CHAIN_COUNTERS: &[&str] = &[
 
 /// Registers every per-chain counter at zero, and every packet state's gauge.
 pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
+    let chains: Vec<&str> = chains.into_iter().collect();
+    for src in &chains {
+        for dst in chains.iter().filter(|d| *d != src) {
+            metrics::counter!("dvn_sole_verifier_packets_total", "src" => src.to_string(), "dst" => dst.to_string())
+                .increment(0);
+        }
+    }
     for chain in chains {
         metrics::gauge!("dvn_reorg_too_deep", "chain" => chain.to_string()).set(0.0);
         metrics::gauge!("dvn_nonce_gap_seconds", "chain" => chain.to_string()).set(0.0);

@@ -170,6 +170,7 @@ impl SignStage {
                 None,
             )
             .await?;
+        let sole_verifier = is_sole_verifier(dvn.address, &receive_cfg);
         let send_cfg_call = ISendUln302::getUlnConfigCall {
             oapp: sender,
             remoteEid: p.dst_eid,
@@ -297,6 +298,10 @@ impl SignStage {
         }
         metrics::counter!("dvn_packets_signed_total", "chain" => dst.name().to_string())
             .increment(1);
+        if sole_verifier {
+            metrics::counter!("dvn_sole_verifier_packets_total", "src" => src.name().to_string(), "dst" => dst.name().to_string()).increment(1);
+            tracing::info!(guid = %p.guid, receiver = %receiver, "signed for an OApp whose receive config requires only our DVN (1-of-1): a single point of failure for it");
+        }
         tracing::info!(guid = %p.guid, nonce = p.nonce, confirmations = required, expiration = expires, "signed");
         self.ctx
             .peers
@@ -337,6 +342,16 @@ pub async fn canonical_problem(src: &EvmChain, p: &NewPacket) -> anyhow::Result<
                 && sent.send_library == src.config.send_uln
         });
     Ok((!still_there).then(|| "the receipt no longer holds this packet for our DVN".into()))
+}
+
+/// Whether the OApp's receive config makes our DVN the *only* verifier of its path (1-of-1:
+/// required = [us], no optional threshold) — the configuration the April 2026 KelpDAO loss
+/// ran on: one verifier fooled and a message is forged. Not refused (the OApp chose it), but
+/// counted when we sign for it (`dvn_sole_verifier_packets_total`, alert `DvnSoleVerifierOApp`).
+fn is_sole_verifier(our_dvn: Address, cfg: &dvn_lz::contracts::UlnConfig) -> bool {
+    cfg.optionalDVNThreshold == 0
+        && cfg.requiredDVNs.len() == 1
+        && cfg.requiredDVNs.first() == Some(&our_dvn)
 }
 
 /// Whether the destination already has what this packet needs, and so no signature is due.
@@ -407,5 +422,34 @@ pub async fn destination_done(
 impl Stage for SignStage {
     async fn step(&mut self) -> anyhow::Result<Progress> {
         self.run_step().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::address;
+    use dvn_lz::contracts::UlnConfig;
+
+    const US: Address = address!("00000000000000000000000000000000000000d1");
+    const THEM: Address = address!("00000000000000000000000000000000000000d2");
+
+    fn cfg(required: Vec<Address>, optional: Vec<Address>, threshold: u8) -> UlnConfig {
+        UlnConfig {
+            confirmations: 1,
+            requiredDVNCount: required.len() as u8,
+            optionalDVNCount: optional.len() as u8,
+            optionalDVNThreshold: threshold,
+            requiredDVNs: required,
+            optionalDVNs: optional,
+        }
+    }
+
+    #[test]
+    fn only_a_lone_required_us_is_a_sole_verifier() {
+        assert!(is_sole_verifier(US, &cfg(vec![US], vec![], 0)));
+        assert!(!is_sole_verifier(US, &cfg(vec![US, THEM], vec![], 0)));
+        assert!(!is_sole_verifier(US, &cfg(vec![US], vec![THEM], 1)));
+        assert!(!is_sole_verifier(US, &cfg(vec![THEM], vec![], 0)));
     }
 }

@@ -80,6 +80,15 @@ async fn a_send_through_another_library_never_stalls_the_path() {
         0.0,
         "the foreign send is no gap"
     );
+    // The devnet's OApps require only our DVN: every signature for them is flagged.
+    assert!(
+        stand
+            .nodes
+            .metric_sum("dvn_sole_verifier_packets_total")
+            .await
+            >= 5.0,
+        "signing for a 1-of-1 OApp is counted"
+    );
 }
 
 /// Issue 9 §3: all three nodes down while messages are sent, on chains that keep only the
