@@ -267,6 +267,28 @@ async fn probe_keys(ctx: &Context) {
     }
 }
 
+/// Deletes finished packets past `store.retention_days`, hourly: per-packet cost must not
+/// grow with history.
+async fn prune_history(ctx: &Context) {
+    let days = ctx.config.store.retention_days;
+    if days == 0 {
+        return ctx.cancel.cancelled().await;
+    }
+    loop {
+        let keep_ms = i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+        let before = crate::store::now_ms().saturating_sub(keep_ms);
+        match ctx.store.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(packets = n, days, "pruned finished packets past retention"),
+            Err(e) => tracing::warn!("pruning past retention failed: {e}"),
+        }
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3_600)) => {}
+        }
+    }
+}
+
 /// How often the DVNs' signer sets and quorums are re-read (and at once after an `execute`
 /// failed its signature check).
 const SIGNER_SET_REFRESH: Duration = Duration::from_secs(30);
@@ -541,8 +563,14 @@ pub async fn run(
     });
     let c = Arc::clone(&ctx);
     tasks.spawn(async move {
+        prune_history(&c).await;
+        Ok("retention")
+    });
+    let reader = ctx.store.reader().await.context("store reader")?;
+    let c = Arc::clone(&ctx);
+    tasks.spawn(async move {
         let sources = crate::health::Sources {
-            store: &c.store,
+            store: &reader,
             chains: &c.chains,
             signer: &c.signer,
             submitter: &c.submitter,

@@ -32,3 +32,6 @@ CREATE TABLE scan_checkpoints (
 -- The block of each path's highest nonce: a gap found later (a provider dropped the last log
 -- of an earlier scan) is recovered by scanning again from there.
 ALTER TABLE path_nonces ADD COLUMN max_nonce_block BIGINT;
+
+-- The health snapshot's last-verified read and the retention prune.
+CREATE INDEX packets_state_updated ON packets (state, updated_at_ms);

@@ -103,6 +103,14 @@ pub struct StoreConfig {
     /// trouble) before it is cancelled and the step retried.
     #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: u64,
+    /// Finished packets (verified, skipped, orphaned) and their signatures are deleted this
+    /// many days after they finished; 0 keeps everything.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+}
+
+fn default_retention_days() -> u64 {
+    30
 }
 
 fn default_store_url() -> String {

@@ -73,6 +73,8 @@ pub struct HaltedPath {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The connection URL as used (to open a [`Store::reader`]).
+    url: String,
 }
 
 /// Milliseconds since the Unix epoch (for bookkeeping timestamps only, never for signing).
@@ -139,7 +141,48 @@ impl Store {
         } else {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
         }
-        Ok(Self { pool })
+        Ok(Self { pool, url })
+    }
+
+    /// A second handle on the same database with its own connections, for readers that must
+    /// never wait behind the pipeline (the health snapshot, operator queries): with SQLite's
+    /// one writer connection, a snapshot scanning history would otherwise hold up every stage.
+    pub async fn reader(&self) -> Result<Self, StoreError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(&self.url)
+            .await?;
+        Ok(Self {
+            pool,
+            url: self.url.clone(),
+        })
+    }
+
+    /// Deletes finished packets (verified, skipped, orphaned) last changed before
+    /// `before_ms`, with their signatures; returns how many. Path nonces, cursors, open
+    /// packets and packets waiting for an operator (invalid, conflict) are kept.
+    pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM signatures WHERE call_hash IN (SELECT call_hash FROM packets \
+             WHERE state IN ('verified', 'skipped', 'orphaned') AND updated_at_ms < $1 AND call_hash IS NOT NULL)",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "DELETE FROM packets WHERE state IN ('verified', 'skipped', 'orphaned') AND updated_at_ms < $1",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM submissions WHERE state <> 'pending' AND created_at_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// True when the database answers.

@@ -513,6 +513,69 @@ async fn deferred_packets_leave_the_page_and_paths_share_it(store: Store) {
     assert_eq!(page.len(), 6);
 }
 
+/// Retention: finished packets older than the cut are deleted with their signatures; open
+/// ones, recent ones and those waiting for an operator stay; a reader handle sees the same data.
+async fn prune_keeps_what_is_open_recent_or_waiting(store: Store) {
+    let packets: Vec<NewPacket> = (60..64).map(|n| packet(n, 0xa1)).collect();
+    store
+        .record_scan(30101, &packets, &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let sign = |guid: B256, n: u8| {
+        let store = store.clone();
+        async move {
+            let row = store.packet(guid).await.unwrap().unwrap();
+            assert!(store
+                .record_own_signature(
+                    row.expect(),
+                    1,
+                    9_999,
+                    B256::repeat_byte(n),
+                    Address::repeat_byte(1),
+                    &[7; 65]
+                )
+                .await
+                .unwrap());
+            store.packet(guid).await.unwrap().unwrap()
+        }
+    };
+    // 60: verified; 61: invalid (waits for an operator); 62: still signed; 63: observed.
+    let row = sign(packets[0].guid, 0x60).await;
+    assert!(store
+        .transition(row.expect(), PacketState::Verified, None)
+        .await
+        .unwrap());
+    let row = store.packet(packets[1].guid).await.unwrap().unwrap();
+    assert!(store
+        .transition(row.expect(), PacketState::Invalid, None)
+        .await
+        .unwrap());
+    sign(packets[2].guid, 0x62).await;
+    // Nothing is old enough yet.
+    assert_eq!(store.prune(dvn::store::now_ms() - 60_000).await.unwrap(), 0);
+    // Everything finished before "now + 1 s" goes.
+    assert_eq!(store.prune(dvn::store::now_ms() + 1_000).await.unwrap(), 1);
+    assert!(store.packet(packets[0].guid).await.unwrap().is_none());
+    assert!(store
+        .signatures(B256::repeat_byte(0x60))
+        .await
+        .unwrap()
+        .is_empty());
+    for kept in &packets[1..] {
+        assert!(store.packet(kept.guid).await.unwrap().is_some());
+    }
+    assert_eq!(
+        store
+            .signatures(B256::repeat_byte(0x62))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let reader = store.reader().await.unwrap();
+    assert_eq!(reader.count_by_state().await.unwrap().len(), 3);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -547,6 +610,7 @@ both_backends!(
     concurrent_moves_on_one_snapshot_apply_once,
     illegal_moves_are_refused_and_halted_paths_round_trip,
     deferred_packets_leave_the_page_and_paths_share_it,
+    prune_keeps_what_is_open_recent_or_waiting,
 );
 
 #[tokio::test]
