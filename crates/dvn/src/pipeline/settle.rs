@@ -200,13 +200,7 @@ async fn cancel_if_halted(
     same_nonce: &[&SubmissionRow],
     newest: &SubmissionRow,
 ) -> anyhow::Result<bool> {
-    let halted: HashSet<_> = ctx
-        .store
-        .halted_paths()
-        .await?
-        .into_iter()
-        .map(|h| h.path)
-        .collect();
+    let halted: HashSet<_> = ctx.store.halted_path_set().await?;
     if halted.is_empty() {
         return Ok(false);
     }

@@ -82,14 +82,7 @@ impl SignStage {
             .store
             .packets(PacketState::Observed, None, BATCH)
             .await?;
-        let halted: HashSet<PathKey> = self
-            .ctx
-            .store
-            .halted_paths()
-            .await?
-            .into_iter()
-            .map(|h| h.path)
-            .collect();
+        let halted: HashSet<PathKey> = self.ctx.store.halted_path_set().await?;
         let mut views = Views::default();
         let mut moved = false;
         let mut failed: Vec<(B256, String)> = Vec::new();

@@ -152,14 +152,7 @@ impl SubmitStage {
             .store
             .packets(PacketState::Signed, Some(self.eid), 2_000)
             .await?;
-        let halted: std::collections::HashSet<_> = self
-            .ctx
-            .store
-            .halted_paths()
-            .await?
-            .into_iter()
-            .map(|h| h.path)
-            .collect();
+        let halted: std::collections::HashSet<_> = self.ctx.store.halted_path_set().await?;
         let signed: Vec<PacketRow> = signed
             .into_iter()
             .filter(|r| !halted.contains(&r.packet.path()))

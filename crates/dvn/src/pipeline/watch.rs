@@ -273,7 +273,12 @@ impl Watcher {
         metrics::gauge!("dvn_nonce_gap_seconds", "chain" => name.clone())
             .set(since.elapsed().as_secs_f64());
         self.range = (self.range / 2).max(1);
-        let last_seen = self.ctx.store.path_max_nonce_block(&path).await?;
+        let last_seen = self
+            .ctx
+            .store
+            .path_max_nonce(&path)
+            .await?
+            .and_then(|(_, block)| block);
         let back = match last_seen {
             Some(b) if b < from && from - b <= GAP_RESCAN_BLOCKS => {
                 let to = b
@@ -379,7 +384,7 @@ impl Watcher {
                 let max = match seen.get(&path) {
                     Some((max, _)) => *max,
                     None => match self.ctx.store.path_max_nonce(&path).await? {
-                        Some(max) => max,
+                        Some((max, _)) => max,
                         None => self.path_base(chain, &path).await?,
                     },
                 };

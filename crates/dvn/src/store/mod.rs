@@ -379,10 +379,15 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// The block where a path's highest nonce was seen (None for rows from before it was kept).
-    pub async fn path_max_nonce_block(&self, path: &PathKey) -> Result<Option<u64>, StoreError> {
+    /// The highest nonce seen on a path (all packets, assigned to us or not), with the block
+    /// it was seen in (None for rows from before that was kept).
+    pub async fn path_max_nonce(
+        &self,
+        path: &PathKey,
+    ) -> Result<Option<(u64, Option<u64>)>, StoreError> {
         let row = sqlx::query(
-            "SELECT max_nonce_block FROM path_nonces WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
+            "SELECT max_nonce, max_nonce_block FROM path_nonces \
+             WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
         )
         .bind(i64::from(path.src_eid))
         .bind(path.sender.to_vec())
@@ -390,26 +395,23 @@ impl Store {
         .bind(path.receiver.to_vec())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            Some(r) => r
+        row.map(|r| {
+            let block = r
                 .try_get::<Option<i64>, _>("max_nonce_block")?
-                .and_then(|b| u64::try_from(b).ok()),
-            None => None,
+                .and_then(|b| u64::try_from(b).ok());
+            Ok((rows::u64_col(&r, "max_nonce")?, block))
         })
+        .transpose()
     }
 
-    /// The highest nonce seen on a path (all packets, assigned to us or not).
-    pub async fn path_max_nonce(&self, path: &PathKey) -> Result<Option<u64>, StoreError> {
-        let row = sqlx::query(
-            "SELECT max_nonce FROM path_nonces WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
-        )
-        .bind(i64::from(path.src_eid))
-        .bind(path.sender.to_vec())
-        .bind(i64::from(path.dst_eid))
-        .bind(path.receiver.to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| rows::u64_col(&r, "max_nonce")).transpose()
+    /// The paths halted by the equivocation guard, as a set for lookups.
+    pub async fn halted_path_set(&self) -> Result<std::collections::HashSet<PathKey>, StoreError> {
+        Ok(self
+            .halted_paths()
+            .await?
+            .into_iter()
+            .map(|h| h.path)
+            .collect())
     }
 
     /// Scan checkpoints of chain `eid` at or below `at_or_below`, newest first.

@@ -25,6 +25,15 @@ impl Stand {
         Self::with_devnet(Devnet::start(devnet).await.unwrap(), options)
     }
 
+    /// A default stand whose A → B path needs `confirmations` (send and receive ULN configs).
+    pub async fn with_a_to_b_confirmations(confirmations: u64) -> Stand {
+        let devnet = DevnetConfig {
+            confirmations_a_to_b: confirmations,
+            ..DevnetConfig::default()
+        };
+        Self::new(devnet, NodeOptions::default()).await
+    }
+
     pub fn with_devnet(devnet: Devnet, options: NodeOptions) -> Stand {
         let dir = tempfile::Builder::new()
             .prefix("dvn-it-")

@@ -143,14 +143,7 @@ async fn a_reorg_while_the_nodes_are_down_is_found_at_start() {
 }
 
 async fn reorg_with_a_new_payload_before_confirmations(nodes_down_during_reorg: bool) {
-    let mut stand = Stand::new(
-        DevnetConfig {
-            confirmations_a_to_b: 5,
-            ..DevnetConfig::default()
-        },
-        NodeOptions::default(),
-    )
-    .await;
+    let mut stand = Stand::with_a_to_b_confirmations(5).await;
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
     let (src, _) = stand.devnet.sides(Direction::AToB);
     let fork = src.chain.snapshot().await.unwrap();
@@ -321,14 +314,7 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
 /// re-observation and the sign stage's orphan check race on one row; one of them wins).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_reincluded_by_a_reorg_is_verified_once() {
-    let mut stand = Stand::new(
-        DevnetConfig {
-            confirmations_a_to_b: 4,
-            ..DevnetConfig::default()
-        },
-        NodeOptions::default(),
-    )
-    .await;
+    let mut stand = Stand::with_a_to_b_confirmations(4).await;
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
     let (src, _) = stand.devnet.sides(Direction::AToB);
     let fork = src.chain.snapshot().await.unwrap();
@@ -501,14 +487,7 @@ async fn a_reorg_deeper_than_the_limit_halts_the_scan_until_a_rescan() {
 /// `dvn retry <guid>` (on a running node) re-queues it and it is verified, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dvn_retry_requeues_an_invalid_packet_on_running_nodes() {
-    let mut stand = Stand::new(
-        DevnetConfig {
-            confirmations_a_to_b: 3,
-            ..DevnetConfig::default()
-        },
-        NodeOptions::default(),
-    )
-    .await;
+    let mut stand = Stand::with_a_to_b_confirmations(3).await;
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
     let sent = stand
         .devnet

@@ -254,17 +254,16 @@ async fn path_nonces_only_move_up(store: Store) {
         .unwrap();
     assert_eq!(
         store.path_max_nonce(&path).await.unwrap(),
-        Some(5),
+        Some((5, Some(15))),
         "a rescan never lowers it"
     );
     store
         .record_scan(30101, &[], &[(path, 6, 10 + 6)], (3, B256::ZERO))
         .await
         .unwrap();
-    assert_eq!(store.path_max_nonce(&path).await.unwrap(), Some(6));
     assert_eq!(
-        store.path_max_nonce_block(&path).await.unwrap(),
-        Some(16),
+        store.path_max_nonce(&path).await.unwrap(),
+        Some((6, Some(16))),
         "the block of the highest nonce goes with it"
     );
     let other = PathKey {
