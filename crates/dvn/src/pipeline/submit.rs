@@ -39,6 +39,12 @@ pub const ROTATION_SLOT_SECS: u64 = 60;
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a packet another region is to submit is looked up on the destination.
+const OTHERS_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Most such look-ups per step (three reads each).
+const OTHERS_CHECK_PER_STEP: usize = 20;
+
 /// Clock offset from the destination's latest block time beyond which a warning is logged.
 pub const CLOCK_SKEW_TOLERANCE_SECS: u64 = 120;
 
@@ -86,6 +92,8 @@ pub struct SubmitStage {
     nonce_taken_since: HashMap<u64, u64>,
     /// When a clock-skew warning was last logged.
     skew_warned: Option<Instant>,
+    /// When each packet another region is to submit was last looked up on the destination.
+    last_checked: HashMap<B256, Instant>,
 }
 
 struct Ready {
@@ -102,6 +110,7 @@ impl SubmitStage {
             ready_since: HashMap::new(),
             nonce_taken_since: HashMap::new(),
             skew_warned: None,
+            last_checked: HashMap::new(),
         }
     }
 
@@ -163,6 +172,7 @@ impl SubmitStage {
         self.ready_since
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
         let mut ready = Vec::new();
+        let mut not_ours = Vec::new();
         for row in signed {
             let (Some(call_hash), Some(expires), Some(confirmations)) =
                 (row.call_hash, row.expiration, row.confirmations)
@@ -245,6 +255,7 @@ impl SubmitStage {
             let designated = designated(row.packet.block_timestamp, regions.len());
             let chain_moved = head >= since + TAKEOVER_MIN_BLOCKS;
             if owner != Some(me) || (me != designated && !chain_moved) {
+                not_ours.push(row);
                 continue;
             }
             let packed = set.pack(dvn.quorum)?;
@@ -253,7 +264,44 @@ impl SubmitStage {
                 row,
             });
         }
+        self.check_others_done(chain, dvn.address, not_ours).await?;
         Ok(ready)
+    }
+
+    /// Packets with a quorum that another region is to submit: now and then, look whether
+    /// the destination already has them, so this node closes them (and its backlog gauge
+    /// drops) without waiting for a turn of its own — which, with turns on block time, an
+    /// idle destination might not bring for a long while.
+    async fn check_others_done(
+        &mut self,
+        chain: &crate::chain::EvmChain,
+        dvn: alloy::primitives::Address,
+        rows: Vec<PacketRow>,
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        self.last_checked
+            .retain(|_, at| now.duration_since(*at) < OTHERS_CHECK_EVERY);
+        let due: Vec<PacketRow> = rows
+            .into_iter()
+            .filter(|r| !self.last_checked.contains_key(&r.packet.guid))
+            .take(OTHERS_CHECK_PER_STEP)
+            .collect();
+        for row in due {
+            self.last_checked.insert(row.packet.guid, now);
+            let Ok(header) = PacketHeader::decode(&row.packet.header) else {
+                continue;
+            };
+            let required = row.confirmations.unwrap_or(1);
+            if let Some((state, why)) =
+                destination_done(chain, dvn, &header, row.packet.payload_hash, required).await?
+            {
+                self.ctx
+                    .store
+                    .transition(row.expect(), state, Some(&why))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Asks the peers, all at once, for the signatures of every packet still short of a
