@@ -487,12 +487,68 @@ impl NodeSet {
     }
 
     /// Starts the nodes at `indices` and waits for their `/health`.
+    ///
+    /// Ports are picked at random when the configs are written; another test running in
+    /// parallel can take one before the node binds it. Such a node exits with "Address already
+    /// in use": it is moved to new ports (and its peers' configs follow) and the nodes of this
+    /// call are started again, at most twice.
     pub async fn start(&mut self, indices: &[usize]) -> anyhow::Result<()> {
-        for &i in indices {
-            self.nodes[i].start()?;
+        for attempt in 0..3 {
+            for &i in indices {
+                self.nodes[i].start()?;
+            }
+            let mut clashed = None;
+            for &i in indices {
+                if let Err(e) = self.nodes[i].wait_healthy(Duration::from_secs(60)).await {
+                    let log = std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default();
+                    if attempt < 2 && log.contains("Address already in use") {
+                        clashed = Some(i);
+                        break;
+                    }
+                    return Err(e);
+                }
+            }
+            let Some(i) = clashed else {
+                return Ok(());
+            };
+            for &j in indices {
+                self.nodes[j].kill();
+            }
+            self.move_ports(i)?;
         }
-        for &i in indices {
-            self.nodes[i].wait_healthy(Duration::from_secs(60)).await?;
+        anyhow::bail!("nodes could not get free ports")
+    }
+
+    /// Gives node `i` new ports, and points every other node's peer entry for it there.
+    fn move_ports(&mut self, i: usize) -> anyhow::Result<()> {
+        let (port, peer_port) = (free_port()?, free_port()?);
+        let node = &mut self.nodes[i];
+        let old_peer = format!("https://127.0.0.1:{}", node.peer_port);
+        let new_peer = format!("https://127.0.0.1:{peer_port}");
+        node.port = port;
+        node.peer_port = peer_port;
+        node.edit_config(|c| {
+            c["node"]["listen"] = json!(format!("127.0.0.1:{port}"));
+            c["node"]["peer_listen"] = json!(format!("127.0.0.1:{peer_port}"));
+        })?;
+        // The old log keeps the clash; the next start writes a fresh one.
+        let _ = std::fs::rename(
+            &node.log_path,
+            node.log_path.with_extension("log.port-clash"),
+        );
+        for (j, other) in self.nodes.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            other.edit_config(|c| {
+                if let Some(peers) = c["peers"].as_array_mut() {
+                    for peer in peers {
+                        if peer["url"] == old_peer.as_str() {
+                            peer["url"] = json!(new_peer);
+                        }
+                    }
+                }
+            })?;
         }
         Ok(())
     }

@@ -69,3 +69,18 @@ async fn three_nodes_on_postgres_verify_25_messages_each_way_in_batches() {
     })
     .await;
 }
+
+/// The harness itself: a port picked for a node can be taken by a parallel test before the
+/// node binds it; the node is moved to new ports (peers follow) and everything still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_port_was_taken_is_moved_and_the_regions_still_verify() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    let taken = std::net::TcpListener::bind(("127.0.0.1", stand.nodes.nodes[1].peer_port)).unwrap();
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    assert_ne!(
+        stand.nodes.nodes[1].peer_port,
+        taken.local_addr().unwrap().port(),
+        "aliyun moved off the taken port"
+    );
+    stand.round_trip_both_ways(2).await;
+}
