@@ -66,7 +66,14 @@ impl Lease {
     /// Connects to Redis (`redis://…`); the lease key is per region.
     pub async fn connect(url: &str, region: &str, ttl: Duration) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        // Bounded: with Redis gone, a lease call must fail (and the role be dropped) within a
+        // fraction of the TTL, not hang while the manager reconnects.
+        let bound = (ttl / 4).max(Duration::from_millis(200));
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(bound))
+            .set_response_timeout(Some(bound))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         let id = format!("{region}-{}-{:016x}", std::process::id(), rand_u64());
         Ok(Self {
             conn,
