@@ -69,6 +69,21 @@ pub struct HaltedPath {
     pub halted_at_ms: i64,
 }
 
+/// Binds a path's four key columns (src eid, sender, dst eid, receiver) to the next four
+/// parameters of a query.
+trait BindPath {
+    fn bind_path(self, path: &PathKey) -> Self;
+}
+
+impl<'q> BindPath for sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    fn bind_path(self, path: &PathKey) -> Self {
+        self.bind(i64::from(path.src_eid))
+            .bind(path.sender.to_vec())
+            .bind(i64::from(path.dst_eid))
+            .bind(path.receiver.to_vec())
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -249,10 +264,7 @@ impl Store {
                     "INSERT INTO halted_paths (src_eid, sender, dst_eid, receiver, nonce, reason, halted_at_ms) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (src_eid, sender, dst_eid, receiver) DO NOTHING",
                 )
-                .bind(i64::from(packet.src_eid))
-                .bind(packet.sender.to_vec())
-                .bind(i64::from(packet.dst_eid))
-                .bind(packet.receiver.to_vec())
+                .bind_path(&packet.path())
                 .bind(int(packet.nonce))
                 .bind(format!(
                     "equivocation at nonce {}: the source now shows payload {} for a packet we signed",
@@ -271,10 +283,7 @@ impl Store {
                  ON CONFLICT (src_eid, sender, dst_eid, receiver) DO UPDATE SET max_nonce = $5, max_nonce_block = $6 \
                  WHERE path_nonces.max_nonce < $5",
             )
-            .bind(i64::from(path.src_eid))
-            .bind(path.sender.to_vec())
-            .bind(i64::from(path.dst_eid))
-            .bind(path.receiver.to_vec())
+            .bind_path(path)
             .bind(int(*nonce))
             .bind(int(*block))
             .execute(&mut *tx)
@@ -350,11 +359,9 @@ impl Store {
             .map(|r| {
                 Ok(HaltedPath {
                     path: PathKey {
-                        src_eid: u32::try_from(r.try_get::<i64, _>("src_eid")?)
-                            .map_err(|_| StoreError::Corrupt("src_eid".into()))?,
+                        src_eid: rows::u32_col(r, "src_eid")?,
                         sender: rows::b256_col(r, "sender")?,
-                        dst_eid: u32::try_from(r.try_get::<i64, _>("dst_eid")?)
-                            .map_err(|_| StoreError::Corrupt("dst_eid".into()))?,
+                        dst_eid: rows::u32_col(r, "dst_eid")?,
                         receiver: rows::b256_col(r, "receiver")?,
                     },
                     nonce: rows::u64_col(r, "nonce")?,
@@ -370,10 +377,7 @@ impl Store {
         let done = sqlx::query(
             "DELETE FROM halted_paths WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
         )
-        .bind(i64::from(path.src_eid))
-        .bind(path.sender.to_vec())
-        .bind(i64::from(path.dst_eid))
-        .bind(path.receiver.to_vec())
+        .bind_path(path)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -389,10 +393,7 @@ impl Store {
             "SELECT max_nonce, max_nonce_block FROM path_nonces \
              WHERE src_eid = $1 AND sender = $2 AND dst_eid = $3 AND receiver = $4",
         )
-        .bind(i64::from(path.src_eid))
-        .bind(path.sender.to_vec())
-        .bind(i64::from(path.dst_eid))
-        .bind(path.receiver.to_vec())
+        .bind_path(path)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {

@@ -136,7 +136,7 @@ pub(super) fn u64_col(row: &AnyRow, name: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} = {v}")))
 }
 
-fn u32_col(row: &AnyRow, name: &str) -> Result<u32, StoreError> {
+pub(super) fn u32_col(row: &AnyRow, name: &str) -> Result<u32, StoreError> {
     let v: i64 = row.try_get(name)?;
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} = {v}")))
 }

@@ -199,3 +199,43 @@ pub fn peer_http(
         .build()
         .unwrap()
 }
+
+/// Waits (up to the scenario timeout) until `name` on `node` — summed over the series whose
+/// labels include every `key="value"` of `labels`, or over all of them when `labels` is empty —
+/// satisfies `ok`.
+pub async fn metric_until(
+    node: &dvn_devnet::nodes::DvnNode,
+    name: &str,
+    labels: &[&str],
+    ok: impl Fn(f64) -> bool,
+) -> bool {
+    dvn_devnet::wait::eventually(crate::e2e::TIMEOUT, Duration::from_millis(100), || async {
+        let value = if labels.is_empty() {
+            node.metric_sum(name).await?
+        } else {
+            labelled_metric(node, name, labels).await
+        };
+        ok(value).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+/// Waits until `metric` (summed over its series) reaches `at_least` on `node`.
+pub async fn metric_reaches(
+    node: &dvn_devnet::nodes::DvnNode,
+    metric: &str,
+    at_least: f64,
+) -> bool {
+    metric_until(node, metric, &[], |v| v >= at_least).await
+}
+
+/// Waits until `node`'s log satisfies `ok`.
+pub async fn log_until(node: &dvn_devnet::nodes::DvnNode, ok: impl Fn(&str) -> bool) -> bool {
+    dvn_devnet::wait::eventually(crate::e2e::TIMEOUT, Duration::from_millis(100), || async {
+        let log = std::fs::read_to_string(&node.log_path).ok()?;
+        ok(&log).then_some(())
+    })
+    .await
+    .is_some()
+}

@@ -3,14 +3,13 @@
 //! the node's statements are cancelled (not stuck), retried, and it resumes by itself.
 
 use std::process::Command;
-use std::time::Duration;
 
 use dvn_devnet::nodes::{NodeOptions, REGIONS};
-use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::json;
 
-use crate::common::{labelled_metric, Stand};
+use crate::common::Stand;
+use crate::common::{log_until, metric_until};
 use crate::e2e::TIMEOUT;
 use crate::pg::PrivatePostgres;
 
@@ -63,12 +62,11 @@ async fn postgres_killed_mid_burst_and_locked_past_the_timeout_loses_and_doubles
         .await
         .unwrap();
     for node in &stand.nodes.nodes {
-        let down = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            let up = labelled_metric(node, "dvn_component_up", &["component=\"store\""]).await;
-            (up == 0.0).then_some(())
+        let down = metric_until(node, "dvn_component_up", &["component=\"store\""], |v| {
+            v == 0.0
         })
         .await;
-        assert!(down.is_some(), "{}: the store shows down", node.region);
+        assert!(down, "{}: the store shows down", node.region);
         assert!(
             node.metrics().await.is_some(),
             "{} keeps serving",
@@ -91,13 +89,12 @@ async fn postgres_killed_mid_burst_and_locked_past_the_timeout_loses_and_doubles
         .send_messages(Direction::AToB, 5)
         .await
         .unwrap();
-    let cancelled = eventually(TIMEOUT, Duration::from_millis(200), || async {
-        let log = std::fs::read_to_string(&stand.nodes.nodes[0].log_path).ok()?;
-        log.contains("statement timeout").then_some(())
+    let cancelled = log_until(&stand.nodes.nodes[0], |log| {
+        log.contains("statement timeout")
     })
     .await;
     assert!(
-        cancelled.is_some(),
+        cancelled,
         "aws's statements were cancelled by the timeout, not stuck"
     );
     assert!(lock.wait().unwrap().success());

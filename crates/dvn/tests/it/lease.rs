@@ -13,6 +13,7 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::json;
 
+use crate::common::metric_until;
 use crate::common::Stand;
 use crate::e2e::TIMEOUT;
 
@@ -244,11 +245,8 @@ async fn a_flapping_redis_never_lets_two_replicas_race() {
         // Both aws replicas see the lease gone.
         for i in [0, replica] {
             let node = &stand.nodes.nodes[i];
-            let lost = eventually(TIMEOUT, Duration::from_millis(100), || async {
-                (node.metric_sum("dvn_submitter_lease_held").await? == 0.0).then_some(())
-            })
-            .await;
-            assert!(lost.is_some(), "{} dropped the lease", node.region);
+            let lost = metric_until(node, "dvn_submitter_lease_held", &[], |v| v == 0.0).await;
+            assert!(lost, "{} dropped the lease", node.region);
         }
         all.extend(
             stand

@@ -11,6 +11,7 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use dvn_lz::VerificationState;
 
+use crate::common::metric_until;
 use crate::common::Stand;
 use crate::e2e::TIMEOUT;
 
@@ -92,11 +93,8 @@ async fn no_two_regions_can_talk_nothing_verified_until_healed() {
         .await
         .unwrap();
     for node in &stand.nodes.nodes {
-        let signed = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            (node.metric_sum("dvn_packets_signed_total").await? >= 3.0).then_some(())
-        })
-        .await;
-        assert!(signed.is_some(), "{} signed alone", node.region);
+        let signed = metric_until(node, "dvn_packets_signed_total", &[], |v| v >= 3.0).await;
+        assert!(signed, "{} signed alone", node.region);
     }
     assert_eq!(stand.nodes.metric_sum("dvn_submissions_total").await, 0.0);
     for p in &sent {

@@ -13,6 +13,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use crate::common::log_until;
 use crate::common::{dvn_cli, labelled_metric, peer_http, Stand};
 use crate::e2e::TIMEOUT;
 
@@ -204,13 +205,9 @@ async fn the_peer_port_answers_only_configured_peers_with_the_operators_ca() {
         stand.assert_invariants(direction, &all).await;
     }
     let aliyun = &stand.nodes.nodes[1];
-    let reloaded = eventually(TIMEOUT, Duration::from_millis(100), || async {
-        let log = std::fs::read_to_string(&aliyun.log_path).ok()?;
-        log.contains("certificates reloaded").then_some(())
-    })
-    .await;
+    let reloaded = log_until(aliyun, |log| log.contains("certificates reloaded")).await;
     assert!(
-        reloaded.is_some(),
+        reloaded,
         "aliyun picked up its renewed certificate without a restart"
     );
 }

@@ -2,13 +2,11 @@
 //! never trusts an answer at the provider's cap, never acts on a removed log, and sees (counts
 //! and logs) an endpoint that lies, not only outvotes it.
 
-use std::time::Duration;
-
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::proxy::RpcProxy;
-use dvn_devnet::wait::eventually;
 use dvn_devnet::{Devnet, DevnetConfig, Direction};
 
+use crate::common::metric_until;
 use crate::common::{labelled_metric, Stand};
 use crate::e2e::TIMEOUT;
 
@@ -48,16 +46,11 @@ async fn a_dropped_last_log_is_found_again_without_a_restart() {
     src.chain.mine(2).await.unwrap();
     // Every node scans past the block without seeing the packet.
     for node in &stand.nodes.nodes {
-        let passed = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            let cursor = labelled_metric(node, "dvn_chain_cursor", &["chain=\"ethereum\""]).await;
-            (cursor >= (hidden_block + 2) as f64).then_some(())
+        let passed = metric_until(node, "dvn_chain_cursor", &["chain=\"ethereum\""], |v| {
+            v >= (hidden_block + 2) as f64
         })
         .await;
-        assert!(
-            passed.is_some(),
-            "{} scanned past block {hidden_block}",
-            node.region
-        );
+        assert!(passed, "{} scanned past block {hidden_block}", node.region);
     }
     // The provider heals; the next packet reveals the gap, which is recovered.
     proxy.drop_packet_sent_in_block(None);
@@ -76,11 +69,8 @@ async fn a_dropped_last_log_is_found_again_without_a_restart() {
             "{}: one gap, counted once",
             node.region
         );
-        let closed = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            (node.metric_sum("dvn_nonce_gap_seconds").await? == 0.0).then_some(())
-        })
-        .await;
-        assert!(closed.is_some(), "{}: the gap gauge clears", node.region);
+        let closed = metric_until(node, "dvn_nonce_gap_seconds", &[], |v| v == 0.0).await;
+        assert!(closed, "{}: the gap gauge clears", node.region);
     }
 }
 
@@ -119,17 +109,14 @@ async fn logs_marked_removed_are_never_acted_on() {
         .await
         .unwrap();
     for node in &stand.nodes.nodes {
-        let refused = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            let n =
-                labelled_metric(node, "dvn_reorgs_detected_total", &["chain=\"ethereum\""]).await;
-            (n >= 2.0).then_some(())
-        })
+        let refused = metric_until(
+            node,
+            "dvn_reorgs_detected_total",
+            &["chain=\"ethereum\""],
+            |v| v >= 2.0,
+        )
         .await;
-        assert!(
-            refused.is_some(),
-            "{} refused the removed logs",
-            node.region
-        );
+        assert!(refused, "{} refused the removed logs", node.region);
     }
     assert_eq!(
         stand.nodes.metric_sum("dvn_packets_observed_total").await,

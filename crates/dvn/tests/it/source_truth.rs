@@ -7,22 +7,14 @@ use std::time::Duration;
 
 use alloy::providers::Provider;
 use dvn_devnet::contracts::COUNTER_COMPOSED;
-use dvn_devnet::nodes::{DvnNode, NodeOptions};
+use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use dvn_lz::{SentPacket, VerificationState};
 
 use crate::common::{dvn_cli, labelled_metric, Stand};
+use crate::common::{metric_reaches, metric_until};
 use crate::e2e::TIMEOUT;
-
-/// Waits until `metric` (summed over its series) reaches `at_least` on `node`.
-async fn metric_reaches(node: &DvnNode, metric: &str, at_least: f64) -> bool {
-    eventually(TIMEOUT, Duration::from_millis(100), || async {
-        (node.metric_sum(metric).await? >= at_least).then_some(())
-    })
-    .await
-    .is_some()
-}
 
 /// Waits until every packet is at least Verifiable on the destination (no delivery).
 async fn all_verifiable(stand: &Stand, direction: Direction, packets: &[SentPacket]) -> bool {
@@ -286,15 +278,8 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
     }
     assert!(all_verifiable(&stand, Direction::AToB, &held).await);
     for node in &stand.nodes.nodes {
-        let cleared = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            (node.metric_sum("dvn_halted_paths").await? == 0.0).then_some(())
-        })
-        .await;
-        assert!(
-            cleared.is_some(),
-            "{}: the halted-path gauge clears",
-            node.region
-        );
+        let cleared = metric_until(node, "dvn_halted_paths", &[], |v| v == 0.0).await;
+        assert!(cleared, "{}: the halted-path gauge clears", node.region);
     }
     // The conflicting nonce itself is never signed again: exactly one verification at nonce
     // 1 (the pre-reorg payload, the incident the guard reported) and one for each later nonce.
@@ -471,15 +456,8 @@ async fn a_reorg_deeper_than_the_limit_halts_the_scan_until_a_rescan() {
     assert!(all_verifiable(&stand, Direction::AToB, &after).await);
     stand.assert_invariants(Direction::AToB, &after).await;
     for node in &stand.nodes.nodes {
-        let cleared = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            (node.metric_sum("dvn_reorg_too_deep").await? == 0.0).then_some(())
-        })
-        .await;
-        assert!(
-            cleared.is_some(),
-            "{}: the halt clears after the rescan",
-            node.region
-        );
+        let cleared = metric_until(node, "dvn_reorg_too_deep", &[], |v| v == 0.0).await;
+        assert!(cleared, "{}: the halt clears after the rescan", node.region);
     }
 }
 
@@ -520,12 +498,8 @@ async fn dvn_retry_requeues_an_invalid_packet_on_running_nodes() {
     let (src, _) = stand.devnet.sides(Direction::AToB);
     src.chain.mine(3).await.unwrap();
     for node in &stand.nodes.nodes {
-        let shown = eventually(TIMEOUT, Duration::from_millis(100), || async {
-            let n = labelled_metric(node, "dvn_packets", &["state=\"invalid\""]).await;
-            (n == 1.0).then_some(())
-        })
-        .await;
-        assert!(shown.is_some(), "{}: the invalid packet shows", node.region);
+        let shown = metric_until(node, "dvn_packets", &["state=\"invalid\""], |v| v == 1.0).await;
+        assert!(shown, "{}: the invalid packet shows", node.region);
     }
     assert_eq!(
         stand
