@@ -174,8 +174,10 @@ impl DvnNode {
         Some(sum_metric(&text, name))
     }
 
-    /// Waits until `/health` answers.
-    pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until `/health` answers: with `Started::Running`, until the start-up checks are
+    /// done and every listener serves (the peer port included); with `Started::Answering`, as
+    /// soon as the start-up server answers.
+    pub async fn wait_healthy(&mut self, timeout: Duration, until: Started) -> anyhow::Result<()> {
         let url = format!("{}/health", self.url());
         let mut exited = false;
         let ok = eventually(timeout, Duration::from_millis(50), || {
@@ -187,7 +189,11 @@ impl DvnNode {
             async move {
                 match dead {
                     true => Some(false),
-                    false => reqwest_get(&url).await.map(|_| true),
+                    false => {
+                        let body = reqwest_get(&url).await?;
+                        let starting = body.contains("\"starting\"");
+                        (until == Started::Answering || !starting).then_some(true)
+                    }
                 }
             }
         })
@@ -239,6 +245,15 @@ pub fn sum_metric(text: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// How far a started node is waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// `/health` answers (the start-up server, possibly still checking the chains).
+    Answering,
+    /// Start-up checks done, every listener serving.
+    Running,
 }
 
 /// GET `url`, the body of a 200 answer or `None` (down, error status, timeout).
@@ -486,20 +501,33 @@ impl NodeSet {
         Ok(links)
     }
 
-    /// Starts the nodes at `indices` and waits for their `/health`.
+    /// Starts the nodes at `indices` and waits until they run (start-up checks done).
+    pub async fn start(&mut self, indices: &[usize]) -> anyhow::Result<()> {
+        self.start_until(indices, Started::Running).await
+    }
+
+    /// Starts the nodes at `indices` and waits only until their `/health` answers — for nodes
+    /// whose start-up checks cannot finish yet.
+    pub async fn start_answering(&mut self, indices: &[usize]) -> anyhow::Result<()> {
+        self.start_until(indices, Started::Answering).await
+    }
+
     ///
     /// Ports are picked at random when the configs are written; another test running in
     /// parallel can take one before the node binds it. Such a node exits with "Address already
     /// in use": it is moved to new ports (and its peers' configs follow) and the nodes of this
     /// call are started again, at most twice.
-    pub async fn start(&mut self, indices: &[usize]) -> anyhow::Result<()> {
+    async fn start_until(&mut self, indices: &[usize], until: Started) -> anyhow::Result<()> {
         for attempt in 0..3 {
             for &i in indices {
                 self.nodes[i].start()?;
             }
             let mut clashed = None;
             for &i in indices {
-                if let Err(e) = self.nodes[i].wait_healthy(Duration::from_secs(60)).await {
+                if let Err(e) = self.nodes[i]
+                    .wait_healthy(Duration::from_secs(60), until)
+                    .await
+                {
                     let log = std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default();
                     if attempt < 2 && log.contains("Address already in use") {
                         clashed = Some(i);

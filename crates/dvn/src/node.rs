@@ -364,6 +364,24 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
     Ok(())
 }
 
+/// A listening socket bound once for the life of the process. The start-up server and the
+/// running node each accept on their own handle of it, so the port is never released between
+/// them (a rebind could lose it to another process).
+struct HeldSocket(std::net::TcpListener);
+
+impl HeldSocket {
+    fn bind(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let socket = std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+        socket.set_nonblocking(true)?;
+        Ok(Self(socket))
+    }
+
+    /// A tokio listener on the held socket (a duplicated descriptor: dropping it keeps the port).
+    fn listener(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        Ok(tokio::net::TcpListener::from_std(self.0.try_clone()?)?)
+    }
+}
+
 /// Runs the node until cancelled (clean exit) or until a task fails (error).
 pub async fn run(
     config: Config,
@@ -395,13 +413,20 @@ pub async fn run(
         .iter()
         .map(|c| Ok((c.eid, EvmChain::new(c)?)))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    // Both ports are taken before anything answers: a port in use refuses the start at once,
+    // and nothing can take either port between the start-up checks and the run.
+    let ops_socket = HeldSocket::bind(config.node.listen).context("operations listener")?;
+    let peer_socket = match config.node.peer_listen {
+        Some(addr) => Some(HeldSocket::bind(addr).context("peer listener")?),
+        None => None,
+    };
     let dvns = {
         // Serve /health, /ready and /metrics while checking the chains: with the RPC endpoints
         // unreachable the node stays up, not ready, and retries — an exit would loop under a
         // container or systemd restart policy. A definite mismatch (wrong chain, not a
         // signer, …) still refuses to start.
         let reason = Arc::new(std::sync::Mutex::new("checking the chains".to_string()));
-        let listener = tokio::net::TcpListener::bind(config.node.listen).await?;
+        let listener = ops_socket.listener()?;
         let boot_cancel = CancellationToken::new();
         let app = crate::api::boot_router(
             config.node.name.clone(),
@@ -486,13 +511,14 @@ pub async fn run(
             Ok("lease")
         });
     }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = ops_socket.listener()?;
     tracing::info!(%listen, "operations listener");
     let mut app = crate::api::ops_router(Arc::clone(&ctx), metrics);
     let peer_api = crate::api::peer_router(Arc::clone(&ctx));
-    match (ctx.config.node.peer_listen, peer_tls) {
-        (Some(peer_listen), Some(tls)) => {
-            let peer_listener = tokio::net::TcpListener::bind(peer_listen).await?;
+    let peer_listen = ctx.config.node.peer_listen;
+    match (peer_socket.zip(peer_listen), peer_tls) {
+        (Some((peer_socket, peer_listen)), Some(tls)) => {
+            let peer_listener = peer_socket.listener()?;
             tracing::info!(%peer_listen, "peer listener (mutual TLS)");
             let names = ctx.config.peers.iter().map(|p| p.name.clone()).collect();
             let limits = crate::peer::listener::Limits::default();
@@ -512,8 +538,8 @@ pub async fn run(
         }
         // Plain HTTP (devnets with unsafe_plaintext_peers): on its own port, or beside the
         // operations routes.
-        (Some(peer_listen), None) => {
-            let peer_listener = tokio::net::TcpListener::bind(peer_listen).await?;
+        (Some((peer_socket, peer_listen)), None) => {
+            let peer_listener = peer_socket.listener()?;
             tracing::warn!(%peer_listen, "peer listener in PLAIN HTTP (unsafe_plaintext_peers)");
             let peer_cancel = cancel.clone();
             tasks.spawn(async move {

@@ -29,7 +29,7 @@ async fn unreachable_rpcs_at_start_keep_the_node_up_and_not_ready_until_they_ans
     };
     let mut stand = Stand::with_devnet(devnet, options);
     // /health answers while the chains cannot be read.
-    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    stand.nodes.start_answering(&[0, 1, 2]).await.unwrap();
     let aws = &mut stand.nodes.nodes[0];
     let url = aws.url();
     let waiting = eventually(TIMEOUT, Duration::from_millis(100), || async {
