@@ -1,4 +1,5 @@
-//! The node's HTTP routes: the operations listener (liveness, readiness, Prometheus metrics)
+//! The node's HTTP routes: the operations listener (liveness, readiness, Prometheus metrics,
+//! and the admin API under `/admin/v1`)
 //! and the peer API (served by [`crate::peer::listener`] over mutual TLS).
 
 use std::sync::Arc;
@@ -26,8 +27,12 @@ pub fn ops_router(ctx: Arc<Context>, metrics: PrometheusHandle) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
-        .with_state(ApiState { ctx, metrics })
+        .with_state(ApiState {
+            ctx: Arc::clone(&ctx),
+            metrics,
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .nest("/admin/v1", crate::admin::api::router(ctx))
 }
 
 /// The peer API: signatures pushed and pulled, and a liveness answer for peers' probes.

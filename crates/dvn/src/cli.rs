@@ -1,4 +1,5 @@
-//! The command line: `dvn run`, `status`, `doctor`, `why`, `config check`, `keys`.
+//! The command line: `dvn run`, `status`, `doctor`, `why`, `admin`, `audit`, `config check`,
+//! `keys`, …
 
 use std::path::PathBuf;
 
@@ -111,6 +112,22 @@ pub enum Command {
         #[arg(long)]
         from: u64,
     },
+    /// The admin API of a running node (token from $DVN_ADMIN_TOKEN), its tokens and roles.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// The audit log, read from the store: check its hash chain, export it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Bring the store's schema up to date and exit (under PostgreSQL, run it with the schema
+    /// owner's URL in DVN_STORE_URL; the node's own role has no DDL rights).
+    Migrate {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
     /// Certificates for mutual TLS between regions.
     Certs {
         #[command(subcommand)]
@@ -125,6 +142,201 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The roles and what each may do.
+    Roles,
+    /// API tokens (written to the store directly: run on the host, by whoever holds the
+    /// database; recorded in the audit log as local:<user>).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Packets by state, halted paths, pauses, the audit log's head.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The most recently changed packets.
+    Packets {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Only this state (observed, signed, submitted, verified, invalid, conflict, …).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Where a packet is and what it waits for.
+    Why {
+        #[command(flatten)]
+        api: ApiArgs,
+        guid: String,
+    },
+    /// Stop signing and submitting for the whole node, a chain or a path (packets are still
+    /// observed; nothing is lost).
+    Pause {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Why (recorded with the pause and in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a pause.
+    Resume {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// Let a path halted by the equivocation guard go on (admin role).
+    ResumeHalted {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        path: PathArgs,
+    },
+    /// Re-queue an invalid packet.
+    Retry {
+        #[command(flatten)]
+        api: ApiArgs,
+        guid: String,
+    },
+    /// Scan a chain again from a block.
+    Rescan {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        chain: String,
+        #[arg(long)]
+        from: u64,
+    },
+    /// The node's recent log lines.
+    Logs {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 200)]
+        lines: usize,
+    },
+    /// Audit records after a sequence number (auditor, admin).
+    Audit {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+/// How to reach a node's admin API.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    #[arg(long, short, default_value = "config.yaml")]
+    pub config: PathBuf,
+    /// The node's base URL (default: its `node.listen` on 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Environment variable holding the API token (never an argument: arguments show in ps).
+    #[arg(long, default_value = "DVN_ADMIN_TOKEN")]
+    pub token_env: String,
+}
+
+/// What a pause covers: `--all`, `--chain`, or a path.
+#[derive(Debug, clap::Args)]
+pub struct ScopeArgs {
+    /// The whole node.
+    #[arg(long, conflicts_with_all = ["chain", "src"])]
+    pub all: bool,
+    /// Every path from or to this chain (name or eid).
+    #[arg(long, conflicts_with = "src")]
+    pub chain: Option<String>,
+    #[command(flatten)]
+    pub path: OptionalPathArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OptionalPathArgs {
+    #[arg(long, requires_all = ["dst", "sender", "receiver"])]
+    pub src: Option<String>,
+    #[arg(long)]
+    pub dst: Option<String>,
+    #[arg(long)]
+    pub sender: Option<String>,
+    #[arg(long)]
+    pub receiver: Option<String>,
+}
+
+/// A path: source and destination chain (name or eid), sending and receiving OApp.
+#[derive(Debug, clap::Args)]
+pub struct PathArgs {
+    #[arg(long)]
+    pub src: String,
+    #[arg(long)]
+    pub dst: String,
+    #[arg(long)]
+    pub sender: String,
+    #[arg(long)]
+    pub receiver: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once and only its hash is kept.
+    Create {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Who will use it (recorded with every call).
+        #[arg(long)]
+        operator: String,
+        #[arg(long, value_enum)]
+        role: crate::admin::roles::Role,
+        /// Days until it expires.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
+    /// The tokens (ids, operators, roles, expiry; never the tokens).
+    List {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain (and checkpoints written earlier); names the first broken record.
+    /// Exit 0 intact, 1 broken.
+    Verify {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Checkpoint files (JSON lines `{"seq":…,"hash":…}`, e.g. the node's
+        /// `audit.checkpoint_file`, copied to write-once storage); each line must still be in
+        /// the log.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records as JSON lines (to stdout or --out), from a sequence number or a time.
+    Export {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// A sequence number (records after it) or an RFC 3339 time (records at or after it).
+        #[arg(long, default_value = "0")]
+        since: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

@@ -7,16 +7,19 @@
 //! - [`pipeline`]: watch → confirm/check → sign → aggregate → submit → settle.
 //! - [`peer`]: the signature exchange between regions.
 //! - [`lease`]: the optional Redis lease that picks one submitting replica per region.
+//! - [`admin`]: the admin API, its tokens and roles, and the audit trail of every call.
 //! - [`api`]: health, readiness, metrics and the peer API over HTTP.
 //! - [`tls`]: mutual TLS between regions, and issuing the certificates.
 //! - [`node`]: start-up checks and task supervision.
 
+pub mod admin;
 pub mod api;
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod health;
 pub mod lease;
+pub mod logs;
 pub mod node;
 pub mod ops;
 pub mod peer;

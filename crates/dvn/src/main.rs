@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use dvn::cli::{CertsCommand, Cli, Command, ConfigCommand, KeysCommand, PathCommand};
+use dvn::cli::{
+    AdminCommand, AuditCommand, CertsCommand, Cli, Command, ConfigCommand, KeysCommand,
+    PathCommand, TokenCommand,
+};
 use dvn::config::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +19,8 @@ fn init_logs(debug: bool, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(terminal);
+        .with_ansi(terminal)
+        .with_writer(dvn::logs::Tee);
     if json {
         builder.json().init();
     } else {
@@ -96,7 +100,8 @@ async fn main() -> ExitCode {
                 let guid: alloy::primitives::B256 = guid
                     .parse()
                     .map_err(|_| anyhow::anyhow!("{guid} is not a 32-byte hex GUID"))?;
-                let explanation = dvn::ops::why::explain(&config, guid).await?;
+                let store = dvn::store::Store::connect(&config.store.url).await?;
+                let explanation = dvn::ops::why::explain(&config, &store, guid).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&explanation)?);
                 } else {
@@ -111,7 +116,8 @@ async fn main() -> ExitCode {
                 match command {
                     PathCommand::List { config, json } => {
                         let config = Config::load(&config)?;
-                        let listed = dvn::ops::recover::list_halted(&config).await?;
+                        let store = dvn::store::Store::connect(&config.store.url).await?;
+                        let listed = dvn::ops::recover::list_halted(&config, &store).await?;
                         if json {
                             println!("{}", serde_json::to_string_pretty(&listed)?);
                         } else {
@@ -151,7 +157,8 @@ async fn main() -> ExitCode {
                             dst_eid: resolve_eid(&config, &dst)?,
                             receiver: parse_word(&receiver)?,
                         };
-                        dvn::ops::recover::resume_path(&config, &path).await?;
+                        let store = dvn::store::Store::connect(&config.store.url).await?;
+                        dvn::ops::recover::resume_path(&store, &path).await?;
                         println!("path resumed");
                         Ok(0)
                     }
@@ -204,7 +211,10 @@ async fn main() -> ExitCode {
         } => {
             report(async {
                 let config = Config::load(&config)?;
-                let done = dvn::ops::recover::rescan(&config, &chain, from).await?;
+                let evm =
+                    dvn::chain::EvmChain::new(dvn::ops::recover::chain_config(&config, &chain)?)?;
+                let store = dvn::store::Store::connect(&config.store.url).await?;
+                let done = dvn::ops::recover::rescan(&store, &evm, from).await?;
                 println!("{}", serde_json::to_string(&done)?);
                 Ok(0)
             })
@@ -216,12 +226,24 @@ async fn main() -> ExitCode {
                 let guid: alloy::primitives::B256 = guid
                     .parse()
                     .map_err(|_| anyhow::anyhow!("{guid} is not a 32-byte hex GUID"))?;
-                dvn::ops::recover::retry_packet(&config, guid).await?;
+                let store = dvn::store::Store::connect(&config.store.url).await?;
+                dvn::ops::recover::retry_packet(&store, guid).await?;
                 println!("packet {guid} re-queued");
                 Ok(0)
             })
             .await
         }
+        Command::Migrate { config } => {
+            report(async {
+                let config = Config::load(&config)?;
+                dvn::store::Store::connect(&config.store.url).await?;
+                println!("store schema up to date");
+                Ok(0)
+            })
+            .await
+        }
+        Command::Admin { command } => report(admin(command)).await,
+        Command::Audit { command } => report(audit(command)).await,
         Command::Keys { command } => match keys(command).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -277,6 +299,159 @@ async fn report(tool: impl std::future::Future<Output = anyhow::Result<u8>>) -> 
         Err(e) => {
             eprintln!("{e:#}");
             ExitCode::from(5)
+        }
+    }
+}
+
+/// `dvn admin …`: host-side token and role commands, the rest through the node's API.
+async fn admin(command: AdminCommand) -> anyhow::Result<u8> {
+    use dvn::ops::admin::{call, scope_body};
+    let answer = match command {
+        AdminCommand::Roles => {
+            print!("{}", dvn::admin::roles::render_table());
+            return Ok(0);
+        }
+        AdminCommand::Token { command } => return token(command).await,
+        AdminCommand::Status { api } => call(&api, "GET", "/status", None).await?,
+        AdminCommand::Packets { api, state, limit } => {
+            let state = state.map(|s| format!("&state={s}")).unwrap_or_default();
+            call(&api, "GET", &format!("/packets?limit={limit}{state}"), None).await?
+        }
+        AdminCommand::Why { api, guid } => {
+            call(&api, "GET", &format!("/packets/{guid}"), None).await?
+        }
+        AdminCommand::Pause { api, scope, reason } => {
+            let mut body = scope_body(&scope)?;
+            body["reason"] = serde_json::json!(reason);
+            call(&api, "POST", "/pause", Some(body)).await?
+        }
+        AdminCommand::Resume { api, scope } => {
+            call(&api, "POST", "/resume", Some(scope_body(&scope)?)).await?
+        }
+        AdminCommand::ResumeHalted { api, path } => {
+            let body = serde_json::json!({
+                "src": path.src, "dst": path.dst, "sender": path.sender, "receiver": path.receiver,
+            });
+            call(&api, "POST", "/paths/resume", Some(body)).await?
+        }
+        AdminCommand::Retry { api, guid } => {
+            call(&api, "POST", &format!("/packets/{guid}/retry"), None).await?
+        }
+        AdminCommand::Rescan { api, chain, from } => {
+            let body = serde_json::json!({ "chain": chain, "from": from });
+            call(&api, "POST", "/rescan", Some(body)).await?
+        }
+        AdminCommand::Logs { api, lines } => {
+            let answer = call(&api, "GET", &format!("/logs?lines={lines}"), None).await?;
+            for line in answer["lines"].as_array().into_iter().flatten() {
+                println!("{}", line.as_str().unwrap_or_default());
+            }
+            return Ok(0);
+        }
+        AdminCommand::Audit { api, after } => {
+            call(&api, "GET", &format!("/audit?after={after}"), None).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(0)
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<u8> {
+    let open = |config: &std::path::Path| {
+        let config = Config::load(config);
+        async move {
+            let config = config?;
+            anyhow::Ok(dvn::store::Store::connect(&config.store.url).await?)
+        }
+    };
+    match command {
+        TokenCommand::Create {
+            config,
+            operator,
+            role,
+            days,
+        } => {
+            let store = open(&config).await?;
+            let (secret, row) =
+                dvn::ops::admin::create_token(&store, &operator, role, days).await?;
+            eprintln!(
+                "token {} for {} ({}), expires in {days} days; shown once, keep it secret:",
+                row.id, row.operator, row.role
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List { config, json } => {
+            let store = open(&config).await?;
+            let tokens = store.tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            }
+            for t in tokens.iter().filter(|_| !json) {
+                let state = match t.revoked_at_ms {
+                    Some(_) => "revoked",
+                    None if t.expires_at_ms <= dvn::store::now_ms() => "expired",
+                    None => "live",
+                };
+                let expires = chrono::DateTime::from_timestamp_millis(t.expires_at_ms)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_default();
+                println!(
+                    "{}  {:<10} {:<20} {state:<8} expires {expires}",
+                    t.id, t.role, t.operator
+                );
+            }
+        }
+        TokenCommand::Revoke { config, id } => {
+            let store = open(&config).await?;
+            dvn::ops::admin::revoke_token(&store, &id).await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(0)
+}
+
+/// `dvn audit …`: on the store directly.
+async fn audit(command: AuditCommand) -> anyhow::Result<u8> {
+    match command {
+        AuditCommand::Verify {
+            config,
+            checkpoints,
+            json,
+        } => {
+            let config = Config::load(&config)?;
+            let store = dvn::store::Store::connect(&config.store.url).await?;
+            let (intact, report) = dvn::ops::admin::verify(&config, &store, &checkpoints).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if intact {
+                println!(
+                    "audit log intact: {} records, head {}; {} checkpoints match",
+                    report["records"], report["head"], report["checkpoints_checked"]
+                );
+            } else {
+                println!("audit log BROKEN:");
+                for problem in report["problems"].as_array().into_iter().flatten() {
+                    println!("  {}", problem.as_str().unwrap_or_default());
+                }
+            }
+            Ok(if intact { 0 } else { 1 })
+        }
+        AuditCommand::Export { config, since, out } => {
+            let config = Config::load(&config)?;
+            let store = dvn::store::Store::connect(&config.store.url).await?;
+            let lines = dvn::ops::admin::export(&store, &since).await?;
+            let mut text = lines.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)?;
+                    eprintln!("{} records written to {}", lines.len(), path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(0)
         }
     }
 }

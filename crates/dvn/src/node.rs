@@ -502,6 +502,18 @@ pub async fn run(
         health: Default::default(),
     });
     tracing::info!(node = %ctx.config.node.name, signer = %ctx.signer.address(), submitter = %ctx.submitter.address(), "starting");
+    ctx.store
+        .audit_node_event(
+            "node.start",
+            &ctx.config.node.name,
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "config_sha256": config_digest(&ctx.config),
+                "signer": ctx.signer.address(),
+                "submitter": ctx.submitter.address(),
+            }),
+        )
+        .await;
 
     let mut tasks = JoinSet::new();
     if let Some(lease) = lease {
@@ -558,6 +570,8 @@ pub async fn run(
     }
     let http_cancel = cancel.clone();
     tasks.spawn(async move {
+        // The admin API records each caller's address.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(http_cancel.cancelled_owned())
             .await?;
@@ -613,6 +627,20 @@ pub async fn run(
         crate::health::run(sources, &c.health, &c.cancel).await;
         Ok("health")
     });
+    if let Some(file) = ctx.config.audit.checkpoint_file.clone() {
+        let (store, signer, node) = (
+            ctx.store.clone(),
+            ctx.signer.clone(),
+            ctx.config.node.name.clone(),
+        );
+        let every = Duration::from_secs(ctx.config.audit.checkpoint_interval_secs);
+        let checkpoint_cancel = cancel.clone();
+        tasks.spawn(async move {
+            crate::admin::checkpoint::run(store, signer, node, file, every, checkpoint_cancel)
+                .await;
+            Ok("audit checkpoints")
+        });
+    }
     let sign = SignStage::new(Arc::clone(&ctx));
     let c = Arc::clone(&ctx);
     tasks.spawn(async move {
@@ -635,8 +663,24 @@ pub async fn run(
         failure.get_or_insert(outcome);
         cancel.cancel();
     }
+    let reason = failure.as_ref().map(|e| format!("{e:#}"));
+    ctx.store
+        .audit_node_event(
+            "node.stop",
+            &ctx.config.node.name,
+            serde_json::json!({ "failure": reason }),
+        )
+        .await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// SHA-256 of the configuration as loaded (env overrides applied): which configuration a node
+/// ran with, recorded in the audit log without recording its contents.
+fn config_digest(config: &Config) -> String {
+    use sha2::Digest;
+    let text = serde_json::to_string(config).unwrap_or_default();
+    alloy::primitives::hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }

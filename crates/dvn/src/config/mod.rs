@@ -39,6 +39,36 @@ pub struct Config {
     /// channel crosses the internet).
     #[serde(default)]
     pub unsafe_plaintext_peers: bool,
+    /// Audit log checkpoints.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Where the node writes its signed audit checkpoints (sequence and head hash of the audit
+/// log): ship the file to write-once storage, and `dvn audit verify --checkpoint` shows a log
+/// whose tail was cut or rewritten since.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Appended to (JSON lines); none written when absent.
+    #[serde(default)]
+    pub checkpoint_file: Option<std::path::PathBuf>,
+    /// How often a checkpoint is written (only when the log grew).
+    #[serde(default = "default_checkpoint_interval_secs")]
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_file: None,
+            checkpoint_interval_secs: default_checkpoint_interval_secs(),
+        }
+    }
+}
+
+fn default_checkpoint_interval_secs() -> u64 {
+    300
 }
 
 /// This region's certificate and the CA that issued every region's certificate (PEM files).

@@ -218,6 +218,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         );
     }
 
+    if config.audit.checkpoint_interval_secs == 0 {
+        problem(
+            "audit.checkpoint_interval_secs".into(),
+            "must be at least 1".into(),
+        );
+    }
+
     check_key(&mut problem, "signer", &config.signer);
     check_key(&mut problem, "submitter.key", &config.submitter.key);
     let submitter = &config.submitter;

@@ -3,6 +3,7 @@
 //! tree), `dvn why <guid>` (where one packet is and what it waits for), and the levers on
 //! stuck packets and halted paths (`dvn path …`, `dvn retry`).
 
+pub mod admin;
 pub mod doctor;
 pub mod prom;
 pub mod recover;

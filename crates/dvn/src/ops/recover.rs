@@ -37,8 +37,7 @@ pub fn parse_word(text: &str) -> anyhow::Result<B256> {
 }
 
 /// The halted paths, as JSON.
-pub async fn list_halted(config: &Config) -> anyhow::Result<Value> {
-    let store = Store::connect(&config.store.url).await?;
+pub async fn list_halted(config: &Config, store: &Store) -> anyhow::Result<Value> {
     let name = |eid: u32| {
         config
             .chains
@@ -67,8 +66,7 @@ pub async fn list_halted(config: &Config) -> anyhow::Result<Value> {
 
 /// Lets a halted path go on. The conflicting packet itself stays in `conflict`: it is never
 /// signed again; the operator has decided the path's later nonces may be.
-pub async fn resume_path(config: &Config, path: &PathKey) -> anyhow::Result<Value> {
-    let store = Store::connect(&config.store.url).await?;
+pub async fn resume_path(store: &Store, path: &PathKey) -> anyhow::Result<Value> {
     anyhow::ensure!(
         store.resume_path(path).await?,
         "that path is not halted (see `dvn path list`)"
@@ -79,8 +77,7 @@ pub async fn resume_path(config: &Config, path: &PathKey) -> anyhow::Result<Valu
 
 /// Re-queues an `invalid` packet: back to `observed`, where every check runs again from the
 /// chains. Any other state is refused (only `invalid` waits for an operator).
-pub async fn retry_packet(config: &Config, guid: B256) -> anyhow::Result<Value> {
-    let store = Store::connect(&config.store.url).await?;
+pub async fn retry_packet(store: &Store, guid: B256) -> anyhow::Result<Value> {
     let row = store
         .packet(guid)
         .await?
@@ -107,25 +104,40 @@ pub async fn retry_packet(config: &Config, guid: B256) -> anyhow::Result<Value> 
 /// head. Idempotent (observations are), and safe while the node runs: the watcher moves the
 /// cursor only from where its step began, so a step in flight cannot undo the rescan. Never
 /// moves the cursor forward (that would skip blocks).
-pub async fn rescan(config: &Config, chain: &str, from: u64) -> anyhow::Result<Value> {
-    let eid = resolve_eid(config, chain)?;
-    let chain_config = config
-        .chains
-        .iter()
-        .find(|c| c.eid == eid)
-        .ok_or_else(|| anyhow::anyhow!("chain {chain} is not configured"))?;
+pub async fn rescan(
+    store: &Store,
+    chain: &crate::chain::EvmChain,
+    from: u64,
+) -> anyhow::Result<Value> {
+    let eid = chain.eid();
     anyhow::ensure!(from >= 1, "--from must be at least 1");
-    let store = Store::connect(&config.store.url).await?;
     let cursor = store.cursor(eid).await?;
     if let Some((at, _)) = cursor {
         anyhow::ensure!(
             from <= at + 1,
-            "{chain} is scanned only up to block {at}: a rescan from {from} would skip blocks"
+            "{} is scanned only up to block {at}: a rescan from {from} would skip blocks",
+            chain.name()
         );
     }
-    let evm = crate::chain::EvmChain::new(chain_config)?;
-    let (hash, _) = evm.block(from - 1).await?;
+    let (hash, _) = chain.block(from - 1).await?;
     store.rewind_cursor(eid, (from - 1, hash)).await?;
-    tracing::warn!(chain = %chain_config.name, from, "rescan requested by an operator");
-    Ok(json!({ "chain": chain_config.name, "from": from, "previous_cursor": cursor.map(|c| c.0) }))
+    tracing::warn!(
+        chain = chain.name(),
+        from,
+        "rescan requested by an operator"
+    );
+    Ok(json!({ "chain": chain.name(), "from": from, "previous_cursor": cursor.map(|c| c.0) }))
+}
+
+/// The configuration of a chain given by name or eid.
+pub fn chain_config<'c>(
+    config: &'c Config,
+    chain: &str,
+) -> anyhow::Result<&'c crate::config::ChainConfig> {
+    let eid = resolve_eid(config, chain)?;
+    config
+        .chains
+        .iter()
+        .find(|c| c.eid == eid)
+        .ok_or_else(|| anyhow::anyhow!("chain {chain} is not configured"))
 }

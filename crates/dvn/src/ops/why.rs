@@ -16,8 +16,7 @@ fn chain_name(config: &Config, eid: u32) -> String {
 }
 
 /// The explanation as JSON (the text form prints its fields).
-pub async fn explain(config: &Config, guid: B256) -> anyhow::Result<Value> {
-    let store = Store::connect(&config.store.url).await?;
+pub async fn explain(config: &Config, store: &Store, guid: B256) -> anyhow::Result<Value> {
     let Some(row) = store.packet(guid).await? else {
         let mut cursors = serde_json::Map::new();
         for chain in &config.chains {

@@ -23,7 +23,7 @@
 //! 4. **sign** — the `verify` param with a deterministic expiration; the signature is stored
 //!    before it is shared with the peers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +82,8 @@ impl SignStage {
             .store
             .packets(PacketState::Observed, None, BATCH)
             .await?;
-        let halted: HashSet<PathKey> = self.ctx.store.halted_path_set().await?;
+        let holds = self.ctx.store.holds().await?;
+        let mut held = 0usize;
         let mut views = Views::default();
         let mut moved = false;
         let mut failed: Vec<(B256, String)> = Vec::new();
@@ -90,7 +91,8 @@ impl SignStage {
             if self.ctx.cancel.is_cancelled() {
                 break;
             }
-            if halted.contains(&row.packet.path()) {
+            if holds.holds(&row.packet.path()) {
+                held += 1;
                 continue;
             }
             match self.process(row, &mut views).await {
@@ -121,6 +123,8 @@ impl SignStage {
         }
         // One line per step, not one per packet: a thousand packets failing the same read
         // would otherwise bury everything else in the log.
+        metrics::gauge!("dvn_held_packets").set(held as f64);
+        metrics::gauge!("dvn_pauses").set(holds.pause_count() as f64);
         if let Some((guid, why)) = failed.first() {
             tracing::warn!(packets = failed.len(), first = %guid, "packets not signed yet, each backing off: {why}");
         }

@@ -161,10 +161,10 @@ impl SubmitStage {
             .store
             .packets(PacketState::Signed, Some(self.eid), 2_000)
             .await?;
-        let halted: std::collections::HashSet<_> = self.ctx.store.halted_path_set().await?;
+        let holds = self.ctx.store.holds().await?;
         let signed: Vec<PacketRow> = signed
             .into_iter()
-            .filter(|r| !halted.contains(&r.packet.path()))
+            .filter(|r| !holds.holds(&r.packet.path()))
             .collect();
         self.last_pull
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));

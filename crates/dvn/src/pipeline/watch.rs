@@ -170,6 +170,15 @@ impl Watcher {
                 Observed::Conflict => {
                     metrics::counter!("dvn_equivocation_refused_total", "chain" => chain.name().to_string()).increment(1);
                     tracing::error!(guid = %packet.guid, "source shows a different payload for a nonce we already signed: path halted, page an operator");
+                    let path = crate::store::PauseScope::Path(packet.path()).key();
+                    self.ctx
+                        .store
+                        .audit_node_event(
+                            "guard.path_halted",
+                            &path,
+                            serde_json::json!({ "guid": packet.guid, "nonce": packet.nonce }),
+                        )
+                        .await;
                 }
             }
         }

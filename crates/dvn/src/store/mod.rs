@@ -5,6 +5,8 @@
 //! PostgreSQL. The statements are shared; only the DDL differs (`BLOB` vs `BYTEA`), so each
 //! backend has its own versioned migrations under `migrations/`.
 
+mod audit;
+mod control;
 mod rows;
 mod state;
 
@@ -14,6 +16,10 @@ use alloy::primitives::{Address, B256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub use audit::{
+    verify as verify_audit_chain, verify_checkpoint, AuditEntry, AuditRecord, ChainBreak,
+};
+pub use control::{Holds, Pause, PauseScope, TokenRow};
 pub use rows::{NewPacket, PacketRow, PacketState, PathKey, SubmissionRow};
 pub use state::{is_legal, Expect};
 
@@ -104,6 +110,24 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// True when every migration of `migrator` is recorded as applied, with the same checksum.
+async fn all_applied(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool {
+    let Ok(rows) =
+        sqlx::query("SELECT version, checksum FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(pool)
+            .await
+    else {
+        return false;
+    };
+    let applied: std::collections::HashMap<i64, Vec<u8>> = rows
+        .iter()
+        .filter_map(|r| Some((r.try_get("version").ok()?, r.try_get("checksum").ok()?)))
+        .collect();
+    migrator
+        .iter()
+        .all(|m| applied.get(&m.version).map(Vec::as_slice) == Some(&*m.checksum))
+}
+
 impl Store {
     /// Connects and brings the schema up to date (PostgreSQL statements time out after 10 s).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -152,9 +176,16 @@ impl Store {
             sqlx::query("PRAGMA synchronous=FULL")
                 .execute(&pool)
                 .await?;
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        }
+        let migrator = if sqlite {
+            sqlx::migrate!("migrations/sqlite")
         } else {
-            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            sqlx::migrate!("migrations/postgres")
+        };
+        // A node running under a role without DDL rights (see the README's grants) finds the
+        // schema already migrated by the owner and must not touch it.
+        if !all_applied(&pool, &migrator).await {
+            migrator.run(&pool).await?;
         }
         Ok(Self { pool, url })
     }
@@ -483,6 +514,22 @@ impl Store {
         .bind(dst_eid.map_or(-1, i64::from))
         .bind(int(limit as u64))
         .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(PacketRow::from_row).collect()
+    }
+
+    /// The most recently changed packets, in one state or all, newest first (operator views).
+    pub async fn recent_packets(
+        &self,
+        state: Option<PacketState>,
+        limit: u64,
+    ) -> Result<Vec<PacketRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM packets WHERE ($1 = '' OR state = $1) ORDER BY updated_at_ms DESC LIMIT $2",
+        )
+        .bind(state.map_or("", PacketState::as_str))
+        .bind(int(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(PacketRow::from_row).collect()

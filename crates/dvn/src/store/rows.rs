@@ -65,7 +65,7 @@ impl PacketState {
 }
 
 /// A message path: (source eid, sender, destination eid, receiver). Nonces count per path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct PathKey {
     pub src_eid: u32,
     pub sender: B256,

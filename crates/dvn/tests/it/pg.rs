@@ -173,3 +173,37 @@ impl Drop for PrivatePostgres {
         self.stop();
     }
 }
+
+/// Runs `sql` (several statements allowed) in the database at `url` as the superuser.
+pub fn psql_in(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args(["-v", "ON_ERROR_STOP=1", "-qAt", url, "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A login role (trust auth on the test server), dropped when the guard drops — after the
+/// databases it has grants in (declare it before them).
+pub struct PgRole(String);
+
+impl PgRole {
+    pub fn create(name: &str) -> Self {
+        psql(&format!("DROP ROLE IF EXISTS {name}"));
+        psql(&format!("CREATE ROLE {name} LOGIN"));
+        Self(name.to_string())
+    }
+}
+
+impl Drop for PgRole {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-qAtc", &format!("DROP ROLE IF EXISTS {}", self.0)])
+            .arg(format!("{}/postgres", base_url()))
+            .output();
+    }
+}
