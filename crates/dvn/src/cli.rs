@@ -77,6 +77,10 @@ pub enum Command {
         /// PEM certificates whose expiry to check (repeatable).
         #[arg(long = "cert")]
         certs: Vec<PathBuf>,
+        /// Serving OApps whose receive config requires only our DVN (1-of-1) is known and
+        /// accepted (their owners were told): no P3 for it.
+        #[arg(long)]
+        accept_sole_verifier: bool,
     },
     /// Where a packet is and what it is waiting for (reads the store).
     Why {

@@ -72,6 +72,7 @@ async fn main() -> ExitCode {
             min_balance,
             alertmanager,
             certs,
+            accept_sole_verifier,
         } => {
             report(async {
                 let config = Config::load(&node.config)?;
@@ -83,6 +84,7 @@ async fn main() -> ExitCode {
                     min_balance_eth: min_balance,
                     alertmanager,
                     certs,
+                    accept_sole_verifier,
                 };
                 let report = dvn::ops::doctor::run(&config, &options).await?;
                 if json {

@@ -45,6 +45,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_sole_verifier_packets_total", "counter", "Packets signed for an OApp whose receive config requires only our DVN (1-of-1, the KelpDAO configuration)"),
     ("dvn_signer_in_set", "gauge", "1 while our signer is in the DVN's on-chain signer set on a chain (re-read every 30 s)"),
     ("dvn_held_packets", "gauge", "Observed packets the sign stage holds back because their node, chain or path is paused or halted (kept, signed once lifted)"),
+    ("dvn_rate_limited_packets", "gauge", "Observed packets waiting because their path reached governor.max_packets_per_minute (signed as the window moves on)"),
     ("dvn_pauses", "gauge", "Operator pauses in force (node, chain or path; `dvn admin status` lists them)"),
     ("dvn_admin_requests_total", "counter", "Admin API calls by operation and result (ok, error, denied, unauthenticated)"),
     ("dvn_halted_paths", "gauge", "Paths halted by the equivocation guard; only an operator's `dvn path resume` lets them go on"),

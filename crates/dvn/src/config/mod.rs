@@ -42,6 +42,38 @@ pub struct Config {
     /// Audit log checkpoints.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Which paths are signed, and how fast.
+    #[serde(default)]
+    pub governor: GovernorConfig,
+}
+
+/// Path allow/deny rules and a per-path rate cap (see `pipeline::governor`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GovernorConfig {
+    /// When not empty, only paths matching one of these rules are signed.
+    #[serde(default)]
+    pub allow: Vec<PathRule>,
+    /// Paths matching any of these are never signed (wins over `allow`).
+    #[serde(default)]
+    pub deny: Vec<PathRule>,
+    /// Per path, at most this many signatures in any 60 s (0: no cap); the excess waits.
+    #[serde(default)]
+    pub max_packets_per_minute: u32,
+}
+
+/// A path pattern: each field that is present must match (chains by name or eid).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PathRule {
+    #[serde(default)]
+    pub src: Option<String>,
+    #[serde(default)]
+    pub dst: Option<String>,
+    #[serde(default)]
+    pub sender: Option<Address>,
+    #[serde(default)]
+    pub receiver: Option<Address>,
 }
 
 /// Where the node writes its signed audit checkpoints (sequence and head hash of the audit

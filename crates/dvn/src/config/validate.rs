@@ -225,6 +225,35 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         );
     }
 
+    for (list, rules) in [
+        ("allow", &config.governor.allow),
+        ("deny", &config.governor.deny),
+    ] {
+        for (i, rule) in rules.iter().enumerate() {
+            let at = format!("governor.{list}[{i}]");
+            if *rule == crate::config::PathRule::default() {
+                problem(
+                    at.clone(),
+                    "names nothing: give src, dst, sender or receiver".into(),
+                );
+            }
+            for (field, chain) in [("src", &rule.src), ("dst", &rule.dst)] {
+                if let Some(chain) = chain {
+                    let known = config
+                        .chains
+                        .iter()
+                        .any(|c| c.name == *chain || c.eid.to_string() == *chain);
+                    if !known {
+                        problem(
+                            format!("{at}.{field}"),
+                            format!("{chain} is not a configured chain name or eid"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     check_key(&mut problem, "signer", &config.signer);
     check_key(&mut problem, "submitter.key", &config.submitter.key);
     let submitter = &config.submitter;

@@ -84,6 +84,9 @@ pub struct DoctorOptions {
     pub min_balance_eth: f64,
     pub alertmanager: Option<String>,
     pub certs: Vec<PathBuf>,
+    /// The operator has told the 1-of-1 OApps' owners and accepts serving them: the check
+    /// passes, still naming the count.
+    pub accept_sole_verifier: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -426,6 +429,28 @@ pub async fn run(config: &Config, options: &DoctorOptions) -> anyhow::Result<Rep
             )
         } else {
             Finding::pass("signing latency", format!("p99 {p99:.3} s"))
+        });
+
+        let sole: f64 = prom::select(&samples, "dvn_sole_verifier_packets_total", &[])
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .sum();
+        out.push(if sole > 0.0 && !options.accept_sole_verifier {
+            Finding::fail(
+                "sole verifier",
+                Severity::P3,
+                format!("{sole} packets signed for OApps whose receive config requires only our DVN (1-of-1)"),
+                "an OApp trusts our DVN alone: one compromised verifier could forge its messages (the April 2026 KelpDAO configuration)",
+                "the node log names the receiver (\"requires only our DVN\"); ask its owner to require at least two DVNs",
+            )
+        } else {
+            Finding::pass(
+                "sole verifier",
+                match sole > 0.0 {
+                    true => format!("{sole} packets for 1-of-1 OApps (accepted)"),
+                    false => "no 1-of-1 OApp served".into(),
+                },
+            )
         });
 
         // 4. Network: peers.

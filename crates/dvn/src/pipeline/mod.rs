@@ -12,6 +12,7 @@
 //! | settle | `submitted → verified`, or back for a retry | [`settle`] |
 
 pub mod expiration;
+pub mod governor;
 pub mod settle;
 pub mod sign;
 pub mod submit;

@@ -69,11 +69,13 @@ struct Views {
 #[derive(Debug)]
 pub struct SignStage {
     ctx: Arc<Context>,
+    governor: super::governor::Governor,
 }
 
 impl SignStage {
     pub fn new(ctx: Arc<Context>) -> Self {
-        Self { ctx }
+        let governor = super::governor::Governor::new(&ctx.config);
+        Self { ctx, governor }
     }
 
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
@@ -84,6 +86,7 @@ impl SignStage {
             .await?;
         let holds = self.ctx.store.holds().await?;
         let mut held = 0usize;
+        let mut rate_limited = 0usize;
         let mut views = Views::default();
         let mut moved = false;
         let mut failed: Vec<(B256, String)> = Vec::new();
@@ -91,13 +94,25 @@ impl SignStage {
             if self.ctx.cancel.is_cancelled() {
                 break;
             }
-            if holds.holds(&row.packet.path()) {
+            let path = row.packet.path();
+            if holds.holds(&path) {
                 held += 1;
                 continue;
             }
-            match self.process(row, &mut views).await {
+            let outcome = match self.governor.refuses(&path) {
+                Some(why) => Ok(Outcome::Done(PacketState::Invalid, why)),
+                None if self.governor.over_rate(&path, std::time::Instant::now()) => {
+                    rate_limited += 1;
+                    continue;
+                }
+                None => self.process(row, &mut views).await,
+            };
+            match outcome {
                 Ok(Outcome::Waiting(_)) => {}
-                Ok(Outcome::Signed) => moved = true,
+                Ok(Outcome::Signed) => {
+                    self.governor.record(path, std::time::Instant::now());
+                    moved = true;
+                }
                 Ok(Outcome::Done(state, why)) => {
                     if self
                         .ctx
@@ -124,6 +139,7 @@ impl SignStage {
         // One line per step, not one per packet: a thousand packets failing the same read
         // would otherwise bury everything else in the log.
         metrics::gauge!("dvn_held_packets").set(held as f64);
+        metrics::gauge!("dvn_rate_limited_packets").set(rate_limited as f64);
         metrics::gauge!("dvn_pauses").set(holds.pause_count() as f64);
         if let Some((guid, why)) = failed.first() {
             tracing::warn!(packets = failed.len(), first = %guid, "packets not signed yet, each backing off: {why}");

@@ -15,6 +15,7 @@ mod dependencies;
 mod e2e;
 mod expiry;
 mod foreign;
+mod governor;
 mod hostile_peer;
 mod hsm_e2e;
 mod kms;

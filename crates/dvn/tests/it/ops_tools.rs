@@ -36,8 +36,16 @@ fn dvn(args: &[&str]) -> Run {
     }
 }
 
+/// `dvn doctor --json`; the devnet's OApps require only our DVN (1-of-1), which the operator
+/// here accepts (the finding itself is checked once, without the flag).
 fn doctor(config: &str, extra: &[&str]) -> Run {
-    let mut args = vec!["doctor", "--json", "--config", config];
+    let mut args = vec![
+        "doctor",
+        "--json",
+        "--config",
+        config,
+        "--accept-sole-verifier",
+    ];
     args.extend_from_slice(extra);
     dvn(&args)
 }
@@ -113,11 +121,18 @@ async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() 
         "block sync",
         "backlog",
         "signing latency",
+        "sole verifier",
         "peers",
         "disk",
     ] {
         assert_eq!(finding(&healthy, check)["ok"], true, "{check}");
     }
+    // Without the acknowledgement, serving the devnet's 1-of-1 OApps is a P3 finding.
+    let unacknowledged = dvn(&["doctor", "--json", "--config", &config]);
+    assert_eq!(unacknowledged.code, 1, "{}", unacknowledged.json);
+    let sole = finding(&unacknowledged, "sole verifier");
+    assert_eq!(sole["severity"], "P3");
+    assert!(sole["finding"].as_str().unwrap().contains("only our DVN"));
     let status = dvn(&["status", "--json", "--config", &config]);
     assert_eq!(status.code, 0);
     assert_eq!(status.json["ready"], true);
