@@ -57,7 +57,18 @@ async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
 /// peers for a quorum answered in the latest health snapshot (refreshed every few seconds);
 /// the JSON says each component's state either way.
 async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
-    match state.ctx.health.latest() {
+    let (status, body) = readiness(&state.ctx, false);
+    (status, Json(body))
+}
+
+/// What a key's backend error text is replaced by on the public `/ready`.
+pub const HIDDEN_ERROR: &str = "unusable (the reason is on the admin API: GET /admin/v1/ready)";
+
+/// The readiness answer. Backend error texts (HSM/KMS messages can name internal hosts, key
+/// ids, accounts) only with `errors` — the admin API's `ready`; the public `/ready` says that a
+/// component is down, not why.
+pub fn readiness(ctx: &Context, errors: bool) -> (StatusCode, serde_json::Value) {
+    let (status, Json(body)) = match ctx.health.latest() {
         Some(snapshot) => {
             let status = if snapshot.ready {
                 StatusCode::OK
@@ -86,7 +97,17 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::V
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "ready": false, "reason": "first health check still running" })),
         ),
+    };
+    let mut body = body;
+    if !errors {
+        for key in ["signer", "submitter"] {
+            let error = &mut body["components"][key]["error"];
+            if !error.is_null() {
+                *error = json!(HIDDEN_ERROR);
+            }
+        }
     }
+    (status, body)
 }
 
 async fn render_metrics(State(state): State<ApiState>) -> String {

@@ -38,6 +38,7 @@ struct AdminState {
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/ready", get(ready))
         .route("/packets", get(packets))
         .route("/packets/{guid}", get(packet))
         .route("/packets/{guid}/retry", post(retry))
@@ -104,14 +105,25 @@ struct Origin {
     ip: String,
 }
 
-impl Origin {
-    fn new(headers: HeaderMap, addr: SocketAddr) -> Self {
-        Self {
-            headers,
-            ip: addr.ip().to_string(),
-        }
-    }
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
 
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string());
+        Ok(Self {
+            headers: parts.headers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Origin {
     fn bearer(&self) -> Option<&str> {
         self.headers
             .get(axum::http::header::AUTHORIZATION)?
@@ -130,6 +142,24 @@ struct Call {
     changes: bool,
     target: String,
     params: Value,
+}
+
+impl Call {
+    fn new(
+        operation: &'static str,
+        permission: Permission,
+        changes: bool,
+        target: impl Into<String>,
+        params: Value,
+    ) -> Self {
+        Self {
+            operation,
+            permission,
+            changes,
+            target: target.into(),
+            params,
+        }
+    }
 }
 
 /// The path every call takes; `work` runs only for an authenticated caller whose role allows
@@ -266,20 +296,10 @@ fn parse_guid(text: &str) -> Result<B256, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("{text} is not a 32-byte hex GUID")))
 }
 
-async fn status(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-) -> Response {
-    let call = Call {
-        operation: "status",
-        permission: Permission::ReadStatus,
-        changes: false,
-        target: "node".into(),
-        params: json!({}),
-    };
+async fn status(State(state): State<AdminState>, origin: Origin) -> Response {
+    let call = Call::new("status", Permission::ReadStatus, false, "node", json!({}));
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         let store = &ctx.store;
         let by_state: serde_json::Map<String, Value> = store
             .count_by_state()
@@ -299,6 +319,16 @@ async fn status(
     .await
 }
 
+/// `/ready` with the components' error texts (the public one hides them).
+async fn ready(State(state): State<AdminState>, origin: Origin) -> Response {
+    let call = Call::new("ready", Permission::ReadStatus, false, "node", json!({}));
+    let ctx = Arc::clone(&state.ctx);
+    guarded(&state, origin, call, |_| async move {
+        Ok(crate::api::readiness(&ctx, true).1)
+    })
+    .await
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PacketsQuery {
@@ -308,19 +338,18 @@ struct PacketsQuery {
 
 async fn packets(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     query: Result<Query<PacketsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let call = Call {
-        operation: "packets.list",
-        permission: Permission::ReadStatus,
-        changes: false,
-        target: "packets".into(),
-        params: json!({}),
-    };
+    let call = Call::new(
+        "packets.list",
+        Permission::ReadStatus,
+        false,
+        "packets",
+        json!({}),
+    );
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let wanted = match query.state.as_deref() {
             None | Some("") => None,
@@ -352,19 +381,18 @@ async fn packets(
 
 async fn packet(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     Path(guid): Path<String>,
 ) -> Response {
-    let call = Call {
-        operation: "packets.why",
-        permission: Permission::ReadStatus,
-        changes: false,
-        target: format!("packet:{guid}"),
-        params: json!({}),
-    };
+    let call = Call::new(
+        "packets.why",
+        Permission::ReadStatus,
+        false,
+        format!("packet:{guid}"),
+        json!({}),
+    );
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         let guid = parse_guid(&guid)?;
         Ok(crate::ops::why::explain(&ctx.config, &ctx.store, guid).await?)
     })
@@ -373,19 +401,18 @@ async fn packet(
 
 async fn retry(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     Path(guid): Path<String>,
 ) -> Response {
-    let call = Call {
-        operation: "packets.retry",
-        permission: Permission::ManageService,
-        changes: true,
-        target: format!("packet:{guid}"),
-        params: json!({}),
-    };
+    let call = Call::new(
+        "packets.retry",
+        Permission::ManageService,
+        true,
+        format!("packet:{guid}"),
+        json!({}),
+    );
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         let guid = parse_guid(&guid)?;
         let done = recover::retry_packet(&ctx.store, guid).await?;
         ctx.wake.sign.notify_waiters();
@@ -455,20 +482,18 @@ fn scope_target(ctx: &Context, body: &Result<ScopeRequest, ApiError>) -> String 
 
 async fn pause(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    pause_or_resume(state, Origin::new(headers, addr), body, true).await
+    pause_or_resume(state, origin, body, true).await
 }
 
 async fn resume(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    pause_or_resume(state, Origin::new(headers, addr), body, false).await
+    pause_or_resume(state, origin, body, false).await
 }
 
 async fn pause_or_resume(
@@ -513,8 +538,7 @@ async fn pause_or_resume(
 
 async fn resume_halted(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let params = body_params(&body);
@@ -531,7 +555,7 @@ async fn resume_halted(
         params,
     };
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         request?;
         let path = path.ok_or_else(|| ApiError::BadRequest("no path".into()))??;
         let done = recover::resume_path(&ctx.store, &path).await?;
@@ -550,8 +574,7 @@ struct RescanRequest {
 
 async fn rescan(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let params = body_params(&body);
@@ -567,7 +590,7 @@ async fn rescan(
         params,
     };
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         let request = request?;
         let eid = recover::resolve_eid(&ctx.config, &request.chain)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -587,18 +610,11 @@ struct LinesQuery {
 
 async fn logs(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     query: Result<Query<LinesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let call = Call {
-        operation: "logs",
-        permission: Permission::ReadLogs,
-        changes: false,
-        target: "node".into(),
-        params: json!({}),
-    };
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    let call = Call::new("logs", Permission::ReadLogs, false, "node", json!({}));
+    guarded(&state, origin, call, |_| async move {
         let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let n = query.lines.unwrap_or(200).min(crate::logs::KEPT_LINES);
         Ok(json!({ "lines": crate::logs::recent(n) }))
@@ -615,19 +631,18 @@ struct AuditQuery {
 
 async fn audit(
     State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    origin: Origin,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let call = Call {
-        operation: "audit.read",
-        permission: Permission::ReadAudit,
-        changes: false,
-        target: "audit_log".into(),
-        params: json!({}),
-    };
+    let call = Call::new(
+        "audit.read",
+        Permission::ReadAudit,
+        false,
+        "audit_log",
+        json!({}),
+    );
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let records = ctx
             .store
@@ -641,20 +656,16 @@ async fn audit(
     .await
 }
 
-async fn audit_verify(
-    State(state): State<AdminState>,
-    headers: HeaderMap,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-) -> Response {
-    let call = Call {
-        operation: "audit.verify",
-        permission: Permission::ReadAudit,
-        changes: false,
-        target: "audit_log".into(),
-        params: json!({}),
-    };
+async fn audit_verify(State(state): State<AdminState>, origin: Origin) -> Response {
+    let call = Call::new(
+        "audit.verify",
+        Permission::ReadAudit,
+        false,
+        "audit_log",
+        json!({}),
+    );
     let ctx = Arc::clone(&state.ctx);
-    guarded(&state, Origin::new(headers, addr), call, |_| async move {
+    guarded(&state, origin, call, |_| async move {
         let records = ctx.store.audit_all().await?;
         let head = records
             .last()

@@ -316,7 +316,7 @@ pub async fn run(config: &Config, options: &DoctorOptions) -> anyhow::Result<Rep
         )
     });
 
-    let ready: Option<Value> = match super::get_text(&http, &format!("{base}/ready")).await {
+    let ready: Option<Value> = match super::get_ready(&http, base).await {
         Some((_, body)) => serde_json::from_str(&body).ok(),
         None => None,
     };

@@ -39,3 +39,22 @@ pub async fn get_text(http: &reqwest::Client, url: &str) -> Option<(u16, String)
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
 }
+
+/// The node's readiness JSON for the tools: with `DVN_ADMIN_TOKEN` set, from the admin API
+/// (which includes the keys' backend error texts), else from the public `/ready`.
+pub async fn get_ready(http: &reqwest::Client, base: &str) -> Option<(u16, String)> {
+    if let Ok(token) = std::env::var("DVN_ADMIN_TOKEN") {
+        let response = http
+            .get(format!("{base}/admin/v1/ready"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .ok()?;
+        if response.status().is_success() {
+            let body = response.text().await.ok()?;
+            let ready = serde_json::from_str::<serde_json::Value>(&body).ok()?["ready"] == true;
+            return Some((if ready { 200 } else { 503 }, body));
+        }
+    }
+    get_text(http, &format!("{base}/ready")).await
+}

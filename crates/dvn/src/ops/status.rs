@@ -9,7 +9,7 @@ use super::prom;
 pub async fn collect(node_url: &str) -> anyhow::Result<Value> {
     let http = super::http()?;
     let base = node_url.trim_end_matches('/');
-    let Some((_, body)) = super::get_text(&http, &format!("{base}/ready")).await else {
+    let Some((_, body)) = super::get_ready(&http, base).await else {
         anyhow::bail!("{base} does not answer: is the node running? (dvn doctor walks the checks)");
     };
     let ready: Value = serde_json::from_str(&body)?;

@@ -13,23 +13,8 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::{json, Value};
 
-use crate::common::{dvn_binary, dvn_cli, Stand};
+use crate::common::{dvn_cli, dvn_run, Stand};
 use crate::e2e::TIMEOUT;
-
-/// `dvn args…` with environment `env`: (exit code, stdout + stderr).
-fn dvn_run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = std::process::Command::new(dvn_binary())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 fn new_token(config: &str, operator: &str, role: &str) -> String {
     let out = dvn_cli(&[
@@ -51,7 +36,7 @@ fn new_token(config: &str, operator: &str, role: &str) -> String {
 /// developer logs and read-only status; auditor the audit log and logs. Resuming a path the
 /// equivocation guard halted is a safety decision: admin only.
 fn manual_allows(role: Role, operation: &str) -> bool {
-    let reads = ["status", "packets.list", "packets.why"];
+    let reads = ["status", "ready", "packets.list", "packets.why"];
     let manage = ["pause", "resume", "packets.retry", "rescan"];
     let audit = ["audit.read", "audit.verify"];
     match role {
@@ -162,6 +147,14 @@ async fn every_role_gets_exactly_its_permissions_and_every_call_is_audited() {
             body: None,
             permission: Permission::ReadStatus,
             operation: "status",
+            target: "node".into(),
+        },
+        Endpoint {
+            method: "GET",
+            path: "/ready".into(),
+            body: None,
+            permission: Permission::ReadStatus,
+            operation: "ready",
             target: "node".into(),
         },
         Endpoint {
@@ -594,4 +587,48 @@ async fn a_paused_chain_is_neither_signed_nor_lost_and_resumes_through_the_cli()
         out.contains("403") && out.contains("may not resume"),
         "{out}"
     );
+
+    // Fail closed: with aliyun's audit log refusing writes, its operator's resume is refused
+    // and the pause stays; once the log takes writes again, the resume goes through.
+    let aliyun_config = Config::load(&aliyun.config_path).unwrap();
+    let raw = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&aliyun_config.store.url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER audit_full BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let resume = [
+        "admin",
+        "resume",
+        "-c",
+        acfg,
+        "--url",
+        &aliyun.url(),
+        "--chain",
+        &source,
+    ];
+    let (code, out) = dvn_run(&resume, &[("DVN_ADMIN_TOKEN", &admin_tokens[1])]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("503") && out.contains("audit log cannot be written"),
+        "{out}"
+    );
+    let aliyun_store = Store::connect(&aliyun_config.store.url).await.unwrap();
+    assert_eq!(
+        aliyun_store.pauses().await.unwrap().len(),
+        1,
+        "the pause stands"
+    );
+    sqlx::query("DROP TRIGGER audit_full")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let (code, out) = dvn_run(&resume, &[("DVN_ADMIN_TOKEN", &admin_tokens[1])]);
+    assert_eq!(code, 0, "{out}");
+    assert!(aliyun_store.pauses().await.unwrap().is_empty());
 }

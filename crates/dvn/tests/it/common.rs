@@ -170,6 +170,21 @@ pub fn dvn_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `dvn args…` with environment `env` added: (exit code, stdout + stderr).
+pub fn dvn_run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(dvn_binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// Starts `node`, expects it to exit non-zero by itself, and returns its log.
 pub async fn refusal_log(node: &mut dvn_devnet::nodes::DvnNode) -> String {
     node.start().unwrap();

@@ -165,6 +165,44 @@ async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() 
     assert_eq!(f["severity"], "P2");
     assert!(f["fix"].as_str().unwrap().contains("cloudhsm"), "{f}");
     assert!(run.code >= 2);
+    // The public /ready says the key is down, not why; the admin API says why.
+    let url = stand.nodes.nodes[0].url();
+    let public: Value = reqwest::get(format!("{url}/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let signer = &public["components"]["signer"];
+    assert_eq!(signer["up"], false, "{public}");
+    assert_eq!(signer["error"], dvn::api::HIDDEN_ERROR, "{public}");
+    let token = crate::common::dvn_cli(&[
+        "admin",
+        "token",
+        "create",
+        "-c",
+        &config,
+        "--operator",
+        "oncall",
+        "--role",
+        "developer",
+    ]);
+    let full: Value = reqwest::Client::new()
+        .get(format!("{url}/admin/v1/ready"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reason = full["components"]["signer"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !reason.is_empty() && reason != dvn::api::HIDDEN_ERROR,
+        "the admin side names the cause: {full}"
+    );
     hsm.reconnect();
     doctor_until_healthy(&config).await;
 

@@ -164,20 +164,12 @@ async fn wrong_pin_missing_token_and_wrong_label_name_the_cause_but_never_the_pi
 #[test]
 fn keys_commands_generate_list_and_test_sign_through_the_binary() {
     let hsm = SoftHsm::new();
+    let conf = hsm.conf.to_str().unwrap().to_string();
     let dvn = |args: &[&str]| {
-        let out = Command::new(crate::common::dvn_binary())
-            .args(args)
-            .env("SOFTHSM2_CONF", &hsm.conf)
-            .env("HSM_PIN", PIN)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, text) =
+            crate::common::dvn_run(args, &[("SOFTHSM2_CONF", &conf), ("HSM_PIN", PIN)]);
         assert!(!text.contains(PIN), "the PIN was printed: {text}");
-        (out.status.success(), text)
+        (code == 0, text)
     };
     let token = ["--module", MODULE, "--token-label", TOKEN];
     let (ok, generated) = dvn(&[
