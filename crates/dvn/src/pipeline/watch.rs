@@ -37,6 +37,9 @@ pub struct Watcher {
     range: u64,
     /// The gap being recovered: path, the missing nonce, since when.
     gap: Option<(PathKey, u64, Instant)>,
+    /// The scan is halted by a reorg deeper than the limit and that is in the audit log (one
+    /// record per halt, not one per retried step).
+    deep_reorg_audited: bool,
 }
 
 /// How far back a gap's recovery scans again by itself; beyond, `dvn rescan` is the tool.
@@ -50,6 +53,7 @@ impl Watcher {
             eid,
             range,
             gap: None,
+            deep_reorg_audited: false,
         }
     }
 
@@ -199,7 +203,7 @@ impl Watcher {
     /// re-observed or, for a different payload at a signed nonce, a halted path). A reorg
     /// deeper than `max_reorg_depth` is an incident: the scan stops and pages until an operator
     /// has looked (`dvn rescan`).
-    async fn rewind(&self, number: u64) -> anyhow::Result<Progress> {
+    async fn rewind(&mut self, number: u64) -> anyhow::Result<Progress> {
         let chain = self.ctx.chain(self.eid)?;
         let name = chain.name().to_string();
         let floor = number
@@ -235,6 +239,17 @@ impl Watcher {
             None if legacy => (floor, chain.block(floor).await?.0),
             _ => {
                 metrics::gauge!("dvn_reorg_too_deep", "chain" => name.clone()).set(1.0);
+                if !self.deep_reorg_audited {
+                    self.ctx
+                        .store
+                        .audit_node_event(
+                            "guard.reorg_too_deep",
+                            &format!("chain:{name}"),
+                            serde_json::json!({ "below_block": number, "max_reorg_depth": chain.config.max_reorg_depth }),
+                        )
+                        .await;
+                    self.deep_reorg_audited = true;
+                }
                 anyhow::bail!(
                     "{name}: reorg deeper than max_reorg_depth ({}) below block {number}: scanning halted; \
                      investigate, then `dvn rescan --chain {name} --from BLOCK` to resume",
@@ -244,6 +259,7 @@ impl Watcher {
         };
         metrics::counter!("dvn_reorgs_detected_total", "chain" => name.clone()).increment(1);
         metrics::gauge!("dvn_reorg_too_deep", "chain" => name.clone()).set(0.0);
+        self.deep_reorg_audited = false;
         tracing::warn!(
             chain = %name,
             cursor = number,

@@ -249,9 +249,10 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
         );
     }
 
-    // The operator investigates, then resumes the path on each node.
+    // The operator investigates, then resumes the path on each node: on aws through the admin
+    // API (an admin's decision: an operator's token is refused), elsewhere on the host.
     let (src, dst) = stand.devnet.sides(Direction::AToB);
-    for node in &stand.nodes.nodes {
+    for (i, node) in stand.nodes.nodes.iter().enumerate() {
         let config = node.config_path.to_str().unwrap();
         let list = dvn_cli(&["path", "list", "--json", "--config", config]);
         let listed: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -261,11 +262,7 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
             src.contracts.counter.to_string(),
             dst.contracts.counter.to_string(),
         );
-        dvn_cli(&[
-            "path",
-            "resume",
-            "--config",
-            config,
+        let path = [
             "--src",
             &src_eid,
             "--dst",
@@ -274,7 +271,37 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
             &sender,
             "--receiver",
             &receiver,
-        ]);
+        ];
+        if i == 0 {
+            let audit = dvn_cli(&["audit", "export", "-c", config]);
+            assert!(
+                audit.contains("guard.path_halted"),
+                "the halt is audited: {audit}"
+            );
+            let url = node.url();
+            let mut args = vec!["admin", "resume-halted", "-c", config, "--url", &url];
+            args.extend_from_slice(&path);
+            for (role, allowed) in [("operator", false), ("admin", true)] {
+                let token = dvn_cli(&[
+                    "admin",
+                    "token",
+                    "create",
+                    "-c",
+                    config,
+                    "--operator",
+                    "oncall",
+                    "--role",
+                    role,
+                ]);
+                let (code, out) =
+                    crate::common::dvn_run(&args, &[("DVN_ADMIN_TOKEN", token.trim())]);
+                assert_eq!(code == 0, allowed, "{role}: {out}");
+            }
+        } else {
+            let mut args = vec!["path", "resume", "--config", config];
+            args.extend_from_slice(&path);
+            dvn_cli(&args);
+        }
     }
     assert!(all_verifiable(&stand, Direction::AToB, &held).await);
     for node in &stand.nodes.nodes {
@@ -445,10 +472,36 @@ async fn a_reorg_deeper_than_the_limit_halts_the_scan_until_a_rescan() {
         VerificationState::Verifying,
         "nothing on the halted chain is signed"
     );
-    // The operator investigates and rescans from the fork point on every node.
+    // The operator investigates and rescans from the fork point on every node (aws through
+    // the admin API). The halt is in the audit log once, however many steps it refused.
     let from = (fork_block + 1).to_string();
-    for node in &stand.nodes.nodes {
+    for (i, node) in stand.nodes.nodes.iter().enumerate() {
         let config = node.config_path.to_str().unwrap();
+        if i == 0 {
+            let audit = dvn_cli(&["audit", "export", "-c", config]);
+            assert_eq!(audit.matches("guard.reorg_too_deep").count(), 1, "{audit}");
+            let token = dvn_cli(&[
+                "admin",
+                "token",
+                "create",
+                "-c",
+                config,
+                "--operator",
+                "oncall",
+                "--role",
+                "operator",
+            ]);
+            let url = node.url();
+            let (code, out) = crate::common::dvn_run(
+                &[
+                    "admin", "rescan", "-c", config, "--url", &url, "--chain", "ethereum",
+                    "--from", &from,
+                ],
+                &[("DVN_ADMIN_TOKEN", token.trim())],
+            );
+            assert_eq!(code, 0, "{out}");
+            continue;
+        }
         dvn_cli(&[
             "rescan", "--chain", "ethereum", "--from", &from, "--config", config,
         ]);
@@ -510,8 +563,29 @@ async fn dvn_retry_requeues_an_invalid_packet_on_running_nodes() {
         VerificationState::Verifying
     );
     let guid = guid.to_string();
-    for node in &stand.nodes.nodes {
+    for (i, node) in stand.nodes.nodes.iter().enumerate() {
         let config = node.config_path.to_str().unwrap();
+        if i == 0 {
+            // aws's operator uses the admin API.
+            let token = dvn_cli(&[
+                "admin",
+                "token",
+                "create",
+                "-c",
+                config,
+                "--operator",
+                "oncall",
+                "--role",
+                "operator",
+            ]);
+            let url = node.url();
+            let (code, out) = crate::common::dvn_run(
+                &["admin", "retry", "-c", config, "--url", &url, &guid],
+                &[("DVN_ADMIN_TOKEN", token.trim())],
+            );
+            assert_eq!(code, 0, "{out}");
+            continue;
+        }
         dvn_cli(&["retry", &guid, "--config", config]);
         // Only invalid packets are retried: a second call is refused.
         let again = std::process::Command::new(crate::common::dvn_binary())
