@@ -220,6 +220,12 @@ pub enum AdminCommand {
         #[arg(long)]
         from: u64,
     },
+    /// Read the configuration file again (validated as a whole; only `governor` can change
+    /// without a restart).
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The node's recent log lines.
     Logs {
         #[command(flatten)]

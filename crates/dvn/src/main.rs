@@ -259,6 +259,7 @@ async fn main() -> ExitCode {
             json_logs,
         }) => {
             init_logs(debug, json_logs);
+            let config_path = config.clone();
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -282,7 +283,7 @@ async fn main() -> ExitCode {
                 tracing::info!("shutdown requested");
                 on_signal.cancel();
             });
-            match dvn::node::run(config, metrics, cancel).await {
+            match dvn::node::run(config, Some(config_path), metrics, cancel).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -343,6 +344,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<u8> {
             let body = serde_json::json!({ "chain": chain, "from": from });
             call(&api, "POST", "/rescan", Some(body)).await?
         }
+        AdminCommand::Reload { api } => call(&api, "POST", "/reload", None).await?,
         AdminCommand::Logs { api, lines } => {
             let answer = call(&api, "GET", &format!("/logs?lines={lines}"), None).await?;
             for line in answer["lines"].as_array().into_iter().flatten() {

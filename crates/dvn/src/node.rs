@@ -385,6 +385,7 @@ impl HeldSocket {
 /// Runs the node until cancelled (clean exit) or until a task fails (error).
 pub async fn run(
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     metrics: PrometheusHandle,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -488,6 +489,7 @@ pub async fn run(
         chain.zero_init_metrics();
     }
     let listen = config.node.listen;
+    let governor = config.governor.clone();
     let ctx = Arc::new(Context {
         config,
         store,
@@ -500,6 +502,8 @@ pub async fn run(
         wake: Wakeups::default(),
         cancel: cancel.clone(),
         health: Default::default(),
+        governor: std::sync::RwLock::new(governor),
+        config_path,
     });
     tracing::info!(node = %ctx.config.node.name, signer = %ctx.signer.address(), submitter = %ctx.submitter.address(), "starting");
     ctx.store
@@ -508,7 +512,7 @@ pub async fn run(
             &ctx.config.node.name,
             serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
-                "config_sha256": config_digest(&ctx.config),
+                "config_sha256": ctx.config.digest(),
                 "signer": ctx.signer.address(),
                 "submitter": ctx.submitter.address(),
             }),
@@ -675,12 +679,4 @@ pub async fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// SHA-256 of the configuration as loaded (env overrides applied): which configuration a node
-/// ran with, recorded in the audit log without recording its contents.
-fn config_digest(config: &Config) -> String {
-    use sha2::Digest;
-    let text = serde_json::to_string(config).unwrap_or_default();
-    alloy::primitives::hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }

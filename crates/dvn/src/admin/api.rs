@@ -46,6 +46,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/resume", post(resume))
         .route("/paths/resume", post(resume_halted))
         .route("/rescan", post(rescan))
+        .route("/reload", post(reload))
         .route("/logs", get(logs))
         .route("/audit", get(audit))
         .route("/audit/verify", get(audit_verify))
@@ -598,6 +599,48 @@ async fn rescan(
             ApiError::BadRequest(format!("chain {} is not served", request.chain))
         })?;
         Ok(recover::rescan(&ctx.store, chain, request.from).await?)
+    })
+    .await
+}
+
+/// Reads the configuration file again: validated as a whole (any problem refuses it all);
+/// only what a running node can take without a restart (`governor`) may differ — anything
+/// else is refused naming the sections, so a half-applied configuration never runs.
+async fn reload(State(state): State<AdminState>, origin: Origin) -> Response {
+    let call = Call::new(
+        "config.reload",
+        Permission::ManageService,
+        true,
+        "config",
+        json!({}),
+    );
+    let ctx = Arc::clone(&state.ctx);
+    guarded(&state, origin, call, |_| async move {
+        let path = ctx
+            .config_path
+            .as_ref()
+            .ok_or_else(|| ApiError::Refused("this node was not started from a file".into()))?;
+        let new = crate::config::Config::load(path)
+            .map_err(|e| ApiError::BadRequest(format!("configuration refused: {e}")))?;
+        let restart = ctx.config.needs_restart_for(&new);
+        if !restart.is_empty() {
+            return Err(ApiError::Refused(format!(
+                "configuration refused: {} cannot change without a restart",
+                restart.join(", ")
+            )));
+        }
+        let changed = {
+            let mut live = ctx.governor.write().unwrap_or_else(|e| e.into_inner());
+            let changed = *live != new.governor;
+            *live = new.governor.clone();
+            changed
+        };
+        ctx.wake.sign.notify_waiters();
+        Ok(json!({
+            "reloaded": true,
+            "config_sha256": new.digest(),
+            "changed": if changed { vec!["governor"] } else { Vec::new() },
+        }))
     })
     .await
 }

@@ -525,6 +525,31 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads `path`, applies the environment overrides, validates.
+    /// SHA-256 of the configuration as loaded (env overrides applied), hex: which
+    /// configuration a node ran with, for the audit log, without recording its contents.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let text = serde_json::to_string(self).unwrap_or_default();
+        alloy::primitives::hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    }
+
+    /// The top-level sections of `new` that differ from this configuration, except those a
+    /// running node can take without a restart (`governor`).
+    pub fn needs_restart_for(&self, new: &Config) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) =
+            (serde_json::to_value(self), serde_json::to_value(new))
+        else {
+            return vec!["(unreadable)".into()];
+        };
+        let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| k.as_str() != "governor" && old.get(*k) != new.get(*k))
+            .cloned()
+            .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),

@@ -20,8 +20,11 @@ pub async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let config = Config::load(&api.config)?;
-    let base = api.url.clone().unwrap_or_else(|| super::node_url(&config));
+    // With --url the configuration is not needed (it may be mid-edit before a reload).
+    let base = match &api.url {
+        Some(url) => url.clone(),
+        None => super::node_url(&Config::load(&api.config)?),
+    };
     let token = std::env::var(&api.token_env).map_err(|_| {
         anyhow::anyhow!(
             "environment variable {} (the admin token) is not set",

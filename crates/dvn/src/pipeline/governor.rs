@@ -8,13 +8,16 @@
 //! - `governor.max_packets_per_minute`: per path, at most this many signatures in any 60 s;
 //!   the excess stays `observed` and is signed as the window moves on (it waits, it is never
 //!   dropped). The window is in memory: a restart starts it afresh.
+//!
+//! The rules can change without a restart (`POST /admin/v1/reload`): the stage picks up the
+//! rules in force at its next step.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
 
-use crate::config::{Config, PathRule};
+use crate::config::{Config, GovernorConfig, PathRule};
 use crate::store::PathKey;
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -65,14 +68,26 @@ pub struct Governor {
 }
 
 impl Governor {
-    pub fn new(config: &Config) -> Self {
-        let g = &config.governor;
-        Self {
-            allow: g.allow.iter().map(|r| Pattern::new(config, r)).collect(),
-            deny: g.deny.iter().map(|r| Pattern::new(config, r)).collect(),
-            per_minute: g.max_packets_per_minute as usize,
+    pub fn new(config: &Config, rules: &GovernorConfig) -> Self {
+        let mut governor = Self {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            per_minute: 0,
             signed: HashMap::new(),
-        }
+        };
+        governor.update(config, rules);
+        governor
+    }
+
+    /// Takes new rules (a configuration reload); the rate windows go on.
+    pub fn update(&mut self, config: &Config, rules: &GovernorConfig) {
+        self.allow = rules
+            .allow
+            .iter()
+            .map(|r| Pattern::new(config, r))
+            .collect();
+        self.deny = rules.deny.iter().map(|r| Pattern::new(config, r)).collect();
+        self.per_minute = rules.max_packets_per_minute as usize;
     }
 
     /// Why `path` may never be signed by this node, if it may not.

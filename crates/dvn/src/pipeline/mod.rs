@@ -70,6 +70,10 @@ pub struct Context {
     pub cancel: CancellationToken,
     /// The latest health snapshot (refreshed by [`crate::health::run`]).
     pub health: crate::health::HealthState,
+    /// The governor's rules in force: `config.governor` at start, replaced by a reload.
+    pub governor: RwLock<crate::config::GovernorConfig>,
+    /// Where the configuration was read from (for a reload).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Context {

@@ -70,12 +70,23 @@ struct Views {
 pub struct SignStage {
     ctx: Arc<Context>,
     governor: super::governor::Governor,
+    /// The rules `governor` was built from (a reload replaces the context's).
+    rules: crate::config::GovernorConfig,
 }
 
 impl SignStage {
     pub fn new(ctx: Arc<Context>) -> Self {
-        let governor = super::governor::Governor::new(&ctx.config);
-        Self { ctx, governor }
+        let rules = ctx
+            .governor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let governor = super::governor::Governor::new(&ctx.config, &rules);
+        Self {
+            ctx,
+            governor,
+            rules,
+        }
     }
 
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
@@ -84,6 +95,16 @@ impl SignStage {
             .store
             .packets(PacketState::Observed, None, BATCH)
             .await?;
+        let rules = self
+            .ctx
+            .governor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if rules != self.rules {
+            self.governor.update(&self.ctx.config, &rules);
+            self.rules = rules;
+        }
         let holds = self.ctx.store.holds().await?;
         let mut held = 0usize;
         let mut rate_limited = 0usize;

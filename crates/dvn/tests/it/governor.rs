@@ -1,5 +1,6 @@
 //! Issue 11 §4: the governor on running nodes — a denied path is never signed by the regions
-//! that deny it, and a per-path rate cap delays packets without losing one.
+//! that deny it (from the configuration at start, or by a reload of a running node), and a
+//! per-path rate cap delays packets without losing one.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::json;
 
-use crate::common::{metric_reaches, Stand};
+use crate::common::{dvn_cli, dvn_run, metric_reaches, Stand};
 use crate::e2e::TIMEOUT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,13 +19,57 @@ async fn a_denied_path_is_never_signed_and_other_paths_go_on() {
     let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
     let chain_a = stand.devnet.a.chain.name.clone();
     let oapp_a = stand.devnet.a.contracts.counter;
-    for node in &stand.nodes.nodes[..2] {
-        node.edit_config(|c| {
-            c["governor"] = json!({ "deny": [{ "src": chain_a, "sender": oapp_a.to_string() }] });
+    let deny = json!({ "deny": [{ "src": chain_a, "sender": oapp_a.to_string() }] });
+    // aws denies the path from its configuration at start ...
+    stand.nodes.nodes[0]
+        .edit_config(|c| c["governor"] = deny.clone())
+        .unwrap();
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    // ... aliyun by a reload of its running node, after two refused reloads.
+    let aliyun = &stand.nodes.nodes[1];
+    let cfg = aliyun.config_path.to_str().unwrap();
+    let token = dvn_cli(&[
+        "admin",
+        "token",
+        "create",
+        "-c",
+        cfg,
+        "--operator",
+        "oncall",
+        "--role",
+        "operator",
+    ]);
+    let url = aliyun.url();
+    let reload = ["admin", "reload", "-c", cfg, "--url", &url];
+    let env = [("DVN_ADMIN_TOKEN", token.trim())];
+    let poll = Config::load(&aliyun.config_path).unwrap().chains[0].poll_interval_ms;
+    aliyun
+        .edit_config(|c| c["governor"] = json!({ "deny": [{}] }))
+        .unwrap();
+    let (code, out) = dvn_run(&reload, &env);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("400") && out.contains("governor.deny[0]"),
+        "invalid: {out}"
+    );
+    aliyun
+        .edit_config(|c| {
+            c["governor"] = deny.clone();
+            c["chains"][0]["poll_interval_ms"] = json!(777);
         })
         .unwrap();
-    }
-    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (code, out) = dvn_run(&reload, &env);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("409") && out.contains("chains cannot change without a restart"),
+        "{out}"
+    );
+    aliyun
+        .edit_config(|c| c["chains"][0]["poll_interval_ms"] = json!(poll))
+        .unwrap();
+    let (code, out) = dvn_run(&reload, &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"governor\""), "{out}");
     let denied = stand
         .devnet
         .send_messages(Direction::AToB, 2)
