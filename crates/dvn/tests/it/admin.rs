@@ -13,23 +13,8 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::{json, Value};
 
-use crate::common::{dvn_cli, dvn_run, Stand};
+use crate::common::{dvn_cli, dvn_run, new_token, Stand};
 use crate::e2e::TIMEOUT;
-
-fn new_token(config: &str, operator: &str, role: &str) -> String {
-    let out = dvn_cli(&[
-        "admin",
-        "token",
-        "create",
-        "-c",
-        config,
-        "--operator",
-        operator,
-        "--role",
-        role,
-    ]);
-    out.trim().to_string()
-}
 
 /// The operator manual's roles (8.7), written out independently of the code's table:
 /// admin everything; operator service management and logs (and the status it manages by);

@@ -170,6 +170,22 @@ pub fn dvn_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A new admin API token for `operator` with `role`, made on the host (`dvn admin token create`).
+pub fn new_token(config: &str, operator: &str, role: &str) -> String {
+    let out = dvn_cli(&[
+        "admin",
+        "token",
+        "create",
+        "-c",
+        config,
+        "--operator",
+        operator,
+        "--role",
+        role,
+    ]);
+    out.trim().to_string()
+}
+
 /// `dvn args…` with environment `env` added: (exit code, stdout + stderr).
 pub fn dvn_run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let out = std::process::Command::new(dvn_binary())

@@ -11,7 +11,7 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::json;
 
-use crate::common::{dvn_cli, dvn_run, metric_reaches, Stand};
+use crate::common::{dvn_run, metric_reaches, new_token, Stand};
 use crate::e2e::TIMEOUT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,17 +28,7 @@ async fn a_denied_path_is_never_signed_and_other_paths_go_on() {
     // ... aliyun by a reload of its running node, after two refused reloads.
     let aliyun = &stand.nodes.nodes[1];
     let cfg = aliyun.config_path.to_str().unwrap();
-    let token = dvn_cli(&[
-        "admin",
-        "token",
-        "create",
-        "-c",
-        cfg,
-        "--operator",
-        "oncall",
-        "--role",
-        "operator",
-    ]);
+    let token = new_token(cfg, "oncall", "operator");
     let url = aliyun.url();
     let reload = ["admin", "reload", "-c", cfg, "--url", &url];
     let env = [("DVN_ADMIN_TOKEN", token.trim())];

@@ -176,17 +176,7 @@ async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() 
     let signer = &public["components"]["signer"];
     assert_eq!(signer["up"], false, "{public}");
     assert_eq!(signer["error"], dvn::api::HIDDEN_ERROR, "{public}");
-    let token = crate::common::dvn_cli(&[
-        "admin",
-        "token",
-        "create",
-        "-c",
-        &config,
-        "--operator",
-        "oncall",
-        "--role",
-        "developer",
-    ]);
+    let token = crate::common::new_token(&config, "oncall", "developer");
     let full: Value = reqwest::Client::new()
         .get(format!("{url}/admin/v1/ready"))
         .bearer_auth(token.trim())

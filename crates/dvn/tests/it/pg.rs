@@ -10,16 +10,7 @@ pub fn base_url() -> String {
 }
 
 fn psql(sql: &str) {
-    let out = Command::new("psql")
-        .args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql])
-        .arg(format!("{}/postgres", base_url()))
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    psql_in(&format!("{}/postgres", base_url()), sql);
 }
 
 /// Databases named `{prefix}_{suffix}` for each suffix.

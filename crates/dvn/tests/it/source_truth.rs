@@ -282,17 +282,7 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
             let mut args = vec!["admin", "resume-halted", "-c", config, "--url", &url];
             args.extend_from_slice(&path);
             for (role, allowed) in [("operator", false), ("admin", true)] {
-                let token = dvn_cli(&[
-                    "admin",
-                    "token",
-                    "create",
-                    "-c",
-                    config,
-                    "--operator",
-                    "oncall",
-                    "--role",
-                    role,
-                ]);
+                let token = crate::common::new_token(config, "oncall", role);
                 let (code, out) =
                     crate::common::dvn_run(&args, &[("DVN_ADMIN_TOKEN", token.trim())]);
                 assert_eq!(code == 0, allowed, "{role}: {out}");
@@ -480,17 +470,7 @@ async fn a_reorg_deeper_than_the_limit_halts_the_scan_until_a_rescan() {
         if i == 0 {
             let audit = dvn_cli(&["audit", "export", "-c", config]);
             assert_eq!(audit.matches("guard.reorg_too_deep").count(), 1, "{audit}");
-            let token = dvn_cli(&[
-                "admin",
-                "token",
-                "create",
-                "-c",
-                config,
-                "--operator",
-                "oncall",
-                "--role",
-                "operator",
-            ]);
+            let token = crate::common::new_token(config, "oncall", "operator");
             let url = node.url();
             let (code, out) = crate::common::dvn_run(
                 &[
@@ -567,17 +547,7 @@ async fn dvn_retry_requeues_an_invalid_packet_on_running_nodes() {
         let config = node.config_path.to_str().unwrap();
         if i == 0 {
             // aws's operator uses the admin API.
-            let token = dvn_cli(&[
-                "admin",
-                "token",
-                "create",
-                "-c",
-                config,
-                "--operator",
-                "oncall",
-                "--role",
-                "operator",
-            ]);
+            let token = crate::common::new_token(config, "oncall", "operator");
             let url = node.url();
             let (code, out) = crate::common::dvn_run(
                 &["admin", "retry", "-c", config, "--url", &url, &guid],
