@@ -126,6 +126,42 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// A consistent snapshot of the store, the configuration file and recent logs, in one
+    /// .tar.gz with a checksummed manifest (safe while the node runs; never overwrites).
+    Backup {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Directory the archive is written to.
+        #[arg(long)]
+        out: PathBuf,
+        /// A log directory whose files of the last --log-days days go in.
+        #[arg(long)]
+        logs: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        log_days: u64,
+        /// Then delete this node's archives in --out older than this many days.
+        #[arg(long)]
+        keep_days: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the store (and with --with-config the configuration file) from a backup: the
+    /// archive is verified completely first, and the node must be stopped.
+    Restore {
+        /// The archive.
+        archive: PathBuf,
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+        /// Only verify the archive (checksums, manifest, node).
+        #[arg(long)]
+        dry_run: bool,
+        /// Also put the backed-up configuration file in place (the current one is kept
+        /// beside it).
+        #[arg(long)]
+        with_config: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Bring the store's schema up to date and exit (under PostgreSQL, run it with the schema
     /// owner's URL in DVN_STORE_URL; the node's own role has no DDL rights).
     Migrate {

@@ -8,12 +8,14 @@
 //! - [`peer`]: the signature exchange between regions.
 //! - [`lease`]: the optional Redis lease that picks one submitting replica per region.
 //! - [`admin`]: the admin API, its tokens and roles, and the audit trail of every call.
+//! - [`backup`]: `dvn backup` / `dvn restore` archives with a checked manifest.
 //! - [`api`]: health, readiness, metrics and the peer API over HTTP.
 //! - [`tls`]: mutual TLS between regions, and issuing the certificates.
 //! - [`node`]: start-up checks and task supervision.
 
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod chain;
 pub mod cli;
 pub mod config;

@@ -235,6 +235,67 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Command::Backup {
+            config,
+            out,
+            logs,
+            log_days,
+            keep_days,
+            json,
+        } => {
+            report(async {
+                let (archive, manifest) =
+                    dvn::backup::create(&config, &out, logs.as_deref(), log_days).await?;
+                let pruned = match keep_days {
+                    Some(days) => dvn::backup::prune(&out, &manifest.node, days)?,
+                    None => 0,
+                };
+                dvn::ops::admin::audit_local(
+                    &config,
+                    "backup",
+                    &archive.display().to_string(),
+                    serde_json::json!({ "parts": manifest.parts.len(), "pruned": pruned }),
+                )
+                .await;
+                if json {
+                    let out = serde_json::json!({ "archive": archive, "manifest": manifest, "pruned": pruned });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    println!("{} ({} parts; {pruned} old backups removed)", archive.display(), manifest.parts.len());
+                }
+                Ok(0)
+            })
+            .await
+        }
+        Command::Restore {
+            archive,
+            config,
+            dry_run,
+            with_config,
+            json,
+        } => {
+            report(async {
+                let done = dvn::backup::restore(&config, &archive, dry_run, with_config).await?;
+                if !dry_run {
+                    dvn::ops::admin::audit_local(
+                        &config,
+                        "restore",
+                        &archive.display().to_string(),
+                        done.clone(),
+                    )
+                    .await;
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&done)?);
+                } else if dry_run {
+                    println!("{}: verified (node {}, {} parts, made {})", archive.display(), done["node"], done["parts"], done["created_at"]);
+                } else {
+                    println!("{}: restored; start the node (systemctl start dvn / docker-compose up -d dvn) and wait for /ready", archive.display());
+                }
+                Ok(0)
+            })
+            .await
+        }
         Command::Migrate { config } => {
             report(async {
                 let config = Config::load(&config)?;

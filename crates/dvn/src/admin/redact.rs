@@ -47,7 +47,11 @@ fn looks_like_a_credential_url(s: &str) -> bool {
         return false;
     };
     let authority = rest.split('/').next().unwrap_or_default();
-    authority.contains('@')
+    // `user:password@host` (a user name alone is no secret).
+    let password = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    password
         || ["key=", "apikey=", "token=", "secret="]
             .iter()
             .any(|p| lower.contains(p))
@@ -67,6 +71,7 @@ mod tests {
             "hsm_pin": "1234",
             "nested": [{ "rpc": "https://mainnet.infura.io/v3/abcdef" }],
             "store": "postgres://dvn:hunter2@db/dvn",
+            "plain": "postgres://postgres@127.0.0.1:5432/dvn",
             "chain": "ethereum",
         }));
         let text = out.to_string();
@@ -75,5 +80,6 @@ mod tests {
         }
         assert_eq!(out["reason"], "maintenance");
         assert_eq!(out["chain"], "ethereum");
+        assert_eq!(out["plain"], "postgres://postgres@127.0.0.1:5432/dvn");
     }
 }

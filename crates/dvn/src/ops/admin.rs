@@ -89,6 +89,28 @@ fn local_entry(operation: &str, target: &str, params: Value, result: &str) -> Au
     }
 }
 
+/// Records a host-side operation (backup, restore) in the node's audit log; a failure is
+/// printed, not fatal (the operation itself is done).
+pub async fn audit_local(
+    config_path: &std::path::Path,
+    operation: &str,
+    target: &str,
+    params: Value,
+) {
+    let recorded = async {
+        let config = Config::load(config_path)?;
+        let store = Store::connect(&config.store.url).await?;
+        store
+            .audit_append(&local_entry(operation, target, params, "ok"))
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = recorded {
+        eprintln!("warning: not recorded in the audit log: {e:#}");
+    }
+}
+
 /// `dvn admin token create`: the token, printed once. Refused when the audit record cannot
 /// be written.
 pub async fn create_token(

@@ -205,6 +205,19 @@ impl Store {
         })
     }
 
+    /// Writes a transactionally consistent copy of an SQLite store to `dest` (`VACUUM INTO`;
+    /// safe while the node runs). Refused for PostgreSQL (use `pg_dump`).
+    pub async fn snapshot_sqlite(&self, dest: &std::path::Path) -> Result<(), StoreError> {
+        if !self.url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl);
+        }
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Deletes finished packets (verified, skipped, orphaned) last changed before
     /// `before_ms`, with their signatures; returns how many. Path nonces, cursors, open
     /// packets and packets waiting for an operator (invalid, conflict) are kept.

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod clock_skew;
 mod common;
 mod config_check;
