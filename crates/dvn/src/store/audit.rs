@@ -16,7 +16,11 @@ use super::{now_ms, rows, Store, StoreError};
 /// Domain tag of the record hash (changing the encoding means a new tag).
 const HASH_TAG: &[u8] = b"dvn-audit-v1\n";
 
-/// How often an append is retried when a concurrent writer took the same sequence number.
+/// PostgreSQL advisory lock key serialising audit appends ("dvnaudit" in ASCII).
+const AUDIT_LOCK: i64 = 0x64_76_6e_61_75_64_69_74;
+
+/// How often an append is retried when a concurrent writer took the same sequence number
+/// (SQLite between processes; PostgreSQL appenders take turns under [`AUDIT_LOCK`]).
 const APPEND_ATTEMPTS: usize = 8;
 
 /// What is recorded (the chain fields are filled in by [`Store::audit_append`]).
@@ -160,6 +164,14 @@ impl Store {
         let mut last_error = None;
         for _ in 0..APPEND_ATTEMPTS {
             let mut tx = self.pool.begin().await?;
+            if !self.url.starts_with("sqlite:") {
+                // Appenders take turns (the lock ends with the transaction): without it, many
+                // concurrent appenders keep colliding on the next sequence number.
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(AUDIT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
