@@ -35,6 +35,8 @@ install_debs() {
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
   # faketime: one node with a skewed wall clock (submitter turns must follow block time).
   command -v faketime >/dev/null || missing+=(faketime)
+  # systemd: systemd-analyze checks the shipped timers' calendar expressions (nothing is started).
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -31,7 +31,39 @@ fn damaged(archive: &Path, dir: &Path, name: &str, damage: impl Fn(&mut Vec<u8>)
     path
 }
 
+/// Runs the shipped `deploy/systemd/dvn-backup.service` command against `config`, with the
+/// unit's directories pointed at `backups` and `logs`; checks the timer's schedule parses.
+fn run_the_shipped_backup_unit(config: &str, backups: &Path, logs: &Path) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd");
+    let unit = std::fs::read_to_string(root.join("dvn-backup.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+    let exec = exec
+        .replace("/etc/dvn/config.yaml", config)
+        .replace("/var/backups/dvn", backups.to_str().unwrap())
+        .replace("/var/log/dvn", logs.to_str().unwrap());
+    let mut words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words.remove(0), "/usr/local/bin/dvn");
+    words.push("--json");
+    let (code, out) = dvn_run(&words, &[]);
+    assert_eq!(code, 0, "{exec}: {out}");
+    let timer = std::fs::read_to_string(root.join("dvn-backup.timer")).unwrap();
+    let calendar = timer
+        .lines()
+        .find_map(|l| l.strip_prefix("OnCalendar="))
+        .expect("an OnCalendar line");
+    let analyze = std::process::Command::new("systemd-analyze")
+        .args(["calendar", calendar])
+        .output()
+        .expect("systemd-analyze (scripts/setup.sh installs systemd)");
+    assert!(analyze.status.success(), "{calendar}");
+    serde_json::from_str(&out).unwrap()
+}
+
 async fn backup_restore_and_catch_up(options: NodeOptions) {
+    let sqlite = matches!(options.store, StoreKind::Sqlite);
     let mut stand = Stand::new(DevnetConfig::default(), options).await;
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
     let first = stand
@@ -67,6 +99,17 @@ async fn backup_restore_and_catch_up(options: NodeOptions) {
         .collect();
     assert!(parts.contains(&"config/config.yaml"), "{parts:?}");
     assert!(parts.iter().any(|p| p.starts_with("store/")), "{parts:?}");
+
+    if sqlite {
+        // The shipped daily unit does the same, with a week of logs.
+        let logs = tempfile::tempdir().unwrap();
+        std::fs::write(logs.path().join("dvn.log"), "a log line\n").unwrap();
+        let daily = tempfile::tempdir().unwrap();
+        let made = run_the_shipped_backup_unit(&aws_cfg, daily.path(), logs.path());
+        let parts = made["manifest"]["parts"].to_string();
+        assert!(parts.contains("logs/dvn.log"), "{parts}");
+        assert_eq!(made["pruned"], 0);
+    }
 
     // The chains and the peers move on after the backup.
     let second = stand
