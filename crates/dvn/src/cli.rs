@@ -262,6 +262,11 @@ pub enum AdminCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Take a backup now, into the node's `backup.dir`.
+    Backup {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The node's recent log lines.
     Logs {
         #[command(flatten)]

@@ -406,6 +406,7 @@ async fn admin(command: AdminCommand) -> anyhow::Result<u8> {
             call(&api, "POST", "/rescan", Some(body)).await?
         }
         AdminCommand::Reload { api } => call(&api, "POST", "/reload", None).await?,
+        AdminCommand::Backup { api } => call(&api, "POST", "/backup", None).await?,
         AdminCommand::Logs { api, lines } => {
             let answer = call(&api, "GET", &format!("/logs?lines={lines}"), None).await?;
             for line in answer["lines"].as_array().into_iter().flatten() {

@@ -47,6 +47,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/paths/resume", post(resume_halted))
         .route("/rescan", post(rescan))
         .route("/reload", post(reload))
+        .route("/backup", post(backup))
         .route("/logs", get(logs))
         .route("/audit", get(audit))
         .route("/audit/verify", get(audit_verify))
@@ -641,6 +642,32 @@ async fn reload(State(state): State<AdminState>, origin: Origin) -> Response {
             "config_sha256": new.digest(),
             "changed": if changed { vec!["governor"] } else { Vec::new() },
         }))
+    })
+    .await
+}
+
+/// Takes a backup now (what `dvn backup` does on the host) into `backup.dir`.
+async fn backup(State(state): State<AdminState>, origin: Origin) -> Response {
+    let call = Call::new(
+        "backup",
+        Permission::ManageService,
+        true,
+        "store",
+        json!({}),
+    );
+    let ctx = Arc::clone(&state.ctx);
+    guarded(&state, origin, call, |_| async move {
+        let (Some(path), Some(dir)) = (&ctx.config_path, &ctx.config.backup.dir) else {
+            return Err(ApiError::Refused(
+                "backup.dir is not configured (or the node was not started from a file)".into(),
+            ));
+        };
+        let backup = &ctx.config.backup;
+        let (archive, manifest) =
+            crate::backup::create(path, dir, backup.logs.as_deref(), backup.log_days)
+                .await
+                .map_err(|e| ApiError::Refused(format!("backup failed: {e:#}")))?;
+        Ok(json!({ "archive": archive, "manifest": manifest }))
     })
     .await
 }

@@ -45,6 +45,28 @@ pub struct Config {
     /// Which paths are signed, and how fast.
     #[serde(default)]
     pub governor: GovernorConfig,
+    /// Where `POST /admin/v1/backup` writes archives.
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// Backups triggered through the admin API (`dvn backup` on the host takes its own flags).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Directory for the archives; the admin API's backup is refused while absent.
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
+    /// A log directory whose recent files go in.
+    #[serde(default)]
+    pub logs: Option<std::path::PathBuf>,
+    /// Days of logs.
+    #[serde(default = "default_log_days")]
+    pub log_days: u64,
+}
+
+fn default_log_days() -> u64 {
+    7
 }
 
 /// Path allow/deny rules and a per-path rate cap (see `pipeline::governor`).

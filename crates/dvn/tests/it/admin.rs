@@ -22,7 +22,7 @@ use crate::e2e::TIMEOUT;
 /// equivocation guard halted is a safety decision: admin only.
 fn manual_allows(role: Role, operation: &str) -> bool {
     let reads = ["status", "ready", "packets.list", "packets.why"];
-    let manage = ["pause", "resume", "packets.retry", "rescan"];
+    let manage = ["pause", "resume", "packets.retry", "rescan", "backup"];
     let audit = ["audit.read", "audit.verify"];
     match role {
         Role::Admin => true,
@@ -79,8 +79,10 @@ async fn every_role_gets_exactly_its_permissions_and_every_call_is_audited() {
     let checkpoints = stand.nodes.nodes[0]
         .config_path
         .with_file_name("aws-checkpoints.jsonl");
+    let backups = tempfile::tempdir().unwrap();
     stand.nodes.nodes[0]
         .edit_config(|c| {
+            c["backup"] = json!({ "dir": backups.path().to_str().unwrap() });
             c["audit"] = json!({
                 "checkpoint_file": checkpoints.to_str().unwrap(),
                 "checkpoint_interval_secs": 1,
@@ -199,6 +201,14 @@ async fn every_role_gets_exactly_its_permissions_and_every_call_is_audited() {
             target: format!("chain:{chain}"),
         },
         Endpoint {
+            method: "POST",
+            path: "/backup".into(),
+            body: None,
+            permission: Permission::ManageService,
+            operation: "backup",
+            target: "store".into(),
+        },
+        Endpoint {
             method: "GET",
             path: "/logs?lines=5".into(),
             body: None,
@@ -279,6 +289,9 @@ async fn every_role_gets_exactly_its_permissions_and_every_call_is_audited() {
             answers.push(text);
         }
     }
+    // The operator's and the admin's backups are there, one archive each.
+    let archives = std::fs::read_dir(backups.path()).unwrap().count();
+    assert_eq!(archives, 2, "one backup per allowed role");
     // An operator's pause and resume went through; the admin's too.
     let pauses: Vec<_> = store.pauses().await.unwrap();
     assert!(pauses.is_empty(), "every pause was lifted: {pauses:?}");
