@@ -75,17 +75,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn store_kind(url: &str) -> &'static str {
-    if url.starts_with("sqlite:") {
-        "sqlite"
-    } else {
-        "postgres"
+    match crate::store::sqlite_file(url) {
+        Some(_) => "sqlite",
+        None => "postgres",
     }
-}
-
-/// The SQLite file a `sqlite:` URL names.
-fn sqlite_path(url: &str) -> PathBuf {
-    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
-    PathBuf::from(rest.split('?').next().unwrap_or(rest))
 }
 
 /// Refuses a configuration text that carries a secret.
@@ -365,7 +358,8 @@ pub async fn restore(
         .ok_or_else(|| BackupError::Missing(format!("store/store.{ours}")))?;
     match ours {
         "sqlite" => {
-            let db = sqlite_path(&config.store.url);
+            let db = crate::store::sqlite_file(&config.store.url)
+                .ok_or_else(|| anyhow::anyhow!("not a SQLite store URL"))?;
             for suffix in ["", "-wal", "-shm"] {
                 let file = PathBuf::from(format!("{}{suffix}", db.display()));
                 if file.exists() {

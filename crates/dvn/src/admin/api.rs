@@ -147,6 +147,11 @@ struct Call {
 }
 
 impl Call {
+    /// A read (no change) without parameters.
+    fn read(operation: &'static str, permission: Permission, target: impl Into<String>) -> Self {
+        Self::new(operation, permission, false, target, json!({}))
+    }
+
     fn new(
         operation: &'static str,
         permission: Permission,
@@ -168,7 +173,7 @@ impl Call {
 /// the call, and (for a change) only once `begun` is in the audit log.
 async fn guarded<F, Fut>(state: &AdminState, origin: Origin, call: Call, work: F) -> Response
 where
-    F: FnOnce(Caller) -> Fut,
+    F: FnOnce(Caller, Arc<Context>) -> Fut,
     Fut: Future<Output = Result<Value, ApiError>>,
 {
     let store = &state.ctx.store;
@@ -239,7 +244,7 @@ where
             );
         }
     }
-    let outcome = work(caller).await;
+    let outcome = work(caller, Arc::clone(&state.ctx)).await;
     let class = if outcome.is_ok() { "ok" } else { "error" };
     metrics::counter!("dvn_admin_requests_total", "operation" => call.operation, "result" => class)
         .increment(1);
@@ -299,9 +304,8 @@ fn parse_guid(text: &str) -> Result<B256, ApiError> {
 }
 
 async fn status(State(state): State<AdminState>, origin: Origin) -> Response {
-    let call = Call::new("status", Permission::ReadStatus, false, "node", json!({}));
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    let call = Call::read("status", Permission::ReadStatus, "node");
+    guarded(&state, origin, call, |_, ctx| async move {
         let store = &ctx.store;
         let by_state: serde_json::Map<String, Value> = store
             .count_by_state()
@@ -323,9 +327,8 @@ async fn status(State(state): State<AdminState>, origin: Origin) -> Response {
 
 /// `/ready` with the components' error texts (the public one hides them).
 async fn ready(State(state): State<AdminState>, origin: Origin) -> Response {
-    let call = Call::new("ready", Permission::ReadStatus, false, "node", json!({}));
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    let call = Call::read("ready", Permission::ReadStatus, "node");
+    guarded(&state, origin, call, |_, ctx| async move {
         Ok(crate::api::readiness(&ctx, true).1)
     })
     .await
@@ -343,15 +346,8 @@ async fn packets(
     origin: Origin,
     query: Result<Query<PacketsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let call = Call::new(
-        "packets.list",
-        Permission::ReadStatus,
-        false,
-        "packets",
-        json!({}),
-    );
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    let call = Call::read("packets.list", Permission::ReadStatus, "packets");
+    guarded(&state, origin, call, |_, ctx| async move {
         let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let wanted = match query.state.as_deref() {
             None | Some("") => None,
@@ -386,15 +382,12 @@ async fn packet(
     origin: Origin,
     Path(guid): Path<String>,
 ) -> Response {
-    let call = Call::new(
+    let call = Call::read(
         "packets.why",
         Permission::ReadStatus,
-        false,
         format!("packet:{guid}"),
-        json!({}),
     );
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    guarded(&state, origin, call, |_, ctx| async move {
         let guid = parse_guid(&guid)?;
         Ok(crate::ops::why::explain(&ctx.config, &ctx.store, guid).await?)
     })
@@ -413,8 +406,7 @@ async fn retry(
         format!("packet:{guid}"),
         json!({}),
     );
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    guarded(&state, origin, call, |_, ctx| async move {
         let guid = parse_guid(&guid)?;
         let done = recover::retry_packet(&ctx.store, guid).await?;
         ctx.wake.sign.notify_waiters();
@@ -513,8 +505,7 @@ async fn pause_or_resume(
         target: scope_target(&state.ctx, &request),
         params,
     };
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |caller| async move {
+    guarded(&state, origin, call, |caller, ctx| async move {
         let request = request?;
         let scope = scope_of(&ctx, &request)?;
         if pausing {
@@ -556,8 +547,7 @@ async fn resume_halted(
         },
         params,
     };
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    guarded(&state, origin, call, |_, ctx| async move {
         request?;
         let path = path.ok_or_else(|| ApiError::BadRequest("no path".into()))??;
         let done = recover::resume_path(&ctx.store, &path).await?;
@@ -591,8 +581,7 @@ async fn rescan(
         },
         params,
     };
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    guarded(&state, origin, call, |_, ctx| async move {
         let request = request?;
         let eid = recover::resolve_eid(&ctx.config, &request.chain)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -615,8 +604,7 @@ async fn reload(State(state): State<AdminState>, origin: Origin) -> Response {
         "config",
         json!({}),
     );
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    guarded(&state, origin, call, |_, ctx| async move {
         let path = ctx
             .config_path
             .as_ref()
@@ -655,8 +643,7 @@ async fn backup(State(state): State<AdminState>, origin: Origin) -> Response {
         "store",
         json!({}),
     );
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    guarded(&state, origin, call, |_, ctx| async move {
         let (Some(path), Some(dir)) = (&ctx.config_path, &ctx.config.backup.dir) else {
             return Err(ApiError::Refused(
                 "backup.dir is not configured (or the node was not started from a file)".into(),
@@ -683,8 +670,8 @@ async fn logs(
     origin: Origin,
     query: Result<Query<LinesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let call = Call::new("logs", Permission::ReadLogs, false, "node", json!({}));
-    guarded(&state, origin, call, |_| async move {
+    let call = Call::read("logs", Permission::ReadLogs, "node");
+    guarded(&state, origin, call, |_, _| async move {
         let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let n = query.lines.unwrap_or(200).min(crate::logs::KEPT_LINES);
         Ok(json!({ "lines": crate::logs::recent(n) }))
@@ -704,15 +691,8 @@ async fn audit(
     origin: Origin,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let call = Call::new(
-        "audit.read",
-        Permission::ReadAudit,
-        false,
-        "audit_log",
-        json!({}),
-    );
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    let call = Call::read("audit.read", Permission::ReadAudit, "audit_log");
+    guarded(&state, origin, call, |_, ctx| async move {
         let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let records = ctx
             .store
@@ -727,15 +707,8 @@ async fn audit(
 }
 
 async fn audit_verify(State(state): State<AdminState>, origin: Origin) -> Response {
-    let call = Call::new(
-        "audit.verify",
-        Permission::ReadAudit,
-        false,
-        "audit_log",
-        json!({}),
-    );
-    let ctx = Arc::clone(&state.ctx);
-    guarded(&state, origin, call, |_| async move {
+    let call = Call::read("audit.verify", Permission::ReadAudit, "audit_log");
+    guarded(&state, origin, call, |_, ctx| async move {
         let records = ctx.store.audit_all().await?;
         let head = records
             .last()

@@ -234,16 +234,11 @@ async fn check_chains(http: &reqwest::Client, config: &Config, out: &mut Vec<Fin
 
 /// Disk use of the filesystem holding the store (`df -P`, as the manual does).
 fn check_disk(config: &Config, threshold: f64) -> Finding {
-    let path = config
-        .store
-        .url
-        .strip_prefix("sqlite://")
-        .map(|p| {
-            let p = Path::new(p.split('?').next().unwrap_or(p));
+    let path = crate::store::sqlite_file(&config.store.url)
+        .and_then(|p| {
             p.parent()
                 .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf()
+                .map(Path::to_path_buf)
         })
         .unwrap_or_else(|| PathBuf::from("."));
     let output = std::process::Command::new("df")

@@ -164,7 +164,7 @@ impl Store {
         let mut last_error = None;
         for _ in 0..APPEND_ATTEMPTS {
             let mut tx = self.pool.begin().await?;
-            if !self.url.starts_with("sqlite:") {
+            if !self.is_sqlite() {
                 // Appenders take turns (the lock ends with the transaction): without it, many
                 // concurrent appenders keep colliding on the next sequence number.
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -110,6 +110,16 @@ fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// The database file of a `sqlite:` store URL (`sqlite://path?…` or `sqlite:path`); None for
+/// PostgreSQL.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    Some(std::path::PathBuf::from(
+        rest.split('?').next().unwrap_or(rest),
+    ))
+}
+
 /// True when every migration of `migrator` is recorded as applied, with the same checksum.
 async fn all_applied(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool {
     let Ok(rows) =
@@ -190,6 +200,11 @@ impl Store {
         Ok(Self { pool, url })
     }
 
+    /// True for the embedded SQLite backend.
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+
     /// A second handle on the same database with its own connections, for readers that must
     /// never wait behind the pipeline (the health snapshot, operator queries): with SQLite's
     /// one writer connection, a snapshot scanning history would otherwise hold up every stage.
@@ -208,7 +223,7 @@ impl Store {
     /// Writes a transactionally consistent copy of an SQLite store to `dest` (`VACUUM INTO`;
     /// safe while the node runs). Refused for PostgreSQL (use `pg_dump`).
     pub async fn snapshot_sqlite(&self, dest: &std::path::Path) -> Result<(), StoreError> {
-        if !self.url.starts_with("sqlite:") {
+        if !self.is_sqlite() {
             return Err(StoreError::UnsupportedUrl);
         }
         sqlx::query("VACUUM INTO $1")
