@@ -120,14 +120,29 @@ impl SignStage {
                 held += 1;
                 continue;
             }
-            let outcome = match self.governor.refuses(&path) {
-                Some(why) => Ok(Outcome::Done(PacketState::Invalid, why)),
-                None if self.governor.over_rate(&path, std::time::Instant::now()) => {
-                    rate_limited += 1;
-                    continue;
+            if let Some(why) = self.governor.refuses(&path) {
+                let refused = self
+                    .ctx
+                    .store
+                    .transition(row.expect(), PacketState::Invalid, Some(&why))
+                    .await?;
+                if refused {
+                    tracing::warn!(guid = %row.packet.guid, "not signed: {why}");
+                    let target = crate::store::PauseScope::Path(path).key();
+                    let params = serde_json::json!({ "guid": row.packet.guid, "nonce": row.packet.nonce, "rule": why });
+                    self.ctx
+                        .store
+                        .audit_node_event("governor.refused", &target, params)
+                        .await;
+                    moved = true;
                 }
-                None => self.process(row, &mut views).await,
-            };
+                continue;
+            }
+            if self.governor.over_rate(&path, std::time::Instant::now()) {
+                rate_limited += 1;
+                continue;
+            }
+            let outcome = self.process(row, &mut views).await;
             match outcome {
                 Ok(Outcome::Waiting(_)) => {}
                 Ok(Outcome::Signed) => {
