@@ -11,6 +11,7 @@
 //! - [`invariants`]: no loss / no duplicate / no forgery, read from the chains.
 //! - [`kms`]: local stand-ins for AWS (patched moto), GCP and Aliyun KMS.
 //! - [`nodes`]: three real `dvn` node processes configured against a devnet.
+//! - [`objstore`]: S3 (moto) and GCS (fake-gcs-server) on 127.0.0.1 for the backup tests.
 //! - [`proxy`]: a switchable JSON-RPC forwarding proxy, to play a failing provider.
 //! - [`wait`]: condition waits with a deadline (no fixed sleeps).
 
@@ -22,6 +23,7 @@ pub mod devnet;
 pub mod invariants;
 pub mod kms;
 pub mod nodes;
+pub mod objstore;
 pub mod proxy;
 pub mod wait;
 

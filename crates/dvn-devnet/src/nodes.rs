@@ -220,6 +220,37 @@ impl DvnNode {
 }
 
 impl DvnNode {
+    /// A shell command that starts this node the way a service manager would, outside the
+    /// harness: `binary` (e.g. a release symlink) in the background with this node's
+    /// environment, appending to its log, its process id written to `pidfile`. Pair it with
+    /// a [`PidFileGuard`] so the process is killed when the test ends.
+    pub fn detached_start_command(&self, binary: &Path, pidfile: &Path) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let env: Vec<String> = self
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect();
+        format!(
+            "{} RUST_LOG=info {} run --config {} </dev/null >>{} 2>&1 & echo $! > {}",
+            env.join(" "),
+            quote(&binary.to_string_lossy()),
+            quote(&self.config_path.to_string_lossy()),
+            quote(&self.log_path.to_string_lossy()),
+            quote(&pidfile.to_string_lossy()),
+        )
+    }
+
+    /// A shell command that stops the process `detached_start_command` started (SIGTERM,
+    /// then waits for it to exit).
+    pub fn detached_stop_command(pidfile: &Path) -> String {
+        let pidfile = pidfile.to_string_lossy();
+        format!(
+            "if [ -f '{pidfile}' ]; then pid=$(cat '{pidfile}'); kill $pid 2>/dev/null; \
+             while kill -0 $pid 2>/dev/null; do sleep 0.1; done; rm -f '{pidfile}'; fi"
+        )
+    }
+
     /// Rewrites this node's configuration (takes effect at its next start).
     pub fn edit_config(&self, edit: impl FnOnce(&mut Value)) -> anyhow::Result<()> {
         let mut config: Value =
@@ -227,6 +258,27 @@ impl DvnNode {
         edit(&mut config);
         std::fs::write(&self.config_path, serde_norway::to_string(&config)?)?;
         Ok(())
+    }
+}
+
+/// Kills the process whose id is in a pid file when dropped (the test's cleanup for nodes
+/// started by shell commands, as `dvn restore --start` and `dvn upgrade` do).
+#[derive(Debug)]
+pub struct PidFileGuard(pub PathBuf);
+
+impl PidFileGuard {
+    /// The process id in the file, while it names a live process.
+    pub fn pid(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+}
+
+impl Drop for PidFileGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
     }
 }
 

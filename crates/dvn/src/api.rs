@@ -50,7 +50,11 @@ pub fn peer_router(ctx: Arc<Context>) -> Router {
 
 /// Liveness: 200 while the process can serve.
 async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "node": state.ctx.config.node.name }))
+    Json(json!({
+        "status": "ok",
+        "node": state.ctx.config.node.name,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
 }
 
 /// Readiness: 200 only when the store, every chain's RPC quorum, both keys' HSM/KMS and enough
@@ -126,7 +130,7 @@ pub fn boot_router(
     Router::new()
         .route(
             "/health",
-            get(move || async move { Json(json!({ "status": "starting", "node": health_node })) }),
+            get(move || async move { Json(json!({ "status": "starting", "node": health_node, "version": env!("CARGO_PKG_VERSION") })) }),
         )
         .route(
             "/ready",

@@ -131,25 +131,31 @@ pub enum Command {
     Backup {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
-        /// Directory the archive is written to.
+        /// Directory the archive is written to (default: the configuration's `backup.dir`).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// A log directory whose files of the last --log-days days go in.
         #[arg(long)]
         logs: Option<PathBuf>,
         #[arg(long, default_value_t = 7)]
         log_days: u64,
-        /// Then delete this node's archives in --out older than this many days.
+        /// Then delete this node's archives older than this many days, in --out and in every
+        /// `backup.remote` (default: `backup.keep_days`; unset keeps them).
         #[arg(long)]
         keep_days: Option<u64>,
+        /// Do not upload to the configuration's `backup.remote` targets.
+        #[arg(long)]
+        local_only: bool,
         #[arg(long)]
         json: bool,
     },
     /// Restore the store (and with --with-config the configuration file) from a backup: the
     /// archive is verified completely first, and the node must be stopped.
     Restore {
-        /// The archive.
-        archive: PathBuf,
+        /// The archive: a file, or `s3://`, `oss://`, `gs://` — an object ending in `.tar.gz`,
+        /// or a prefix, whose newest archive of this node is taken (endpoints from
+        /// `backup.remote`, credentials from the environment).
+        archive: String,
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
         /// Only verify the archive (checksums, manifest, node).
@@ -159,6 +165,13 @@ pub enum Command {
         /// beside it).
         #[arg(long)]
         with_config: bool,
+        /// After restoring, run this start command (e.g. `systemctl start dvn`) and wait for
+        /// `/health` and `/ready`: exit 6 naming the gate when the node does not come back.
+        #[arg(long)]
+        start: Option<String>,
+        /// How long the restored node gets to be ready after --start.
+        #[arg(long, default_value_t = 180)]
+        ready_timeout_secs: u64,
         #[arg(long)]
         json: bool,
     },
@@ -167,6 +180,12 @@ pub enum Command {
     Migrate {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
+    },
+    /// The rolling upgrade of the three regions, one at a time, gated on /health and /ready,
+    /// rolled back on failure (see deploy/upgrade/ for systemd and compose plans).
+    Upgrade {
+        #[command(subcommand)]
+        command: UpgradeCommand,
     },
     /// Certificates for mutual TLS between regions.
     Certs {
@@ -389,6 +408,39 @@ pub enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Check every region and print the steps a run would take (changes nothing). Exit 0
+    /// when a run would start, 1 when it would be refused.
+    Plan {
+        #[command(flatten)]
+        args: UpgradeArgs,
+    },
+    /// Upgrade the regions in the plan's order. Exit 0 all upgraded, 1 refused (nothing
+    /// changed), 2 a region failed and was rolled back (the rollout stopped), 3 its rollback
+    /// failed too.
+    Run {
+        #[command(flatten)]
+        args: UpgradeArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpgradeArgs {
+    /// The plan file (regions in order, their URLs and stop/switch/start/rollback commands).
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// The release to install, substituted as {version}.
+    #[arg(long)]
+    pub to: String,
+    /// The release being replaced, substituted as {previous} (default: the version each
+    /// region's /health reports).
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use dvn::cli::{
     AdminCommand, AuditCommand, CertsCommand, Cli, Command, ConfigCommand, KeysCommand,
-    PathCommand, TokenCommand,
+    PathCommand, TokenCommand, UpgradeCommand,
 };
 use dvn::config::Config;
 use tokio_util::sync::CancellationToken;
@@ -168,6 +168,7 @@ async fn main() -> ExitCode {
             })
             .await
         }
+        Command::Upgrade { command } => report(upgrade(command)).await,
         Command::Certs { command } => {
             report(async {
                 match command {
@@ -241,27 +242,66 @@ async fn main() -> ExitCode {
             logs,
             log_days,
             keep_days,
+            local_only,
             json,
         } => {
             report(async {
-                let (archive, manifest) =
-                    dvn::backup::create(&config, &out, logs.as_deref(), log_days).await?;
-                let pruned = match keep_days {
-                    Some(days) => dvn::backup::prune(&out, &manifest.node, days)?,
-                    None => 0,
+                let out = match out {
+                    Some(out) => out,
+                    None => dvn::config::Config::load(&config)?
+                        .backup
+                        .dir
+                        .ok_or_else(|| anyhow::anyhow!("give --out DIR, or set backup.dir"))?,
+                };
+                let shipped = dvn::backup::create_and_ship(
+                    &config,
+                    &out,
+                    logs.as_deref(),
+                    log_days,
+                    keep_days,
+                    local_only,
+                )
+                .await;
+                let shipped = match shipped {
+                    Ok(shipped) => shipped,
+                    Err(e) => {
+                        dvn::ops::admin::audit_local_result(
+                            &config,
+                            "backup",
+                            &out.display().to_string(),
+                            serde_json::json!({ "error": format!("{e:#}") }),
+                            "failed",
+                        )
+                        .await;
+                        return Err(e);
+                    }
                 };
                 dvn::ops::admin::audit_local(
                     &config,
                     "backup",
-                    &archive.display().to_string(),
-                    serde_json::json!({ "parts": manifest.parts.len(), "pruned": pruned }),
+                    &shipped.archive.display().to_string(),
+                    serde_json::json!({
+                        "parts": shipped.manifest.parts.len(),
+                        "uploaded": shipped.uploaded,
+                        "pruned": shipped.pruned,
+                        "pruned_remote": shipped.pruned_remote,
+                    }),
                 )
                 .await;
                 if json {
-                    let out = serde_json::json!({ "archive": archive, "manifest": manifest, "pruned": pruned });
-                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    println!("{}", serde_json::to_string_pretty(&shipped)?);
                 } else {
-                    println!("{} ({} parts; {pruned} old backups removed)", archive.display(), manifest.parts.len());
+                    println!(
+                        "{} ({} parts; uploaded to {}; {} old backups removed here, {} remotely)",
+                        shipped.archive.display(),
+                        shipped.manifest.parts.len(),
+                        match shipped.uploaded.is_empty() {
+                            true => "nowhere".to_string(),
+                            false => shipped.uploaded.join(", "),
+                        },
+                        shipped.pruned,
+                        shipped.pruned_remote
+                    );
                 }
                 Ok(0)
             })
@@ -272,27 +312,56 @@ async fn main() -> ExitCode {
             config,
             dry_run,
             with_config,
+            start,
+            ready_timeout_secs,
             json,
         } => {
             report(async {
-                let done = dvn::backup::restore(&config, &archive, dry_run, with_config).await?;
-                if !dry_run {
-                    dvn::ops::admin::audit_local(
-                        &config,
-                        "restore",
-                        &archive.display().to_string(),
-                        done.clone(),
+                let download = tempfile::tempdir()?;
+                let (file, source) = if dvn::backup::remote::RemoteUrl::is_remote(&archive) {
+                    let loaded = dvn::config::Config::load(&config)?;
+                    let (file, object) = dvn::backup::remote::download(
+                        &archive,
+                        &loaded.backup.remote,
+                        &loaded.node.name,
+                        download.path(),
                     )
-                    .await;
+                    .await?;
+                    (file, object)
+                } else {
+                    (std::path::PathBuf::from(&archive), archive.clone())
+                };
+                let mut done = dvn::backup::restore(&config, &file, dry_run, with_config).await?;
+                done["archive"] = serde_json::json!(source);
+                if !dry_run {
+                    dvn::ops::admin::audit_local(&config, "restore", &source, done.clone()).await;
+                }
+                let mut code = 0;
+                if let (Some(command), false) = (&start, dry_run) {
+                    let timeout = std::time::Duration::from_secs(ready_timeout_secs);
+                    match dvn::backup::start_and_gate(&config, command, timeout).await {
+                        Ok(secs) => {
+                            done["started"] = serde_json::json!(true);
+                            done["ready_after_secs"] = serde_json::json!(secs);
+                        }
+                        Err(e) => {
+                            done["started"] = serde_json::json!(false);
+                            done["error"] = serde_json::json!(format!("{e:#}"));
+                            eprintln!("dvn restore: {e:#}");
+                            code = 6;
+                        }
+                    }
                 }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&done)?);
                 } else if dry_run {
-                    println!("{}: verified (node {}, {} parts, made {})", archive.display(), done["node"], done["parts"], done["created_at"]);
-                } else {
-                    println!("{}: restored; start the node (systemctl start dvn / docker-compose up -d dvn) and wait for /ready", archive.display());
+                    println!("{source}: verified (node {}, {} parts, made {})", done["node"], done["parts"], done["created_at"]);
+                } else if start.is_none() {
+                    println!("{source}: restored; start the node (systemctl start dvn / docker-compose up -d dvn) and wait for /ready");
+                } else if code == 0 {
+                    println!("{source}: restored; the node is ready after {:.1} s", done["ready_after_secs"].as_f64().unwrap_or(0.0));
                 }
-                Ok(0)
+                Ok(code)
             })
             .await
         }
@@ -357,6 +426,51 @@ async fn main() -> ExitCode {
 
 /// Runs a tool whose value is the exit code; an error is printed and exits 5 (doctor uses
 /// 1–4 for severities).
+/// `dvn upgrade plan|run`.
+async fn upgrade(command: UpgradeCommand) -> anyhow::Result<u8> {
+    use dvn::ops::upgrade::{exit, preflight, render_plan, run, Plan};
+    match command {
+        UpgradeCommand::Plan { args } => {
+            let plan = Plan::load(&args.plan)?;
+            let checked = preflight(&plan).await?;
+            let code = match checked.iter().all(|p| p.problem.is_none()) {
+                true => exit::DONE,
+                false => exit::REFUSED,
+            };
+            if args.json {
+                let out = serde_json::json!({ "preflight": checked, "plan": plan, "code": code });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", render_plan(&plan, &checked, &args.to, args.from.as_deref()));
+                if code != exit::DONE {
+                    println!("\na run would be refused: every region must be ready first");
+                }
+            }
+            Ok(code)
+        }
+        UpgradeCommand::Run { args } => {
+            let plan = Plan::load(&args.plan)?;
+            let done = run(&plan, &args.to, args.from.as_deref()).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                for r in &done.regions {
+                    println!(
+                        "{:<8} {:<16} {} → {} ({:.0} s){}",
+                        r.region,
+                        r.result,
+                        r.from,
+                        r.to,
+                        r.seconds,
+                        r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(done.code)
+        }
+    }
+}
+
 async fn report(tool: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
     match tool.await {
         Ok(code) => ExitCode::from(code),

@@ -634,7 +634,8 @@ async fn reload(State(state): State<AdminState>, origin: Origin) -> Response {
     .await
 }
 
-/// Takes a backup now (what `dvn backup` does on the host) into `backup.dir`.
+/// Takes a backup now (what `dvn backup` does on the host) into `backup.dir`, uploaded to
+/// every `backup.remote` with the configured retention.
 async fn backup(State(state): State<AdminState>, origin: Origin) -> Response {
     let call = Call::new(
         "backup",
@@ -650,11 +651,17 @@ async fn backup(State(state): State<AdminState>, origin: Origin) -> Response {
             ));
         };
         let backup = &ctx.config.backup;
-        let (archive, manifest) =
-            crate::backup::create(path, dir, backup.logs.as_deref(), backup.log_days)
-                .await
-                .map_err(|e| ApiError::Refused(format!("backup failed: {e:#}")))?;
-        Ok(json!({ "archive": archive, "manifest": manifest }))
+        let shipped = crate::backup::create_and_ship(
+            path,
+            dir,
+            backup.logs.as_deref(),
+            backup.log_days,
+            None,
+            false,
+        )
+        .await
+        .map_err(|e| ApiError::Refused(format!("backup failed: {e:#}")))?;
+        Ok(json!(shipped))
     })
     .await
 }

@@ -63,6 +63,32 @@ pub struct BackupConfig {
     /// Days of logs.
     #[serde(default = "default_log_days")]
     pub log_days: u64,
+    /// Object storage every backup is uploaded to (create-only), and where `dvn restore`
+    /// finds `s3://`, `oss://` and `gs://` archives' endpoints. Credentials come from the
+    /// environment only (see `backup::remote`).
+    #[serde(default)]
+    pub remote: Vec<RemoteTarget>,
+    /// Archives older than this many days are deleted, locally and in every remote, after
+    /// each backup (unset: kept).
+    #[serde(default)]
+    pub keep_days: Option<u64>,
+}
+
+/// One object-storage destination for backups.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteTarget {
+    /// `s3://bucket/prefix` (AWS S3), `oss://bucket/prefix` (Aliyun OSS, through its
+    /// S3-compatible API) or `gs://bucket/prefix` (Google Cloud Storage).
+    pub url: String,
+    /// The service endpoint: optional for S3 and GCS (their public endpoints by default), the
+    /// region endpoint for OSS (e.g. `https://oss-cn-hangzhou.aliyuncs.com`; the bucket is put
+    /// in front of the host).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The signing region (S3: else `AWS_REGION`; OSS: required, e.g. `cn-hangzhou`).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 fn default_log_days() -> u64 {

@@ -254,6 +254,18 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
     }
 
+    for (i, target) in config.backup.remote.iter().enumerate() {
+        if let Err(e) = crate::backup::remote::check_target(target) {
+            problem(format!("backup.remote[{i}]"), e.to_string());
+        }
+    }
+    if config.backup.keep_days == Some(0) {
+        problem(
+            "backup.keep_days".into(),
+            "must be at least 1 (0 would delete the backup just made)".into(),
+        );
+    }
+
     check_key(&mut problem, "signer", &config.signer);
     check_key(&mut problem, "submitter.key", &config.submitter.key);
     let submitter = &config.submitter;

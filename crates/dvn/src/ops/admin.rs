@@ -97,11 +97,22 @@ pub async fn audit_local(
     target: &str,
     params: Value,
 ) {
+    audit_local_result(config_path, operation, target, params, "ok").await
+}
+
+/// [`audit_local`] with the result given (`ok`, `failed`, …).
+pub async fn audit_local_result(
+    config_path: &std::path::Path,
+    operation: &str,
+    target: &str,
+    params: Value,
+    result: &str,
+) {
     let recorded = async {
         let config = Config::load(config_path)?;
         let store = Store::connect(&config.store.url).await?;
         store
-            .audit_append(&local_entry(operation, target, params, "ok"))
+            .audit_append(&local_entry(operation, target, params, result))
             .await?;
         anyhow::Ok(())
     }

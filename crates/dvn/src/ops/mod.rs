@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod prom;
 pub mod recover;
 pub mod status;
+pub mod upgrade;
 pub mod why;
 
 use std::time::Duration;

@@ -200,6 +200,24 @@ impl Store {
         Ok(Self { pool, url })
     }
 
+    /// The newest schema version this build knows for the backend of `url`.
+    pub fn known_schema_version(url: &str) -> i64 {
+        let migrator = if url.starts_with("sqlite:") {
+            sqlx::migrate!("migrations/sqlite")
+        } else {
+            sqlx::migrate!("migrations/postgres")
+        };
+        migrator.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// The newest schema version applied to this store.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
+    }
+
     /// True for the embedded SQLite backend.
     pub fn is_sqlite(&self) -> bool {
         self.url.starts_with("sqlite:")

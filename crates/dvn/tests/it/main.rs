@@ -13,6 +13,7 @@ mod confirmations;
 mod conflux;
 mod crash;
 mod dependencies;
+mod dr_drill;
 mod e2e;
 mod expiry;
 mod foreign;

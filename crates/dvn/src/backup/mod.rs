@@ -12,6 +12,12 @@
 //!   (its `/health` must not answer), keeps what it replaces beside it, and leaves starting the
 //!   node to the service manager; a restored node is behind the chains and its peers, and the
 //!   pipeline re-checks every unfinished packet against the chains before acting on it.
+//!   With `--start`, restore runs the service manager's start command itself and gates on
+//!   `/health` and `/ready`, failing loudly when the node does not come back.
+//! - Archives go to object storage too (`remote`): S3, Aliyun OSS and GCS, create-only, with
+//!   the same retention as the local directory.
+
+pub mod remote;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,10 @@ pub struct Manifest {
     pub created_at: String,
     /// `sqlite` or `postgres`.
     pub store_kind: String,
+    /// The newest store migration applied when the backup was taken: a build that does not
+    /// know it refuses the restore instead of running on a schema it cannot read.
+    #[serde(default)]
+    pub schema_version: i64,
     pub parts: Vec<Part>,
 }
 
@@ -68,6 +78,12 @@ pub enum BackupError {
     StoreKind { backup: String, ours: String },
     #[error("the node answers at {0}: stop it before restoring")]
     Running(String),
+    #[error("backup of store schema {backup}, this dvn knows schema {ours} at most: restore it with the dvn version that made it (dvn {version})")]
+    NewerSchema {
+        backup: i64,
+        ours: i64,
+        version: String,
+    },
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -132,9 +148,10 @@ pub async fn create(
     let mut files: Vec<(String, PathBuf)> = Vec::new();
 
     let snapshot = work.path().join(format!("store.{kind}"));
+    let store = Store::connect(&config.store.url).await?;
+    let schema_version = store.schema_version().await?;
     match kind {
         "sqlite" => {
-            let store = Store::connect(&config.store.url).await?;
             store.snapshot_sqlite(&snapshot).await?;
         }
         _ => {
@@ -183,6 +200,7 @@ pub async fn create(
         node: config.node.name.clone(),
         created_at: now.to_rfc3339(),
         store_kind: kind.into(),
+        schema_version,
         parts,
     };
     std::fs::create_dir_all(out_dir)?;
@@ -326,6 +344,15 @@ pub async fn restore(
         }
         .into());
     }
+    let known = Store::known_schema_version(&config.store.url);
+    if verified.manifest.schema_version > known {
+        return Err(BackupError::NewerSchema {
+            backup: verified.manifest.schema_version,
+            ours: known,
+            version: verified.manifest.dvn_version.clone(),
+        }
+        .into());
+    }
     let report = serde_json::json!({
         "archive": archive.display().to_string(),
         "node": verified.manifest.node,
@@ -409,6 +436,155 @@ pub async fn restore(
     report["restored"] = serde_json::json!(true);
     report["config_restored"] = serde_json::json!(with_config);
     Ok(report)
+}
+
+/// What one `dvn backup` run did.
+#[derive(Debug, Serialize)]
+pub struct Shipped {
+    pub archive: PathBuf,
+    pub manifest: Manifest,
+    /// The objects written, one per `backup.remote` target.
+    pub uploaded: Vec<String>,
+    /// Old archives deleted from the local directory.
+    pub pruned: usize,
+    /// Old archives deleted from the remotes.
+    pub pruned_remote: usize,
+}
+
+/// A backup into `out_dir`, uploaded to every `backup.remote` target of the configuration
+/// (unless `local_only`), then retention (`keep_days`, else `backup.keep_days`) applied in
+/// the directory and in every remote. Every target is tried; any failure fails the run, the
+/// local archive staying in place.
+pub async fn create_and_ship(
+    config_path: &Path,
+    out_dir: &Path,
+    logs: Option<&Path>,
+    log_days: u64,
+    keep_days: Option<u64>,
+    local_only: bool,
+) -> anyhow::Result<Shipped> {
+    let config = Config::load(config_path)?;
+    let (archive, manifest) = create(config_path, out_dir, logs, log_days).await?;
+    let targets: &[crate::config::RemoteTarget] = match local_only {
+        true => &[],
+        false => &config.backup.remote,
+    };
+    let keep_days = keep_days.or(config.backup.keep_days);
+    let mut uploaded = Vec::new();
+    let mut failures = Vec::new();
+    let mut pruned_remote = 0;
+    for target in targets {
+        match remote::upload(target, &archive).await {
+            Ok(object) => uploaded.push(object),
+            Err(e) => {
+                failures.push(format!("{e:#}"));
+                continue;
+            }
+        }
+        if let Some(days) = keep_days {
+            match remote::prune(target, &manifest.node, days).await {
+                Ok(n) => pruned_remote += n,
+                Err(e) => failures.push(format!("retention in {}: {e:#}", target.url)),
+            }
+        }
+    }
+    let pruned = match keep_days {
+        Some(days) => prune(out_dir, &manifest.node, days)?,
+        None => 0,
+    };
+    anyhow::ensure!(
+        failures.is_empty(),
+        "backup {} made{}, but: {}",
+        archive.display(),
+        match uploaded.is_empty() {
+            true => String::new(),
+            false => format!(" and uploaded to {}", uploaded.join(", ")),
+        },
+        failures.join("; ")
+    );
+    Ok(Shipped {
+        archive,
+        manifest,
+        uploaded,
+        pruned,
+        pruned_remote,
+    })
+}
+
+/// Why a restored node did not come back.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("the start command `{command}` failed: {why}")]
+    Start { command: String, why: String },
+    #[error("restored, but {url}/health did not answer within {secs} s after the start")]
+    Health { url: String, secs: u64 },
+    #[error("restored and started, but {url}/ready stayed 503 for {secs} s: {why}")]
+    Ready { url: String, secs: u64, why: String },
+}
+
+/// Runs `command` (through `sh -c`: the service manager's start, e.g. `systemctl start dvn`)
+/// and waits up to `timeout` for the node of `config_path` to answer `/health` and then
+/// `/ready` with 200; the seconds it took.
+pub async fn start_and_gate(
+    config_path: &Path,
+    command: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<f64> {
+    let config = Config::load(config_path)?;
+    let began = std::time::Instant::now();
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| GateError::Start {
+            command: command.into(),
+            why: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(GateError::Start {
+            command: command.into(),
+            why: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+        .into());
+    }
+    let url = crate::ops::node_url(&config);
+    let http = crate::ops::http()?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let secs = timeout.as_secs();
+    let mut last_ready = String::from("no answer");
+    let mut healthy = false;
+    loop {
+        if !healthy {
+            healthy = matches!(
+                crate::ops::get_text(&http, &format!("{url}/health")).await,
+                Some((200, ref body)) if !body.contains("\"starting\"")
+            );
+        }
+        if healthy {
+            match crate::ops::get_text(&http, &format!("{url}/ready")).await {
+                Some((200, _)) => return Ok(began.elapsed().as_secs_f64()),
+                Some((_, body)) => last_ready = body.chars().take(400).collect(),
+                None => last_ready = "no answer".into(),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(match healthy {
+                false => GateError::Health { url, secs },
+                true => GateError::Ready {
+                    url,
+                    secs,
+                    why: last_ready,
+                },
+            }
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 #[cfg(test)]
