@@ -37,6 +37,9 @@ install_debs() {
   command -v faketime >/dev/null || missing+=(faketime)
   # systemd: systemd-analyze checks the shipped timers' calendar expressions (nothing is started).
   command -v systemd-analyze >/dev/null || missing+=(systemd)
+  # libnss-myhostname: NAME.localhost resolves to loopback, for the Aliyun OSS backup test
+  # (OSS wants virtual-host style: http://BUCKET.localhost:PORT in front of moto's S3).
+  getent ahosts dvn-probe.localhost >/dev/null 2>&1 || missing+=(libnss-myhostname)
   if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

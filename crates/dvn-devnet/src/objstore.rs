@@ -104,7 +104,14 @@ impl GcsServer {
         let binary = find_fake_gcs(&python)?;
         let port = crate::nodes::free_port()?;
         let mut server = Command::new(&binary)
-            .args(["-host", "127.0.0.1", "-scheme", "http", "-backend", "memory"])
+            .args([
+                "-host",
+                "127.0.0.1",
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+            ])
             .args(["-port", &port.to_string()])
             .args(["-external-url", &format!("http://127.0.0.1:{port}")])
             .args(["-public-host", &format!("127.0.0.1:{port}")])

@@ -441,7 +441,10 @@ async fn upgrade(command: UpgradeCommand) -> anyhow::Result<u8> {
                 let out = serde_json::json!({ "preflight": checked, "plan": plan, "code": code });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                print!("{}", render_plan(&plan, &checked, &args.to, args.from.as_deref()));
+                print!(
+                    "{}",
+                    render_plan(&plan, &checked, &args.to, args.from.as_deref())
+                );
                 if code != exit::DONE {
                     println!("\na run would be refused: every region must be ready first");
                 }
@@ -462,7 +465,10 @@ async fn upgrade(command: UpgradeCommand) -> anyhow::Result<u8> {
                         r.from,
                         r.to,
                         r.seconds,
-                        r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                        r.error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
                     );
                 }
             }

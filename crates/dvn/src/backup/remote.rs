@@ -127,7 +127,10 @@ fn virtual_host(endpoint: &str, bucket: &str) -> Result<String, RemoteError> {
     let (scheme, host) = endpoint
         .split_once("://")
         .ok_or_else(|| RemoteError::Endpoint(endpoint.into()))?;
-    Ok(format!("{scheme}://{bucket}.{}", host.trim_end_matches('/')))
+    Ok(format!(
+        "{scheme}://{bucket}.{}",
+        host.trim_end_matches('/')
+    ))
 }
 
 /// Bounded retries: a backup that cannot be written is reported within a minute, not after
@@ -146,7 +149,10 @@ fn client_options(endpoint: Option<&str>) -> (ClientOptions, RetryConfig) {
 }
 
 /// An object store client for `url`, with `target`'s endpoint and region when given.
-pub fn open(url: &RemoteUrl, target: Option<&RemoteTarget>) -> anyhow::Result<Arc<dyn ObjectStore>> {
+pub fn open(
+    url: &RemoteUrl,
+    target: Option<&RemoteTarget>,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
     let endpoint = target.and_then(|t| t.endpoint.as_deref());
     let region = target.and_then(|t| t.region.as_deref());
     let (options, retry) = client_options(endpoint);
@@ -169,7 +175,9 @@ pub fn open(url: &RemoteUrl, target: Option<&RemoteTarget>) -> anyhow::Result<Ar
                 return Err(RemoteError::OssNeedsEndpoint(format!("oss://{}", url.bucket)).into());
             };
             let var = |name: &str| {
-                std::env::var(name).map_err(|_| anyhow::anyhow!("{name} is not set (OSS credentials come from the environment)"))
+                std::env::var(name).map_err(|_| {
+                    anyhow::anyhow!("{name} is not set (OSS credentials come from the environment)")
+                })
             };
             let mut builder = AmazonS3Builder::new()
                 .with_bucket_name(&url.bucket)
@@ -252,7 +260,9 @@ async fn archives(
         })
         .try_collect()
         .await
-        .map_err(|e| anyhow::anyhow!("listing {}://{}/{}: {e}", url.scheme(), url.bucket, url.key))?;
+        .map_err(|e| {
+            anyhow::anyhow!("listing {}://{}/{}: {e}", url.scheme(), url.bucket, url.key)
+        })?;
     found.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
     Ok(found)
 }
@@ -261,7 +271,8 @@ async fn archives(
 pub async fn prune(target: &RemoteTarget, node: &str, days: u64) -> anyhow::Result<usize> {
     let url = RemoteUrl::parse(&target.url)?;
     let store = open(&url, Some(target))?;
-    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000));
+    let cutoff = chrono::Utc::now()
+        - chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000));
     let mut removed = 0;
     for meta in archives(store.as_ref(), &url, node).await? {
         if meta.last_modified < cutoff {
@@ -312,13 +323,22 @@ mod tests {
     #[test]
     fn urls_name_service_bucket_and_key() {
         let u = RemoteUrl::parse("s3://b/daily/").unwrap();
-        assert_eq!((u.service, u.bucket.as_str(), u.key.as_str()), (Service::S3, "b", "daily"));
+        assert_eq!(
+            (u.service, u.bucket.as_str(), u.key.as_str()),
+            (Service::S3, "b", "daily")
+        );
         let u = RemoteUrl::parse("oss://b").unwrap();
         assert_eq!((u.service, u.key.as_str()), (Service::Oss, ""));
         let u = RemoteUrl::parse("gs://b/x/dvn-aws-1.tar.gz").unwrap();
         assert_eq!(u.object("n").as_ref(), "x/dvn-aws-1.tar.gz/n");
-        assert!(matches!(RemoteUrl::parse("ftp://b/x"), Err(RemoteError::Scheme(_))));
-        assert!(matches!(RemoteUrl::parse("s3:///x"), Err(RemoteError::NoBucket(_))));
+        assert!(matches!(
+            RemoteUrl::parse("ftp://b/x"),
+            Err(RemoteError::Scheme(_))
+        ));
+        assert!(matches!(
+            RemoteUrl::parse("s3:///x"),
+            Err(RemoteError::NoBucket(_))
+        ));
     }
 
     #[test]
@@ -327,7 +347,10 @@ mod tests {
             url: "oss://bk/p".into(),
             ..RemoteTarget::default()
         };
-        assert!(matches!(check_target(&t), Err(RemoteError::OssNeedsEndpoint(_))));
+        assert!(matches!(
+            check_target(&t),
+            Err(RemoteError::OssNeedsEndpoint(_))
+        ));
         t.endpoint = Some("https://oss-cn-hangzhou.aliyuncs.com/".into());
         t.region = Some("cn-hangzhou".into());
         assert!(check_target(&t).is_ok());

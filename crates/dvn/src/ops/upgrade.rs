@@ -106,13 +106,13 @@ impl Plan {
                 ("start", &region.start),
                 ("rollback", &region.rollback),
             ] {
-                anyhow::ensure!(
-                    !command.trim().is_empty(),
-                    "regions[{i}].{field} is empty"
-                );
+                anyhow::ensure!(!command.trim().is_empty(), "regions[{i}].{field} is empty");
             }
         }
-        anyhow::ensure!(self.ready_timeout_secs > 0, "ready_timeout_secs must be > 0");
+        anyhow::ensure!(
+            self.ready_timeout_secs > 0,
+            "ready_timeout_secs must be > 0"
+        );
         Ok(())
     }
 }
@@ -191,7 +191,10 @@ pub async fn preflight(plan: &Plan) -> anyhow::Result<Vec<Preflight>> {
             .as_ref()
             .and_then(|h| h["version"].as_str().map(str::to_string));
         let problem = match &answer {
-            None => Some(format!("{}: /health does not answer (down or starting)", region.name)),
+            None => Some(format!(
+                "{}: /health does not answer (down or starting)",
+                region.name
+            )),
             Some(h) if h["node"] != region.name.as_str() => Some(format!(
                 "{}: {base} answers as node {} — the plan points at the wrong node",
                 region.name, h["node"]
@@ -367,7 +370,10 @@ pub async fn run(plan: &Plan, to: &str, from: Option<&str>) -> anyhow::Result<Re
             seconds: 0.0,
         };
         if let Err(why) = forward {
-            eprintln!("upgrade: {}: FAILED: {why}; rolling back to {previous}", region.name);
+            eprintln!(
+                "upgrade: {}: FAILED: {why}; rolling back to {previous}",
+                region.name
+            );
             // Best effort stop: the new release may not even have started.
             let _ = step.run("stop", &region.stop).await;
             let back = async {
@@ -455,9 +461,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_plans_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/upgrade");
+        for file in ["systemd.yaml", "compose.yaml"] {
+            let plan = Plan::load(&dir.join(file)).unwrap();
+            let names: Vec<&str> = plan.regions.iter().map(|r| r.name.as_str()).collect();
+            assert_eq!(names, ["aws", "aliyun", "gcp"], "{file}");
+            assert!(
+                plan.regions
+                    .iter()
+                    .all(|r| r.switch.contains("{version}") && r.rollback.contains("{previous}")),
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
     fn placeholders_are_filled() {
         assert_eq!(
-            expand("ln -sfn /opt/dvn/{version} /opt/dvn/current # {region} was {previous}", "aws", "0.2.0", "0.1.0"),
+            expand(
+                "ln -sfn /opt/dvn/{version} /opt/dvn/current # {region} was {previous}",
+                "aws",
+                "0.2.0",
+                "0.1.0"
+            ),
             "ln -sfn /opt/dvn/0.2.0 /opt/dvn/current # aws was 0.1.0"
         );
     }
@@ -480,9 +507,12 @@ mod tests {
         };
         assert!(plan(vec![region("aws", "http://a", "x")]).check().is_ok());
         assert!(plan(vec![]).check().is_err());
-        assert!(plan(vec![region("aws", "http://a", "x"), region("aws", "http://b", "x")])
-            .check()
-            .is_err());
+        assert!(plan(vec![
+            region("aws", "http://a", "x"),
+            region("aws", "http://b", "x")
+        ])
+        .check()
+        .is_err());
         assert!(plan(vec![region("aws", "a:80", "x")]).check().is_err());
         assert!(plan(vec![region("aws", "http://a", " ")]).check().is_err());
     }

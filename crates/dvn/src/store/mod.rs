@@ -212,9 +212,10 @@ impl Store {
 
     /// The newest schema version applied to this store.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE")
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
     }
 

@@ -40,3 +40,4 @@ mod source_truth;
 mod startup;
 mod store;
 mod stuck_tx;
+mod upgrade;
