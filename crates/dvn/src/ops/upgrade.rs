@@ -150,17 +150,7 @@ pub struct Report {
     pub code: u8,
 }
 
-fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?)
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> Option<(u16, String)> {
-    let response = http.get(url).send().await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
+use super::{get_text as get, http};
 
 /// `/health` of a region that runs (not starting): its JSON.
 async fn health(http: &reqwest::Client, base: &str) -> Option<serde_json::Value> {
