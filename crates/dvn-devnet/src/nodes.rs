@@ -331,7 +331,7 @@ pub struct NodeSet {
 /// A free port for a node's listener, chosen at random *below* the kernel's ephemeral range
 /// (32768+ here): every anvil and client socket of the parallel tests takes ephemeral ports,
 /// and one could grab a port released by `bind(0)` before the node binds it.
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     use std::hash::{BuildHasher, Hasher};
     for _ in 0..200 {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

@@ -1,5 +1,5 @@
 //! The node's HTTP routes: the operations listener (liveness, readiness, Prometheus metrics,
-//! and the admin API under `/admin/v1`)
+//! and the admin API under `/admin/v1` unless that has a listener of its own)
 //! and the peer API (served by [`crate::peer::listener`] over mutual TLS).
 
 use std::sync::Arc;
@@ -21,9 +21,10 @@ struct ApiState {
     metrics: PrometheusHandle,
 }
 
-/// The operations listener: health, readiness, metrics.
-pub fn ops_router(ctx: Arc<Context>, metrics: PrometheusHandle) -> Router {
-    Router::new()
+/// The operations listener: health, readiness, metrics, and — unless it has a mutual-TLS
+/// listener of its own (`admin.listen`) — the admin API.
+pub fn ops_router(ctx: Arc<Context>, metrics: PrometheusHandle, with_admin: bool) -> Router {
+    let router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
@@ -31,8 +32,24 @@ pub fn ops_router(ctx: Arc<Context>, metrics: PrometheusHandle) -> Router {
             ctx: Arc::clone(&ctx),
             metrics,
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .nest("/admin/v1", crate::admin::api::router(ctx))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    match with_admin {
+        true => router.merge(admin_router(ctx)),
+        false => router.route(
+            "/admin/v1/{*rest}",
+            axum::routing::any(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(json!({ "error": "the admin API is on its mutual-TLS listener (admin.listen), not here" })),
+                )
+            }),
+        ),
+    }
+}
+
+/// The admin API under `/admin/v1`.
+pub fn admin_router(ctx: Arc<Context>) -> Router {
+    Router::new().nest("/admin/v1", crate::admin::api::router(ctx))
 }
 
 /// The peer API: signatures pushed and pulled, and a liveness answer for peers' probes.

@@ -8,8 +8,10 @@
 //! highest reported value, so one stale or racing endpoint cannot move confirmations forward.
 //! Endpoints appear in logs and metrics by index only: URLs often carry API keys.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::TransactionBuilder;
@@ -49,6 +51,27 @@ pub struct EvmChain {
     pub config: ChainConfig,
     providers: Vec<DynProvider>,
     timeout: Duration,
+    outvoted: Arc<Mutex<BTreeMap<usize, Outvoted>>>,
+}
+
+/// An endpoint's disagreements since they were last reported to the audit log.
+#[derive(Debug, Default)]
+struct Outvoted {
+    methods: BTreeSet<&'static str>,
+    count: u64,
+    first_ms: i64,
+    last_ms: i64,
+    reported: Option<Instant>,
+}
+
+/// What goes into one `safety.endpoint_outvoted` audit record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutvotedReport {
+    pub endpoint: usize,
+    pub methods: Vec<&'static str>,
+    pub disagreements: u64,
+    pub first_at_ms: i64,
+    pub last_at_ms: i64,
 }
 
 /// Every method whose answers must agree (the `method` label of the disagreement counter).
@@ -93,7 +116,47 @@ impl EvmChain {
             config: config.clone(),
             providers,
             timeout: Duration::from_millis(config.rpc_timeout_ms),
+            outvoted: Arc::default(),
         })
+    }
+
+    /// The endpoints outvoted since their last report, for the audit log: an endpoint is
+    /// reported when it first disagrees and then at most once per `every` (a lying endpoint
+    /// disagrees on every read; a record per read would flood the log), each report summing
+    /// what happened since the previous one.
+    pub fn take_outvoted(&self, every: Duration) -> Vec<OutvotedReport> {
+        let mut tally = self.outvoted.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut reports = Vec::new();
+        for (&endpoint, seen) in tally.iter_mut() {
+            let due = seen
+                .reported
+                .is_none_or(|at| now.duration_since(at) >= every);
+            if seen.count == 0 || !due {
+                continue;
+            }
+            reports.push(OutvotedReport {
+                endpoint,
+                methods: std::mem::take(&mut seen.methods).into_iter().collect(),
+                disagreements: std::mem::take(&mut seen.count),
+                first_at_ms: seen.first_ms,
+                last_at_ms: seen.last_ms,
+            });
+            seen.reported = Some(now);
+        }
+        reports
+    }
+
+    fn tally_outvoted(&self, endpoint: usize, method: &'static str) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut tally = self.outvoted.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = tally.entry(endpoint).or_default();
+        if seen.count == 0 {
+            seen.first_ms = now_ms;
+        }
+        seen.count += 1;
+        seen.last_ms = now_ms;
+        seen.methods.insert(method);
     }
 
     pub fn name(&self) -> &str {
@@ -216,6 +279,7 @@ impl EvmChain {
             if matches!(answer, Ok(v) if v != agreed) {
                 metrics::counter!("dvn_rpc_disagreements_total", "chain" => self.config.name.clone(), "endpoint" => index.to_string(), "method" => what).increment(1);
                 tracing::warn!(chain = %self.config.name, endpoint = index, method = what, "RPC endpoint answered differently from the agreed answer (outvoted)");
+                self.tally_outvoted(index, what);
             }
         }
     }
@@ -567,6 +631,34 @@ mod tests {
         let out = brief(&long);
         assert!(out.len() < 400 && out.ends_with("(5000 bytes)"), "{out}");
         assert_eq!(brief("short"), "short");
+    }
+
+    #[test]
+    fn an_outvoted_endpoint_is_reported_at_once_then_summed_at_most_once_per_interval() {
+        let config = crate::config::validate::tests::sample_config();
+        let chain = EvmChain::new(&config.chains[0]).unwrap();
+        assert!(chain.take_outvoted(Duration::from_secs(3600)).is_empty());
+        chain.tally_outvoted(2, "eth_getLogs");
+        chain.tally_outvoted(2, "eth_getLogs");
+        chain.tally_outvoted(2, "eth_call");
+        let first = chain.take_outvoted(Duration::from_secs(3600));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].endpoint, 2);
+        assert_eq!(first[0].methods, ["eth_call", "eth_getLogs"]);
+        assert_eq!(first[0].disagreements, 3);
+        // Within the interval: held back and summed, not dropped.
+        chain.tally_outvoted(2, "eth_getLogs");
+        chain.tally_outvoted(0, "eth_chainId");
+        let second = chain.take_outvoted(Duration::from_secs(3600));
+        assert_eq!(
+            second.iter().map(|r| r.endpoint).collect::<Vec<_>>(),
+            [0],
+            "endpoint 2 waits for its interval; endpoint 0 is new"
+        );
+        let later = chain.take_outvoted(Duration::ZERO);
+        assert_eq!(later.len(), 1);
+        assert_eq!((later[0].endpoint, later[0].disagreements), (2, 1));
+        assert!(chain.take_outvoted(Duration::ZERO).is_empty());
     }
 
     #[test]

@@ -307,12 +307,25 @@ pub enum AdminCommand {
 pub struct ApiArgs {
     #[arg(long, short, default_value = "config.yaml")]
     pub config: PathBuf,
-    /// The node's base URL (default: its `node.listen` on 127.0.0.1).
+    /// The node's base URL (default: its `admin.listen` over https when set, else its
+    /// `node.listen`; on 127.0.0.1 when the address is unspecified).
     #[arg(long)]
     pub url: Option<String>,
     /// Environment variable holding the API token (never an argument: arguments show in ps).
     #[arg(long, default_value = "DVN_ADMIN_TOKEN")]
     pub token_env: String,
+    /// On a mutual-TLS admin listener: the CA the listener's certificate chains to.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// This operator's client certificate (its DNS name must be in the node's `admin.clients`).
+    #[arg(long, requires = "tls_ca")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, requires = "tls_ca")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the listener's certificate must carry (default: the config's `node.name`).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
 }
 
 /// What a pause covers: `--all`, `--chain`, or a path.
@@ -522,6 +535,8 @@ pub enum KeysCommand {
         /// Label of the new key.
         #[arg(long)]
         key_label: String,
+        #[command(flatten)]
+        audit: KeyAuditArgs,
     },
     /// Generate a new key into an Ethereum keystore v3 file (development and devnets; production
     /// keys belong in an HSM/KMS). Prints the file and the address.
@@ -535,12 +550,26 @@ pub enum KeysCommand {
         /// Environment variable holding the keystore password.
         #[arg(long, default_value = "DVN_KEYSTORE_PASSWORD")]
         password_env: String,
+        #[command(flatten)]
+        audit: KeyAuditArgs,
     },
     /// List the secp256k1 keys in a PKCS#11 token with their addresses.
     List {
         #[command(flatten)]
         token: TokenArgs,
+        #[command(flatten)]
+        audit: KeyAuditArgs,
     },
+}
+
+/// Which node's audit log records a key command run on the host (`address` and `test-sign`
+/// always record in the log of the configuration they read).
+#[derive(Debug, clap::Args)]
+pub struct KeyAuditArgs {
+    /// Record the operation in this node's audit log (a generation is refused when the record
+    /// cannot be written). Without it nothing is recorded, and a warning says so.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }
 
 /// Which node to ask: its config (for the listen address and chains) and, optionally, its URL.

@@ -643,51 +643,88 @@ async fn audit(command: AuditCommand) -> anyhow::Result<u8> {
 }
 
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use dvn::ops::admin::{audited_key_change, audited_key_use};
     use dvn::signer::pkcs11::Pkcs11Signer;
     use dvn::signer::KeyHandle;
+    use serde_json::json;
     let pin = |env: &str| {
         std::env::var(env)
             .map_err(|_| anyhow::anyhow!("environment variable {env} (the PIN) is not set"))
     };
     match command {
-        KeysCommand::Address { config } => {
-            let config = Config::load(&config)?;
-            let signer = KeyHandle::load(&config.signer, "signer", &config.signing).await?;
-            println!("signer    {} ({})", signer.address(), signer.backend());
-            let submitter =
-                KeyHandle::load(&config.submitter.key, "submitter", &config.signing).await?;
-            println!(
-                "submitter {} ({})",
-                submitter.address(),
-                submitter.backend()
-            );
+        KeysCommand::Address { config: path } => {
+            let lines =
+                audited_key_use(Some(&path), "keys.address", "signer,submitter", || async {
+                    let config = Config::load(&path)?;
+                    let signer = KeyHandle::load(&config.signer, "signer", &config.signing).await?;
+                    let submitter =
+                        KeyHandle::load(&config.submitter.key, "submitter", &config.signing)
+                            .await?;
+                    let lines = format!(
+                        "signer    {} ({})\nsubmitter {} ({})",
+                        signer.address(),
+                        signer.backend(),
+                        submitter.address(),
+                        submitter.backend()
+                    );
+                    let reported = json!({
+                        "signer": signer.address().to_string(),
+                        "submitter": submitter.address().to_string(),
+                    });
+                    Ok((lines, reported))
+                })
+                .await?;
+            println!("{lines}");
         }
-        KeysCommand::TestSign { config } => {
-            let config = Config::load(&config)?;
-            let key = KeyHandle::load(&config.signer, "signer", &config.signing).await?;
-            let digest = alloy::primitives::keccak256(b"dvn keys test-sign");
-            let started = std::time::Instant::now();
-            let signature = key.sign_digest(digest).await?;
-            println!(
-                "signed with {} ({}) in {:.1} ms; recovers to the key; signature {}",
-                key.address(),
-                key.backend(),
-                started.elapsed().as_secs_f64() * 1000.0,
-                alloy::primitives::hex::encode_prefixed(signature.as_bytes())
-            );
-        }
-        KeysCommand::Generate { token, key_label } => {
-            let pin = pin(&token.pin_env)?;
-            let address = tokio::task::spawn_blocking(move || {
-                Pkcs11Signer::generate(&token.module, &token.token_label, &key_label, &pin)
+        KeysCommand::TestSign { config: path } => {
+            let line = audited_key_use(Some(&path), "keys.test_sign", "signer", || async {
+                let config = Config::load(&path)?;
+                let key = KeyHandle::load(&config.signer, "signer", &config.signing).await?;
+                let digest = alloy::primitives::keccak256(b"dvn keys test-sign");
+                let started = std::time::Instant::now();
+                let signature = key.sign_digest(digest).await?;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                let line = format!(
+                    "signed with {} ({}) in {ms:.1} ms; recovers to the key; signature {}",
+                    key.address(),
+                    key.backend(),
+                    alloy::primitives::hex::encode_prefixed(signature.as_bytes())
+                );
+                let reported = json!({ "address": key.address().to_string(), "ms": ms.round() });
+                Ok((line, reported))
             })
-            .await??;
+            .await?;
+            println!("{line}");
+        }
+        KeysCommand::Generate {
+            token,
+            key_label,
+            audit,
+        } => {
+            let pin = pin(&token.pin_env)?;
+            let target = format!("pkcs11:{}/{key_label}", token.token_label);
+            let params = json!({ "module": token.module.display().to_string() });
+            let address = audited_key_change(
+                audit.config.as_deref(),
+                "keys.generate",
+                &target,
+                params,
+                || async move {
+                    let address = tokio::task::spawn_blocking(move || {
+                        Pkcs11Signer::generate(&token.module, &token.token_label, &key_label, &pin)
+                    })
+                    .await??;
+                    Ok((address, json!({ "address": address.to_string() })))
+                },
+            )
+            .await?;
             println!("{address}");
         }
         KeysCommand::GenerateKeystore {
             dir,
             name,
             password_env,
+            audit,
         } => {
             let password = std::env::var(&password_env).map_err(|_| {
                 anyhow::anyhow!("environment variable {password_env} (the password) is not set")
@@ -695,27 +732,50 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             if password.len() < 8 {
                 anyhow::bail!("the keystore password must have at least 8 characters");
             }
-            if dir.join(&name).exists() {
-                anyhow::bail!(
-                    "{} exists; not overwriting a key",
-                    dir.join(&name).display()
-                );
+            let file = dir.join(&name);
+            if file.exists() {
+                anyhow::bail!("{} exists; not overwriting a key", file.display());
             }
-            std::fs::create_dir_all(&dir)?;
-            let (key, _) = alloy::signers::local::PrivateKeySigner::new_keystore(
-                &dir,
-                &mut rand::thread_rng(),
-                password,
-                Some(name.as_str()),
-            )?;
-            println!("{}\t{}", dir.join(&name).display(), key.address());
+            let target = format!("keystore:{}", file.display());
+            let address = audited_key_change(
+                audit.config.as_deref(),
+                "keys.generate_keystore",
+                &target,
+                json!({}),
+                || async {
+                    std::fs::create_dir_all(&dir)?;
+                    let (key, _) = alloy::signers::local::PrivateKeySigner::new_keystore(
+                        &dir,
+                        &mut rand::thread_rng(),
+                        password,
+                        Some(name.as_str()),
+                    )?;
+                    Ok((
+                        key.address(),
+                        json!({ "address": key.address().to_string() }),
+                    ))
+                },
+            )
+            .await?;
+            println!("{}\t{address}", file.display());
         }
-        KeysCommand::List { token } => {
+        KeysCommand::List { token, audit } => {
             let pin = pin(&token.pin_env)?;
-            let keys = tokio::task::spawn_blocking(move || {
-                Pkcs11Signer::list(&token.module, &token.token_label, &pin)
-            })
-            .await??;
+            let target = format!("pkcs11:{}", token.token_label);
+            let keys = audited_key_use(
+                audit.config.as_deref(),
+                "keys.list",
+                &target,
+                || async move {
+                    let keys = tokio::task::spawn_blocking(move || {
+                        Pkcs11Signer::list(&token.module, &token.token_label, &pin)
+                    })
+                    .await??;
+                    let reported = json!({ "keys": keys.len() });
+                    Ok((keys, reported))
+                },
+            )
+            .await?;
             for (label, address) in keys {
                 println!("{label}\t{address}");
             }

@@ -289,6 +289,33 @@ async fn prune_history(ctx: &Context) {
     }
 }
 
+/// How often an endpoint that keeps disagreeing with the agreed answers gets an audit record
+/// (the first disagreement is recorded within [`OUTVOTED_POLL`]).
+const OUTVOTED_REPORT_EVERY: Duration = Duration::from_secs(3_600);
+const OUTVOTED_POLL: Duration = Duration::from_secs(5);
+
+/// Writes `safety.endpoint_outvoted` audit records: an RPC endpoint that answered differently
+/// from the agreed answer is lying or broken, and the operator's security review must see it
+/// (the metric and alert show it live; the audit log keeps it). One record when it starts,
+/// then at most one per endpoint per [`OUTVOTED_REPORT_EVERY`] summing what happened since.
+async fn audit_outvoted_endpoints(ctx: &Context) {
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            _ = tokio::time::sleep(OUTVOTED_POLL) => {}
+        }
+        for chain in ctx.chains.values() {
+            for report in chain.take_outvoted(OUTVOTED_REPORT_EVERY) {
+                let target = format!("chain:{}/endpoint:{}", chain.name(), report.endpoint);
+                let params = serde_json::to_value(&report).unwrap_or_default();
+                ctx.store
+                    .audit_node_event("safety.endpoint_outvoted", &target, params)
+                    .await;
+            }
+        }
+    }
+}
+
 /// How often the DVNs' signer sets and quorums are re-read (and at once after an `execute`
 /// failed its signature check).
 const SIGNER_SET_REFRESH: Duration = Duration::from_secs(30);
@@ -414,11 +441,15 @@ pub async fn run(
         .iter()
         .map(|c| Ok((c.eid, EvmChain::new(c)?)))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    // Both ports are taken before anything answers: a port in use refuses the start at once,
-    // and nothing can take either port between the start-up checks and the run.
+    // Every port is taken before anything answers: a port in use refuses the start at once,
+    // and nothing can take a port between the start-up checks and the run.
     let ops_socket = HeldSocket::bind(config.node.listen).context("operations listener")?;
     let peer_socket = match config.node.peer_listen {
         Some(addr) => Some(HeldSocket::bind(addr).context("peer listener")?),
+        None => None,
+    };
+    let admin_socket = match config.admin.listen {
+        Some(addr) => Some(HeldSocket::bind(addr).context("admin listener")?),
         None => None,
     };
     let dvns = {
@@ -470,6 +501,12 @@ pub async fn run(
     let peer_tls = match &config.tls {
         Some(files) => Some(Arc::new(
             crate::tls::Reloading::new(files, crate::tls::server_config).context("peer TLS")?,
+        )),
+        None => None,
+    };
+    let admin_tls = match &config.admin.tls {
+        Some(files) => Some(Arc::new(
+            crate::tls::Reloading::new(files, crate::tls::server_config).context("admin TLS")?,
         )),
         None => None,
     };
@@ -529,7 +566,33 @@ pub async fn run(
     }
     let listener = ops_socket.listener()?;
     tracing::info!(%listen, "operations listener");
-    let mut app = crate::api::ops_router(Arc::clone(&ctx), metrics);
+    let mut app = crate::api::ops_router(Arc::clone(&ctx), metrics, admin_tls.is_none());
+    if let (Some(socket), Some(tls)) = (admin_socket, admin_tls) {
+        let admin_listener = socket.listener()?;
+        let admin_listen = ctx.config.admin.listen;
+        tracing::info!(?admin_listen, "admin listener (mutual TLS)");
+        for reason in crate::peer::listener::REFUSALS {
+            metrics::counter!("dvn_admin_tls_refused_total", "reason" => *reason).increment(0);
+        }
+        let clients = ctx.config.admin.clients.clone();
+        let admin_api = crate::api::admin_router(Arc::clone(&ctx));
+        let admin_cancel = cancel.clone();
+        tasks.spawn(async move {
+            crate::peer::listener::serve(
+                admin_listener,
+                tls,
+                clients,
+                admin_api,
+                (
+                    crate::peer::listener::Side::Admin,
+                    crate::peer::listener::Limits::admin(),
+                ),
+                admin_cancel,
+            )
+            .await?;
+            Ok::<_, anyhow::Error>("admin listener")
+        });
+    }
     let peer_api = crate::api::peer_router(Arc::clone(&ctx));
     let peer_listen = ctx.config.node.peer_listen;
     match (peer_socket.zip(peer_listen), peer_tls) {
@@ -545,7 +608,7 @@ pub async fn run(
                     tls,
                     names,
                     peer_api,
-                    limits,
+                    (crate::peer::listener::Side::Peers, limits),
                     peer_cancel,
                 )
                 .await?;
@@ -609,6 +672,11 @@ pub async fn run(
     tasks.spawn(async move {
         prune_history(&c).await;
         Ok("retention")
+    });
+    let c = Arc::clone(&ctx);
+    tasks.spawn(async move {
+        audit_outvoted_endpoints(&c).await;
+        Ok("outvoted endpoints")
     });
     let reader = ctx.store.reader().await.context("store reader")?;
     let c = Arc::clone(&ctx);

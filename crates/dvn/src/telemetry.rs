@@ -37,6 +37,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_submitter_lease_held", "gauge", "1 while this replica holds the region's submitter lease"),
     ("dvn_stage_errors_total", "counter", "Errors per pipeline stage (each retried with backoff)"),
     ("dvn_peer_tls_refused_total", "counter", "Peer connections or requests refused by reason (no_certificate, unknown_ca, expired, not_a_peer, not_tls, connections, rate, busy, ...)"),
+    ("dvn_admin_tls_refused_total", "counter", "Connections or requests to the admin listener (admin.listen) refused by reason, as for the peer listener"),
     ("dvn_state_races_total", "counter", "Packet state moves not applied because another stage changed the row first (from, to)"),
     ("dvn_rpc_disagreements_total", "counter", "Answers of an RPC endpoint (by index) that differed from the agreed answer, per method"),
     ("dvn_nonce_gap_seconds", "gauge", "How long the current nonce gap on a chain has persisted (0: none); recovery scans back by itself"),

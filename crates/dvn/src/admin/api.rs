@@ -34,7 +34,7 @@ struct AdminState {
     ctx: Arc<Context>,
 }
 
-/// The admin routes (nested under `/admin/v1` by [`crate::api::ops_router`]).
+/// The admin routes (nested under `/admin/v1` by [`crate::api::admin_router`]).
 pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/status", get(status))
@@ -101,10 +101,12 @@ fn error_response(status: StatusCode, message: &str, seq: Option<u64>) -> Respon
     (status, Json(json!({ "error": message, "audit_seq": seq }))).into_response()
 }
 
-/// What the caller sent besides the body: its token and address.
+/// What the caller sent besides the body: its token, its address, and on the mutual-TLS
+/// admin listener the name its client certificate carries.
 struct Origin {
     headers: HeaderMap,
     ip: String,
+    client_cert: Option<String>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
@@ -118,9 +120,14 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| "unknown".into(), |c| c.0.ip().to_string());
+        let client_cert = parts
+            .extensions
+            .get::<crate::peer::listener::PeerName>()
+            .map(|name| name.0.clone());
         Ok(Self {
             headers: parts.headers.clone(),
             ip,
+            client_cert,
         })
     }
 }
@@ -177,7 +184,10 @@ where
     Fut: Future<Output = Result<Value, ApiError>>,
 {
     let store = &state.ctx.store;
-    let params = redact::params(&call.params);
+    let mut params = redact::params(&call.params);
+    if let (Some(name), Value::Object(all)) = (&origin.client_cert, &mut params) {
+        all.insert("tls_client".into(), json!(name));
+    }
     let entry = |operator: &str, role: &str, result: String| AuditEntry {
         operator: operator.to_string(),
         role: role.to_string(),

@@ -48,6 +48,27 @@ pub struct Config {
     /// Where `POST /admin/v1/backup` writes archives.
     #[serde(default)]
     pub backup: BackupConfig,
+    /// The admin API on a listener of its own with mutual TLS (optional: by default it is
+    /// served under `/admin/v1` on the operations listener, token only).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Where the admin API is served. With `listen` set, `/admin/v1` leaves the operations
+/// listener and is served there over mutual TLS: a caller needs a client certificate from
+/// `tls.ca` naming one of `clients` (DNS SAN) *and* a token.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// `ca`: the CA operators' client certificates chain to; `cert`/`key`: the listener's own
+    /// certificate (its DNS name is what `dvn admin` checks, `node.name` by default).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The names a client certificate may carry (one per operator or workstation).
+    #[serde(default)]
+    pub clients: Vec<String>,
 }
 
 /// Backups triggered through the admin API (`dvn backup` on the host takes its own flags).

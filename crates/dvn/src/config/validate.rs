@@ -218,6 +218,50 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         );
     }
 
+    let admin = &config.admin;
+    match (&admin.listen, &admin.tls) {
+        (Some(listen), Some(tls)) => {
+            if Some(*listen) == config.node.peer_listen || *listen == config.node.listen {
+                problem(
+                    "admin.listen".into(),
+                    "must differ from node.listen and node.peer_listen".into(),
+                );
+            }
+            for (field, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+                if path.as_os_str().is_empty() {
+                    problem(format!("admin.tls.{field}"), "must name a PEM file".into());
+                }
+            }
+            if admin.clients.is_empty() {
+                problem(
+                    "admin.clients".into(),
+                    "name at least one client certificate (its DNS name)".into(),
+                );
+            }
+        }
+        (Some(_), None) => problem(
+            "admin.tls".into(),
+            "required with admin.listen: the admin listener is mutual TLS only".into(),
+        ),
+        (None, Some(_)) => problem(
+            "admin.listen".into(),
+            "required with admin.tls (the listener the admin API moves to)".into(),
+        ),
+        (None, None) if !admin.clients.is_empty() => problem(
+            "admin.clients".into(),
+            "only with admin.listen and admin.tls".into(),
+        ),
+        (None, None) => {}
+    }
+    for (i, name) in admin.clients.iter().enumerate() {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            problem(
+                format!("admin.clients[{i}]"),
+                "must be a DNS name (the client certificate's subject alternative name)".into(),
+            );
+        }
+    }
+
     if config.audit.checkpoint_interval_secs == 0 {
         problem(
             "audit.checkpoint_interval_secs".into(),
@@ -520,6 +564,49 @@ submitter:
                 "peers[1].name",
                 "verification.expiration_secs"
             ]
+        );
+    }
+
+    #[test]
+    fn an_admin_listener_is_mutual_tls_with_named_clients_on_its_own_port() {
+        let paths = |edit: &dyn Fn(&mut Config)| {
+            let mut config = sample_config();
+            edit(&mut config);
+            validate(&config)
+                .into_iter()
+                .map(|p| p.path)
+                .collect::<Vec<_>>()
+        };
+        let tls = || crate::config::TlsConfig {
+            ca: "/etc/dvn/admin/ca.pem".into(),
+            cert: "/etc/dvn/admin/aws.pem".into(),
+            key: "/etc/dvn/admin/aws.key".into(),
+        };
+        let listen = "127.0.0.1:9443".parse().unwrap();
+        assert_eq!(
+            paths(&|c| {
+                c.admin.listen = Some(listen);
+                c.admin.tls = Some(tls());
+                c.admin.clients = vec!["alice".into()];
+            }),
+            Vec::<String>::new()
+        );
+        assert_eq!(paths(&|c| c.admin.listen = Some(listen)), vec!["admin.tls"]);
+        assert_eq!(paths(&|c| c.admin.tls = Some(tls())), vec!["admin.listen"]);
+        assert_eq!(
+            paths(&|c| {
+                c.admin.listen = Some(c.node.listen);
+                c.admin.tls = Some(tls());
+                c.admin.clients = vec!["not a name".into()];
+            }),
+            vec!["admin.listen", "admin.clients[0]"]
+        );
+        assert_eq!(
+            paths(&|c| {
+                c.admin.listen = Some(listen);
+                c.admin.tls = Some(tls());
+            }),
+            vec!["admin.clients"]
         );
     }
 

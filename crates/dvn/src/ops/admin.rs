@@ -20,10 +20,12 @@ pub async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    // With --url the configuration is not needed (it may be mid-edit before a reload).
+    // With --url (and --tls-server-name on an mTLS listener) the configuration is not needed:
+    // it may be mid-edit before a reload.
+    let config = || Config::load(&api.config);
     let base = match &api.url {
         Some(url) => url.clone(),
-        None => super::node_url(&Config::load(&api.config)?),
+        None => admin_url(&config()?),
     };
     let token = std::env::var(&api.token_env).map_err(|_| {
         anyhow::anyhow!(
@@ -31,7 +33,25 @@ pub async fn call(
             api.token_env
         )
     })?;
-    let http = super::http()?;
+    // A backup through the API can take minutes on a large store.
+    let builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(600));
+    let http = match (&api.tls_ca, &api.tls_cert, &api.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => {
+            let server = match &api.tls_server_name {
+                Some(name) => name.clone(),
+                None => config()?.node.name,
+            };
+            let files = crate::config::TlsConfig {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            builder
+                .use_preconfigured_tls(crate::tls::client_config(&files, &server)?)
+                .build()?
+        }
+        _ => builder.build()?,
+    };
     let url = format!("{base}/admin/v1{path}");
     let request = match method {
         "POST" => http.post(&url).json(&body.unwrap_or_else(|| json!({}))),
@@ -50,6 +70,15 @@ pub async fn call(
         );
     }
     Ok(answer)
+}
+
+/// Where the admin API of the node configured by `config` answers: its mutual-TLS listener
+/// when it has one, else the operations listener.
+pub fn admin_url(config: &Config) -> String {
+    match config.admin.listen {
+        Some(listen) => super::base_url("https", listen),
+        None => super::node_url(config),
+    }
 }
 
 /// The request body naming a pause scope.
@@ -120,6 +149,82 @@ pub async fn audit_local_result(
     if let Err(e) = recorded {
         eprintln!("warning: not recorded in the audit log: {e:#}");
     }
+}
+
+/// A host-side change to a key (`dvn keys generate …`) recorded in `config_path`'s audit log
+/// around it: `begun` first — the change is refused when that record cannot be written (fail
+/// closed, as for admin API changes) — then the outcome with what `work` reports (an address,
+/// never key material). Without a configuration there is no log to write: the change is made
+/// and a warning says it was not recorded.
+pub async fn audited_key_change<T, F, Fut>(
+    config_path: Option<&std::path::Path>,
+    operation: &str,
+    target: &str,
+    params: Value,
+    work: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(T, Value)>>,
+{
+    let Some(config_path) = config_path else {
+        eprintln!(
+            "warning: {operation} is not recorded in any audit log (give -c CONFIG to record it in that node's)"
+        );
+        return work().await.map(|(done, _)| done);
+    };
+    let store = async {
+        let config = Config::load(config_path)?;
+        let store = Store::connect(&config.store.url).await?;
+        store
+            .audit_append(&local_entry(operation, target, params.clone(), "begun"))
+            .await?;
+        anyhow::Ok(store)
+    }
+    .await
+    .map_err(|e| anyhow::anyhow!("the audit log cannot be written, {operation} refused: {e:#}"))?;
+    let outcome = work().await;
+    let (result, recorded) = match &outcome {
+        Ok((_, reported)) => {
+            let mut recorded = params;
+            if let (Value::Object(all), Value::Object(more)) = (&mut recorded, reported) {
+                all.extend(more.clone());
+            }
+            ("ok".to_string(), recorded)
+        }
+        Err(e) => (format!("error: {e:#}"), params),
+    };
+    if let Err(e) = store
+        .audit_append(&local_entry(operation, target, recorded, &result))
+        .await
+    {
+        eprintln!("warning: the outcome of {operation} is not recorded in the audit log: {e}");
+    }
+    outcome.map(|(done, _)| done)
+}
+
+/// A host-side use of a key that changes nothing (`dvn keys address`, `test-sign`, `list`),
+/// recorded with its outcome; an unwritable log is a warning (these are the diagnostics an
+/// operator runs when something is down).
+pub async fn audited_key_use<T, F, Fut>(
+    config_path: Option<&std::path::Path>,
+    operation: &str,
+    target: &str,
+    work: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(T, Value)>>,
+{
+    let outcome = work().await;
+    if let Some(config_path) = config_path {
+        let (result, params) = match &outcome {
+            Ok((_, reported)) => ("ok".to_string(), reported.clone()),
+            Err(e) => (format!("error: {e:#}"), json!({})),
+        };
+        audit_local_result(config_path, operation, target, params, &result).await;
+    }
+    outcome.map(|(done, _)| done)
 }
 
 /// `dvn admin token create`: the token, printed once. Refused when the audit record cannot

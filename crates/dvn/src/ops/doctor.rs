@@ -524,10 +524,11 @@ pub async fn run(config: &Config, options: &DoctorOptions) -> anyhow::Result<Rep
             ),
         });
     }
-    // The peer TLS files of the config, then any given with --cert.
+    // The peer and admin TLS files of the config, then any given with --cert.
     let mut certs: Vec<PathBuf> = config
         .tls
         .iter()
+        .chain(config.admin.tls.iter())
         .flat_map(|t| [t.cert.clone(), t.ca.clone()])
         .collect();
     certs.extend(options.certs.iter().cloned());

@@ -18,13 +18,17 @@ use crate::config::Config;
 /// The node's HTTP base URL from its config: its listen port on 127.0.0.1 when it listens on
 /// every interface.
 pub fn node_url(config: &Config) -> String {
-    let listen = config.node.listen;
-    let host = if listen.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        listen.ip().to_string()
-    };
-    format!("http://{host}:{}", listen.port())
+    base_url("http", config.node.listen)
+}
+
+/// `scheme://host:port` for a listen address (127.0.0.1 when it is unspecified).
+pub fn base_url(scheme: &str, listen: std::net::SocketAddr) -> String {
+    let mut reach = listen;
+    if listen.ip().is_unspecified() {
+        reach.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    // SocketAddr's Display brackets an IPv6 address.
+    format!("{scheme}://{reach}")
 }
 
 /// A short-timeout HTTP client for the tools.

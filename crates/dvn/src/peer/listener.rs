@@ -1,10 +1,12 @@
-//! The peer listener: mutual TLS, then HTTP/1 with limits on everything a remote can send.
+//! The mutual-TLS listeners — the peer API and (when `admin.listen` is set) the admin API:
+//! mutual TLS, then HTTP/1 with limits on everything a remote can send.
 //!
 //! A connection counts against a cap from accept on; the TLS handshake has a deadline; the
 //! client certificate must chain to the operators' CA, be valid now and name a configured
-//! peer (anything else is refused before a byte of HTTP is read, and counted by reason in
-//! `dvn_peer_tls_refused_total`); request headers have a read deadline, bodies the 16 KiB cap,
-//! each request a deadline; requests in flight are capped, and each peer is held to a rate.
+//! peer or admin client (anything else is refused before a byte of HTTP is read, and counted
+//! by reason in `dvn_peer_tls_refused_total` / `dvn_admin_tls_refused_total`); request headers
+//! have a read deadline, bodies the 16 KiB cap, each request a deadline; requests in flight are
+//! capped, and each client is held to a rate.
 //! Hand-written accept loop because `axum::serve` offers neither TLS nor these limits; the
 //! HTTP itself is hyper's.
 
@@ -25,7 +27,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tls::{peer_named_by, refusal_reason, Reloading};
 
-/// Limits of the peer listener.
+/// Which listener: its refusal counter and its name in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The other regions (certificate name = a configured peer).
+    Peers,
+    /// Operators calling the admin API (certificate name = one of `admin.clients`).
+    Admin,
+}
+
+impl Side {
+    /// The counter of refused connections and requests, by `reason`.
+    pub fn refused_metric(self) -> &'static str {
+        match self {
+            Self::Peers => "dvn_peer_tls_refused_total",
+            Self::Admin => "dvn_admin_tls_refused_total",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Peers => "peer",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// Limits of a mutual-TLS listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Open connections at once (each held from accept to close).
@@ -34,8 +62,10 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Requests per second each peer may send (burst: twice that).
     pub per_peer_per_sec: u32,
-    /// TLS handshake, request headers and each request: each must finish within this.
+    /// TLS handshake and request headers: each must finish within this.
     pub deadline: Duration,
+    /// Each request must be answered within this.
+    pub request_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -45,17 +75,32 @@ impl Default for Limits {
             max_in_flight: 32,
             per_peer_per_sec: 200,
             deadline: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(10),
         }
     }
 }
 
-/// Which peer sent a request (from its verified certificate).
+impl Limits {
+    /// The admin listener: few callers, and a request may be a backup of the whole store.
+    pub fn admin() -> Self {
+        Self {
+            max_connections: 16,
+            max_in_flight: 8,
+            per_peer_per_sec: 20,
+            deadline: Duration::from_secs(10),
+            request_deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Who sent a request: the name its verified certificate carries (a peer region, or an
+/// admin client).
 #[derive(Debug, Clone)]
 pub struct PeerName(pub String);
 
 /// Counts a refused connection or request.
-fn refused(reason: &'static str) {
-    metrics::counter!("dvn_peer_tls_refused_total", "reason" => reason).increment(1);
+fn refused(side: Side, reason: &'static str) {
+    metrics::counter!(side.refused_metric(), "reason" => reason).increment(1);
 }
 
 /// Every refusal reason, for zero-initialised series.
@@ -73,13 +118,15 @@ pub const REFUSALS: &[&str] = &[
     "busy",
 ];
 
-/// Serves `router` to the peers over mutual TLS until `cancel`.
+/// Serves `router` over mutual TLS until `cancel` to clients whose certificate names one of
+/// `peers`. Each request carries the client's [`PeerName`] and its address
+/// (`ConnectInfo<SocketAddr>`) as extensions.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<Reloading<Arc<rustls::ServerConfig>>>,
     peers: Vec<String>,
     router: Router,
-    limits: Limits,
+    (side, limits): (Side, Limits),
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -89,7 +136,7 @@ pub async fn serve(
         move |request: Request, next: Next| {
             let in_flight = Arc::clone(&in_flight);
             let rates = Arc::clone(&rates);
-            async move { limit(request, next, in_flight, rates, limits).await }
+            async move { limit(request, next, in_flight, rates, side, limits).await }
         },
     ));
     loop {
@@ -98,13 +145,13 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!("peer listener: accept failed: {e}");
+                    tracing::warn!(listener = side.label(), "accept failed: {e}");
                     continue;
                 }
             },
         };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            refused("connections");
+            refused(side, "connections");
             continue;
         };
         let acceptor = TlsAcceptor::from(tls.get());
@@ -116,12 +163,12 @@ pub async fn serve(
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     let reason = refusal_reason(&e);
-                    refused(reason);
-                    tracing::warn!(%remote, reason, "peer connection refused: {e}");
+                    refused(side, reason);
+                    tracing::warn!(%remote, reason, listener = side.label(), "connection refused: {e}");
                     return;
                 }
                 Err(_) => {
-                    refused("handshake_timeout");
+                    refused(side, "handshake_timeout");
                     return;
                 }
             };
@@ -132,11 +179,13 @@ pub async fn serve(
                 .and_then(|certs| certs.first())
                 .and_then(|cert| peer_named_by(cert, &peers));
             let Some(peer) = peer else {
-                refused("not_a_peer");
-                tracing::warn!(%remote, "peer connection refused: the certificate names none of the configured peers");
+                refused(side, "not_a_peer");
+                tracing::warn!(%remote, listener = side.label(), "connection refused: the certificate names none of the configured clients");
                 return;
             };
-            let router = router.layer(axum::Extension(PeerName(peer)));
+            let router = router
+                .layer(axum::Extension(PeerName(peer)))
+                .layer(axum::Extension(axum::extract::ConnectInfo(remote)));
             let service = hyper_util::service::TowerToHyperService::new(router);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -163,6 +212,7 @@ async fn limit(
     next: Next,
     in_flight: Arc<Semaphore>,
     rates: Arc<Mutex<HashMap<String, Bucket>>>,
+    side: Side,
     limits: Limits,
 ) -> Response {
     let peer = request
@@ -189,14 +239,14 @@ async fn limit(
         }
     };
     if !allowed {
-        refused("rate");
+        refused(side, "rate");
         return (StatusCode::TOO_MANY_REQUESTS, "rate limit").into_response();
     }
     let Ok(_permit) = in_flight.try_acquire() else {
-        refused("busy");
+        refused(side, "busy");
         return (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response();
     };
-    match tokio::time::timeout(limits.deadline, next.run(request)).await {
+    match tokio::time::timeout(limits.request_deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long").into_response(),
     }

@@ -57,7 +57,7 @@ impl ServerCertVerifier for AnyServer {
 }
 
 /// A client presenting `identity` (cert and key PEM files), or none.
-fn client(identity: Option<(&std::path::Path, &std::path::Path)>) -> reqwest::Client {
+pub(crate) fn client(identity: Option<(&std::path::Path, &std::path::Path)>) -> reqwest::Client {
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))

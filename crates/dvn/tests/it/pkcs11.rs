@@ -161,8 +161,11 @@ async fn wrong_pin_missing_token_and_wrong_label_name_the_cause_but_never_the_pi
     assert!(matches!(err, HsmError::Module { .. }), "{err}");
 }
 
+/// `dvn keys …` through the binary against SoftHSM, each recorded in the node's audit log
+/// (issue 11 §3): a generation is `begun` before the key exists and refused when that record
+/// cannot be written; uses record their outcome; the PIN appears nowhere.
 #[test]
-fn keys_commands_generate_list_and_test_sign_through_the_binary() {
+fn keys_commands_generate_list_and_test_sign_through_the_binary_and_are_audited() {
     let hsm = SoftHsm::new();
     let conf = hsm.conf.to_str().unwrap().to_string();
     let dvn = |args: &[&str]| {
@@ -171,25 +174,6 @@ fn keys_commands_generate_list_and_test_sign_through_the_binary() {
         assert!(!text.contains(PIN), "the PIN was printed: {text}");
         (code == 0, text)
     };
-    let token = ["--module", MODULE, "--token-label", TOKEN];
-    let (ok, generated) = dvn(&[
-        &["keys", "generate"][..],
-        &token,
-        &["--key-label", "aws-signer"],
-    ]
-    .concat());
-    assert!(ok, "{generated}");
-    let address = generated.trim().to_string();
-    assert!(
-        address.starts_with("0x") && address.len() == 42,
-        "{address}"
-    );
-    let (ok, listed) = dvn(&[&["keys", "list"][..], &token].concat());
-    assert!(
-        ok && listed.contains("aws-signer") && listed.contains(&address),
-        "{listed}"
-    );
-
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/config.yaml"
@@ -200,19 +184,110 @@ fn keys_commands_generate_list_and_test_sign_through_the_binary() {
         example.contains(keystore_signer),
         "the example's signer block changed"
     );
-    let config = example.replace(
-        keystore_signer,
-        &format!("signer:\n  kind: pkcs11\n  module: {MODULE}\n  token_label: {TOKEN}\n  key_label: aws-signer\n  pin_env: HSM_PIN\n"),
+    let example_store = "url: sqlite:///var/lib/dvn/dvn.db";
+    assert!(
+        example.contains(example_store),
+        "the example's store changed"
     );
     let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dvn.db");
+    let config = example
+        .replace(
+            keystore_signer,
+            &format!("signer:\n  kind: pkcs11\n  module: {MODULE}\n  token_label: {TOKEN}\n  key_label: aws-signer\n  pin_env: HSM_PIN\n"),
+        )
+        .replace(example_store, &format!("url: sqlite://{}", db.display()));
     let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config).unwrap();
-    let (ok, signed) = dvn(&["keys", "test-sign", "--config", path.to_str().unwrap()]);
+    std::fs::write(&path, &config).unwrap();
+    let cfg = path.to_str().unwrap();
+    // A node whose store cannot be opened: its audit log cannot be written.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        config.replace(
+            &format!("url: sqlite://{}", db.display()),
+            "url: sqlite:///proc/no-such-dir/dvn.db",
+        ),
+    )
+    .unwrap();
+
+    let token = ["--module", MODULE, "--token-label", TOKEN];
+    let (ok, refused) = dvn(&[
+        &["keys", "generate"][..],
+        &token,
+        &["--key-label", "unrecorded", "-c", broken.to_str().unwrap()],
+    ]
+    .concat());
+    assert!(
+        !ok && refused.contains("audit log cannot be written"),
+        "{refused}"
+    );
+    let (ok, generated) = dvn(&[
+        &["keys", "generate"][..],
+        &token,
+        &["--key-label", "aws-signer", "-c", cfg],
+    ]
+    .concat());
+    assert!(ok, "{generated}");
+    let address = generated.trim().to_string();
+    assert!(
+        address.starts_with("0x") && address.len() == 42,
+        "{address}"
+    );
+    let (ok, listed) = dvn(&[&["keys", "list"][..], &token, &["-c", cfg]].concat());
+    assert!(
+        ok && listed.contains("aws-signer") && listed.contains(&address),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("unrecorded"),
+        "a generation whose audit record failed made a key anyway: {listed}"
+    );
+    let (ok, signed) = dvn(&["keys", "test-sign", "--config", cfg]);
     assert!(ok, "{signed}");
     assert!(
         signed.contains(&address) && signed.contains("pkcs11") && signed.contains("recovers"),
         "{signed}"
     );
+    // Without -c a generation still works (a new host has no node yet) and says it is not recorded.
+    let (ok, unrecorded) =
+        dvn(&[&["keys", "generate"][..], &token, &["--key-label", "spare"]].concat());
+    assert!(ok && unrecorded.contains("not recorded"), "{unrecorded}");
+
+    let (ok, export) = dvn(&["audit", "export", "-c", cfg, "--since", "0"]);
+    assert!(ok, "{export}");
+    assert!(!export.contains(PIN), "the PIN is in the audit log");
+    let records: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (field("operation"), field("target"), field("result"))
+        })
+        .collect();
+    let generate_target = format!("pkcs11:{TOKEN}/aws-signer");
+    let expected = [
+        ("keys.generate", generate_target.as_str(), "begun"),
+        ("keys.generate", generate_target.as_str(), "ok"),
+        ("keys.list", &*format!("pkcs11:{TOKEN}"), "ok"),
+        ("keys.test_sign", "signer", "ok"),
+    ];
+    let seen_ref: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .map(|(o, t, r)| (o.as_str(), t.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(seen_ref, expected, "the audit log of the key commands");
+    let generated_ok = &records[1];
+    assert_eq!(generated_ok["params"]["address"], address.as_str());
+    assert!(generated_ok["operator"]
+        .as_str()
+        .unwrap()
+        .starts_with("local:"));
+    let (ok, verified) = dvn(&["audit", "verify", "-c", cfg]);
+    assert!(ok && verified.contains("intact"), "{verified}");
 }
 
 /// The HSM failing mid-run: its token store made unreachable. Signing fails and the key shows

@@ -2,8 +2,11 @@
 //! never trusts an answer at the provider's cap, never acts on a removed log, and sees (counts
 //! and logs) an endpoint that lies, not only outvotes it.
 
+use std::time::Duration;
+
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::proxy::RpcProxy;
+use dvn_devnet::wait::eventually;
 use dvn_devnet::{Devnet, DevnetConfig, Direction};
 
 use crate::common::metric_until;
@@ -185,6 +188,46 @@ async fn a_lying_minority_endpoint_is_counted_not_only_outvoted() {
                 node.region
             );
         }
+    }
+    // And it is in each node's audit log (issue 11 §3): one record for the liar, however often
+    // it lied, none for the others.
+    for node in &stand.nodes.nodes {
+        let config = dvn::config::Config::load(&node.config_path).unwrap();
+        let store = dvn::store::Store::connect(&config.store.url).await.unwrap();
+        let outvoted = || async {
+            store
+                .audit_all()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.entry.operation == "safety.endpoint_outvoted")
+                .collect::<Vec<_>>()
+        };
+        let recorded = eventually(TIMEOUT, Duration::from_millis(200), || async {
+            let records = outvoted().await;
+            (!records.is_empty()).then_some(records)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{}: the outvoted endpoint is not audited", node.region));
+        let lies = labelled_metric(node, "dvn_rpc_disagreements_total", &["endpoint=\"2\""]).await;
+        let records = outvoted().await;
+        assert_eq!(records.len(), 1, "{}: {recorded:#?}", node.region);
+        let record = &records[0];
+        assert_eq!(record.entry.target, "chain:ethereum/endpoint:2");
+        assert_eq!(record.entry.operator, "node");
+        assert!(
+            record.entry.params["methods"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("eth_getLogs")),
+            "{record:#?}"
+        );
+        let summed = record.entry.params["disagreements"].as_u64().unwrap();
+        assert!(
+            summed >= 1 && summed as f64 <= lies,
+            "{}: {summed} disagreements recorded, {lies} counted",
+            node.region
+        );
     }
     let log = std::fs::read_to_string(&stand.nodes.nodes[0].log_path).unwrap();
     assert!(
