@@ -184,6 +184,17 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+impl TlsConfig {
+    /// The fields (`ca`, `cert`, `key`) left empty.
+    pub fn unnamed_files(&self) -> Vec<&'static str> {
+        [("ca", &self.ca), ("cert", &self.cert), ("key", &self.key)]
+            .into_iter()
+            .filter(|(_, path)| path.as_os_str().is_empty())
+            .map(|(field, _)| field)
+            .collect()
+    }
+}
+
 /// Redis, when replicas of one region share the submitter role.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

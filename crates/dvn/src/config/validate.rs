@@ -197,10 +197,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     "required with tls: the peer API gets its own listener".into(),
                 );
             }
-            for (field, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
-                if path.as_os_str().is_empty() {
-                    problem(format!("tls.{field}"), "must name a PEM file".into());
-                }
+            for field in tls.unnamed_files() {
+                problem(format!("tls.{field}"), "must name a PEM file".into());
             }
         }
         (None, false) if !config.peers.is_empty() => problem(
@@ -227,10 +225,8 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                     "must differ from node.listen and node.peer_listen".into(),
                 );
             }
-            for (field, path) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
-                if path.as_os_str().is_empty() {
-                    problem(format!("admin.tls.{field}"), "must name a PEM file".into());
-                }
+            for field in tls.unnamed_files() {
+                problem(format!("admin.tls.{field}"), "must name a PEM file".into());
             }
             if admin.clients.is_empty() {
                 problem(
