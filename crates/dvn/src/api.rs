@@ -52,11 +52,14 @@ pub fn admin_router(ctx: Arc<Context>) -> Router {
     Router::new().nest("/admin/v1", crate::admin::api::router(ctx))
 }
 
-/// The peer API: signatures pushed and pulled, and a liveness answer for peers' probes.
+/// The peer API: signatures pushed and pulled, pending-transaction claims announced and
+/// asked for, and a liveness answer for peers' probes.
 pub fn peer_router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/v1/signatures", post(server::push))
         .route("/v1/signatures/{call_hash}", get(server::pull))
+        .route("/v1/claims", post(server::claim))
+        .route("/v1/claims/query", post(server::query_claims))
         .route(
             "/v1/health",
             get(|| async { Json(json!({ "status": "ok" })) }),

@@ -8,8 +8,8 @@ use alloy::primitives::{Address, Bytes, Signature, B256};
 use tokio::sync::Semaphore;
 
 use super::protocol::{
-    check_signature, PushReply, SignatureList, SignaturePush, MAX_BODY_BYTES,
-    MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
+    check_signature, ClaimEntry, ClaimList, ClaimPush, ClaimQuery, PushReply, SignatureList,
+    SignaturePush, MAX_BODY_BYTES, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
 };
 use crate::config::{PeerConfig, TlsConfig};
 use crate::tls::{Reloading, TlsError};
@@ -162,6 +162,100 @@ impl PeerClient {
             }
         });
         futures::future::join_all(sends).await;
+    }
+
+    /// Tells every peer, in the background, that one of our transactions is pending on
+    /// `dst_eid` with these packets (in messages of at most [`MAX_CLAIM_GUIDS`]). Waits for a
+    /// push slot rather than skipping: a claim is what keeps the next region from sending the
+    /// same packets while ours may still land.
+    pub fn announce_claim_in_background(&self, dst_eid: u32, claim: ClaimEntry) {
+        let client = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = Arc::clone(&client.pushes).acquire_owned().await else {
+                return;
+            };
+            for guids in claim.guids.chunks(MAX_CLAIM_GUIDS) {
+                let body = ClaimPush {
+                    version: PROTOCOL_VERSION,
+                    dst_eid,
+                    claim: ClaimEntry {
+                        guids: guids.to_vec(),
+                        ..claim.clone()
+                    },
+                };
+                client.announce(&body).await;
+            }
+        });
+    }
+
+    async fn announce(&self, body: &ClaimPush) {
+        let sends = self.peers.iter().enumerate().map(|(i, peer)| async move {
+            if self.resting(&peer.name) {
+                metrics::counter!("dvn_peer_claims_sent_total", "peer" => peer.name.clone(), "outcome" => "skipped_down").increment(1);
+                return;
+            }
+            let url = format!("{}/v1/claims", peer.url.trim_end_matches('/'));
+            let result = self.client(i).post(url).json(body).send().await;
+            self.answered(&peer.name, result.is_ok());
+            let outcome = match result {
+                Ok(r) if r.status().is_success() => match read_json::<PushReply>(r).await {
+                    Ok(reply) if reply.accepted => "accepted",
+                    Ok(_) => "declined",
+                    Err(_) => "bad_reply",
+                },
+                Ok(_) => "http_error",
+                Err(_) => "unreachable",
+            };
+            metrics::counter!("dvn_peer_claims_sent_total", "peer" => peer.name.clone(), "outcome" => outcome).increment(1);
+            tracing::debug!(peer = %peer.name, tx = %body.claim.tx_hash, outcome, "announced pending transaction");
+        });
+        futures::future::join_all(sends).await;
+    }
+
+    /// Asks every reachable peer which of `guids` a pending transaction of its own carries
+    /// on `dst_eid`. Answers naming packets we did not ask about are cut to ours; malformed
+    /// ones are dropped. A peer that does not answer contributes nothing (what it announced
+    /// earlier is in the store already).
+    pub async fn query_claims(&self, dst_eid: u32, guids: &[B256]) -> Vec<(String, ClaimEntry)> {
+        let asked: std::collections::HashSet<B256> = guids.iter().copied().collect();
+        let queries = self.peers.iter().enumerate().map(|(i, peer)| {
+            let asked = &asked;
+            async move {
+                let mut found = Vec::new();
+                for chunk in guids.chunks(MAX_CLAIM_GUIDS) {
+                    if self.resting(&peer.name) {
+                        break;
+                    }
+                    let url = format!("{}/v1/claims/query", peer.url.trim_end_matches('/'));
+                    let body = ClaimQuery {
+                        version: PROTOCOL_VERSION,
+                        dst_eid,
+                        guids: chunk.to_vec(),
+                    };
+                    let sent = self.client(i).post(url).json(&body).send().await;
+                    self.answered(&peer.name, sent.is_ok());
+                    let list = match sent {
+                        Ok(r) if r.status().is_success() => read_json::<ClaimList>(r).await.ok(),
+                        _ => None,
+                    };
+                    let Some(list) = list.filter(|l| l.version == PROTOCOL_VERSION) else {
+                        continue;
+                    };
+                    for mut claim in list.claims {
+                        claim.guids.retain(|g| asked.contains(g));
+                        if claim.check().is_ok() {
+                            found.push((peer.name.clone(), claim));
+                        }
+                    }
+                }
+                found
+            }
+        });
+        futures::future::join_all(queries)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Asks every peer for signatures over `call_hash`; returns only those that check out

@@ -45,6 +45,60 @@ pub struct SignatureList {
     pub signatures: Vec<SignatureEntry>,
 }
 
+/// Most packets one claim message names (≈ 67 bytes each in JSON: 150 stay well inside
+/// [`MAX_BODY_BYTES`]); a larger batch is announced in several messages.
+pub const MAX_CLAIM_GUIDS: usize = 150;
+
+/// A region's transaction pending on a destination and the packets it carries: while the
+/// sender's `nonce` is unused on that chain, the transaction may still land, so no other
+/// region submits these packets. A claim can only delay a packet, never get one verified
+/// twice: it lapses by itself once the chain shows the nonce used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimEntry {
+    pub sender: Address,
+    pub nonce: u64,
+    pub tx_hash: B256,
+    pub guids: Vec<B256>,
+}
+
+/// `POST /v1/claims`: the sending region announces one of its pending transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimPush {
+    pub version: u8,
+    pub dst_eid: u32,
+    pub claim: ClaimEntry,
+}
+
+/// `POST /v1/claims/query`: which of these packets does a pending transaction of yours carry?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimQuery {
+    pub version: u8,
+    pub dst_eid: u32,
+    pub guids: Vec<B256>,
+}
+
+/// Answer to a [`ClaimQuery`]: the asker's packets each pending transaction carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimList {
+    pub version: u8,
+    pub claims: Vec<ClaimEntry>,
+}
+
+impl ClaimEntry {
+    /// Checks the shape a peer cannot be trusted to keep: a version we speak, some packets,
+    /// and no more of them than one message may name.
+    pub fn check(&self) -> Result<(), Rejection> {
+        if self.guids.is_empty() || self.guids.len() > MAX_CLAIM_GUIDS {
+            return Err(Rejection::BadRequest);
+        }
+        Ok(())
+    }
+}
+
 /// Why a peer's signature was not counted (also the metrics label, so the set is fixed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {

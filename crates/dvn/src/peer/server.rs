@@ -1,21 +1,32 @@
-//! The peer API handlers: accept verified signatures over hashes we know, serve ours.
+//! The peer API handlers: accept verified signatures over hashes we know, serve ours; record
+//! the peers' claims on packets their pending transactions carry, and answer for ours.
 
 use std::sync::Arc;
 
 use alloy::primitives::{Bytes, B256};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 
+use super::listener::PeerName;
 use super::protocol::{
-    check_signature, PushReply, Rejection, SignatureEntry, SignatureList, SignaturePush,
-    MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
+    check_signature, ClaimList, ClaimPush, ClaimQuery, PushReply, Rejection, SignatureEntry,
+    SignatureList, SignaturePush, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
 };
 use crate::pipeline::Context;
 
 fn rejected(why: Rejection) -> (StatusCode, Json<PushReply>) {
     metrics::counter!("dvn_peer_signatures_rejected_total", "peer" => "push", "reason" => why.label()).increment(1);
+    refusal(why)
+}
+
+fn rejected_claim(why: Rejection) -> (StatusCode, Json<PushReply>) {
+    metrics::counter!("dvn_peer_claims_rejected_total", "reason" => why.label()).increment(1);
+    refusal(why)
+}
+
+fn refusal(why: Rejection) -> (StatusCode, Json<PushReply>) {
     let status = match why {
         Rejection::UnknownHash => StatusCode::ACCEPTED,
         Rejection::BadRequest | Rejection::Version | Rejection::Malformed => {
@@ -57,13 +68,7 @@ pub async fn push(
         Ok(None) => return rejected(Rejection::UnknownHash),
         Err(e) => {
             tracing::warn!("peer push: store unavailable: {e}");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(PushReply {
-                    accepted: false,
-                    reason: Some("store unavailable".into()),
-                }),
-            );
+            return store_unavailable();
         }
     };
     let Ok(dvn) = ctx.dvn(packet.packet.dst_eid) else {
@@ -98,13 +103,7 @@ pub async fn push(
         }
         Err(e) => {
             tracing::warn!("peer push: store write failed: {e}");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(PushReply {
-                    accepted: false,
-                    reason: Some("store unavailable".into()),
-                }),
-            )
+            store_unavailable()
         }
     }
 }
@@ -130,5 +129,107 @@ pub async fn pull(
                 signature: Bytes::from(signature),
             })
             .collect(),
+    }))
+}
+
+fn store_unavailable() -> (StatusCode, Json<PushReply>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(PushReply {
+            accepted: false,
+            reason: Some("store unavailable".into()),
+        }),
+    )
+}
+
+/// `POST /v1/claims`: a peer's transaction pending on a destination, and its packets. Kept
+/// until the chain shows the sender's nonce used (checked when a packet it names is about to
+/// be submitted here). The region is the one the peer's certificate names.
+pub async fn claim(
+    State(ctx): State<Arc<Context>>,
+    peer: Option<Extension<PeerName>>,
+    body: Result<Json<ClaimPush>, JsonRejection>,
+) -> (StatusCode, Json<PushReply>) {
+    let push = match body {
+        Ok(Json(push)) => push,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return rejected_claim(Rejection::TooLarge)
+        }
+        Err(e) => {
+            tracing::warn!("peer claim: malformed request: {e}");
+            return rejected_claim(Rejection::BadRequest);
+        }
+    };
+    if push.version != PROTOCOL_VERSION {
+        return rejected_claim(Rejection::Version);
+    }
+    if let Err(why) = push.claim.check() {
+        return rejected_claim(why);
+    }
+    if ctx.chain(push.dst_eid).is_err() {
+        tracing::warn!(
+            dst_eid = push.dst_eid,
+            "peer claim for a chain not configured here"
+        );
+        return rejected_claim(Rejection::BadRequest);
+    }
+    let region = peer.map_or_else(|| "peer".to_string(), |Extension(PeerName(name))| name);
+    let claim = &push.claim;
+    match ctx
+        .store
+        .record_peer_claim(
+            &region,
+            push.dst_eid,
+            claim.sender,
+            claim.nonce,
+            claim.tx_hash,
+            &claim.guids,
+        )
+        .await
+    {
+        Ok(()) => {
+            metrics::counter!("dvn_peer_claims_received_total", "peer" => region.clone())
+                .increment(1);
+            tracing::info!(peer = %region, tx = %claim.tx_hash, nonce = claim.nonce, packets = claim.guids.len(), "peer announced a pending transaction");
+            (
+                StatusCode::OK,
+                Json(PushReply {
+                    accepted: true,
+                    reason: None,
+                }),
+            )
+        }
+        Err(e) => {
+            tracing::warn!("peer claim: store write failed: {e}");
+            store_unavailable()
+        }
+    }
+}
+
+/// `POST /v1/claims/query`: which of the asker's packets our pending transactions carry.
+pub async fn query_claims(
+    State(ctx): State<Arc<Context>>,
+    body: Result<Json<ClaimQuery>, JsonRejection>,
+) -> Result<Json<ClaimList>, StatusCode> {
+    let Ok(Json(query)) = body else {
+        return Err(StatusCode::BAD_REQUEST);
+    };
+    if query.version != PROTOCOL_VERSION || query.guids.len() > MAX_CLAIM_GUIDS {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let asked: std::collections::HashSet<B256> = query.guids.into_iter().collect();
+    let ours = crate::pipeline::transactions::own_claims(&ctx, query.dst_eid)
+        .await
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let claims = ours
+        .into_iter()
+        .filter_map(|mut claim| {
+            claim.guids.retain(|g| asked.contains(g));
+            (!claim.guids.is_empty()).then_some(claim)
+        })
+        .collect();
+    Ok(Json(ClaimList {
+        version: PROTOCOL_VERSION,
+        claims,
     }))
 }

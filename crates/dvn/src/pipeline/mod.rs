@@ -8,14 +8,19 @@
 //! |---|---|---|
 //! | watch | the source cursor; `observed` packets | [`watch`] |
 //! | confirm + check + sign | `observed → signed / skipped / orphaned`; our signature | [`sign`] |
-//! | aggregate + submit | `signed → submitted`; the submission rows | [`submit`] |
-//! | settle | `submitted → verified`, or back for a retry | [`settle`] |
+//! | aggregate + submit | `signed → submitted`; which packets go out, and when | [`submit`] |
+//! | transactions (in submit) | the submission rows: send, bump, cancel, settle `submitted → verified` or back for a retry | [`transactions`] |
+//!
+//! Shared rules: whose turn it is to submit a packet ([`turns`]) and other regions' claims on
+//! packets their pending transactions carry ([`claims`]).
 
+pub mod claims;
 pub mod expiration;
 pub mod governor;
-pub mod settle;
 pub mod sign;
 pub mod submit;
+pub mod transactions;
+pub mod turns;
 pub mod watch;
 
 use std::collections::BTreeMap;

@@ -1,27 +1,30 @@
 //! aggregate → submit: turns `signed` packets with a quorum into one batched `DVN.execute`.
 //!
 //! One submitter runs per destination chain, with at most one transaction in flight (its
-//! nonce is then never ambiguous). Each step first settles what is in flight ([`settle`]), then:
+//! nonce is then never ambiguous). Each step first lets the [transaction manager] settle or
+//! nurse what is in flight, then:
 //! - **aggregate**: for every `signed` packet, count the stored signatures that recover to the
 //!   destination DVN's on-chain signers over the hash built from our own observation; pull from
 //!   the peers when short;
-//! - **rotate**: exactly one region owns a packet at any moment — the designated one (fixed by
-//!   the source block timestamp), then every `takeover_after` seconds of *destination* time the
-//!   next one round the ring — so regions agree without talking and never race each other;
+//! - **rotate**: exactly one region may start a packet at any moment ([`turns`]) — the
+//!   designated one (fixed by the source block timestamp), then every `takeover_after` seconds
+//!   of *destination* time the next one round the ring — so regions agree without talking;
+//! - **respect claims**: a packet another region's still-pending transaction carries waits
+//!   until the chain shows that transaction's nonce used ([`claims`]);
 //! - **check again** right before sending (someone else's transaction may have landed);
-//! - **batch** up to `max_batch` params under `max_batch_gas`, sign the transaction, persist it,
-//!   then broadcast it.
+//! - **batch** up to `max_batch` params under `max_batch_gas` and hand the call to the
+//!   transaction manager, which signs, persists, broadcasts and announces it.
 //!
-//! [`settle`]: super::settle
+//! [transaction manager]: super::transactions
+//! [`turns`]: super::turns
+//! [`claims`]: super::claims
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy::eips::eip2718::Encodable2718;
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Bytes, TxKind, B256, U256};
+use alloy::primitives::{Bytes, B256};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
 use dvn_lz::contracts::{ExecuteParam, IDVN};
@@ -30,12 +33,11 @@ use futures::StreamExt;
 
 use super::expiration::too_close;
 use super::sign::{canonical_problem, destination_done};
-use super::{settle, Context, Progress, Stage};
-use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
+use super::transactions::TxManager;
+use super::turns::{designated, owner, TAKEOVER_MIN_BLOCKS};
+use super::{claims, Context, Progress, Stage};
+use crate::store::{now_ms, Expect, PacketRow, PacketState};
 
-/// Rotation slot: packets whose source blocks fall in the same slot share a designated
-/// submitter, so a burst goes out as one batch.
-pub const ROTATION_SLOT_SECS: u64 = 60;
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
 
@@ -51,34 +53,6 @@ pub const CLOCK_SKEW_TOLERANCE_SECS: u64 = 120;
 /// Signature pulls in flight at once per step.
 const PULL_CONCURRENCY: usize = 16;
 
-/// The designated submitter index for a packet (into the sorted region list).
-pub fn designated(block_timestamp: u64, regions: usize) -> usize {
-    usize::try_from((block_timestamp / ROTATION_SLOT_SECS) % regions.max(1) as u64).unwrap_or(0)
-}
-
-/// The one region that may *start* submitting a packet at time `now` (unix seconds), if any:
-/// the designated region during its first window of `takeover_secs` after the source block,
-/// then the next region round the ring, one window each. Only the first half of a window is
-/// for starting a submission; the second half is a quiet gap in which the owner's transaction
-/// is mined before the next owner looks, and which absorbs clock skew between regions. So two
-/// live regions never both send the same packet, and a region coming back never races the one
-/// that took over.
-pub fn owner(source_timestamp: u64, now: u64, regions: usize, takeover_secs: u64) -> Option<usize> {
-    let regions = regions.max(1) as u64;
-    let window = takeover_secs.max(2);
-    let elapsed = now.saturating_sub(source_timestamp);
-    if elapsed % window >= window / 2 {
-        return None;
-    }
-    let first = designated(source_timestamp, regions as usize) as u64;
-    usize::try_from((first + (elapsed / window) % regions) % regions).ok()
-}
-
-/// Destination blocks that must follow a packet's quorum before a region other than the
-/// designated one submits it: a stalled destination (the owner's transaction waiting in its
-/// pool) hands the packet to nobody.
-pub const TAKEOVER_MIN_BLOCKS: u64 = 3;
-
 #[derive(Debug)]
 pub struct SubmitStage {
     ctx: Arc<Context>,
@@ -87,9 +61,10 @@ pub struct SubmitStage {
     /// Destination head when each packet was first seen with a quorum (see
     /// [`TAKEOVER_MIN_BLOCKS`]). Not persisted: a restart only delays a takeover.
     ready_since: HashMap<B256, u64>,
-    /// Per account nonce: the destination head when another transaction was first seen to
-    /// hold it (see `settle::settle_in_flight`).
-    nonce_taken_since: HashMap<u64, u64>,
+    /// The life of our transactions on this destination.
+    txs: TxManager,
+    /// Peer claims already reported as holding packets back (logged once each).
+    reported_claims: HashSet<B256>,
     /// When a clock-skew warning was last logged.
     skew_warned: Option<Instant>,
     /// When each packet another region is to submit was last looked up on the destination.
@@ -104,11 +79,12 @@ struct Ready {
 impl SubmitStage {
     pub fn new(ctx: Arc<Context>, eid: u32) -> Self {
         Self {
+            txs: TxManager::new(Arc::clone(&ctx), eid),
             ctx,
             eid,
             last_pull: HashMap::new(),
             ready_since: HashMap::new(),
-            nonce_taken_since: HashMap::new(),
+            reported_claims: HashSet::new(),
             skew_warned: None,
             last_checked: HashMap::new(),
         }
@@ -119,7 +95,7 @@ impl SubmitStage {
         if !self.ctx.holds_submitter_role() {
             return Ok(Progress::Idle);
         }
-        if settle::settle_in_flight(&self.ctx, self.eid, &mut self.nonce_taken_since).await? {
+        if self.txs.settle_in_flight().await? {
             return Ok(Progress::Idle);
         }
         let ready = self.aggregate().await?;
@@ -381,10 +357,11 @@ impl SubmitStage {
         }
     }
 
-    /// Checks, batches, signs, persists and broadcasts one `execute`.
-    async fn send_batch(&mut self, ready: Vec<Ready>) -> anyhow::Result<()> {
+    /// Checks and batches one `execute` and hands it to the transaction manager.
+    async fn send_batch(&mut self, mut ready: Vec<Ready>) -> anyhow::Result<()> {
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
+        self.hold_back_claimed(&mut ready).await?;
         let mut batch = Vec::new();
         // Source heads, read once per batch, for the re-check of not-yet-final packets.
         let mut source_heads = std::collections::HashMap::new();
@@ -412,6 +389,8 @@ impl SubmitStage {
                     continue;
                 }
             }
+            // Read after the claims: a claim lapses once its transaction's nonce is used, and
+            // if that transaction verified the packet, this read sees it.
             let header = PacketHeader::decode(&item.row.packet.header)?;
             let required = item.row.confirmations.unwrap_or(1);
             if let Some((state, why)) = destination_done(
@@ -452,129 +431,51 @@ impl SubmitStage {
             }
             batch.truncate(batch.len().div_ceil(2));
         };
-        let nonce = chain.pending_nonce(from).await?;
-        let (max_fee, priority) =
-            capped_fees(chain.fees().await?, self.ctx.config.submitter.max_fee_gwei);
-        let tx = TxEip1559 {
-            chain_id: chain.config.chain_id,
-            nonce,
-            // Headroom over the estimate; Conflux charges ≥ ¾ of the limit, so keep it tight.
-            gas_limit: gas.saturating_mul(6) / 5,
-            max_fee_per_gas: max_fee,
-            max_priority_fee_per_gas: priority,
-            to: TxKind::Call(dvn.address),
-            value: U256::ZERO,
-            access_list: Default::default(),
-            input,
-        };
         let packets: Vec<Expect> = batch.iter().map(|r| r.row.expect()).collect();
-        if !self.ctx.may_broadcast().await {
-            tracing::info!("lost the submitter lease: not submitting");
+        self.txs.send(input, gas, &packets).await
+    }
+
+    /// Takes out of `ready` every packet a standing peer claim holds back (another region's
+    /// transaction carrying it may still land). When any packet is a takeover — not ours by
+    /// designation — the peers are asked too, not only their announcements believed.
+    async fn hold_back_claimed(&mut self, ready: &mut Vec<Ready>) -> anyhow::Result<()> {
+        let regions = self.ctx.config.regions();
+        if regions.len() < 2 || ready.is_empty() {
             return Ok(());
         }
-        let row = sign_transaction(&self.ctx, self.eid, tx).await?;
-        if !self.ctx.store.record_submission(&row, &packets).await? {
-            // A packet moved since aggregation (settled by another path, re-observed, halted):
-            // this transaction is dropped unsent and the next step batches afresh.
-            tracing::info!(tx = %row.tx_hash, "a packet changed while batching: transaction discarded unsent");
-            return Ok(());
+        let me = regions
+            .iter()
+            .position(|r| *r == self.ctx.config.node.name)
+            .unwrap_or(0);
+        let taking_over = ready
+            .iter()
+            .any(|r| designated(r.row.packet.block_timestamp, regions.len()) != me);
+        let guids: Vec<B256> = ready.iter().map(|r| r.row.packet.guid).collect();
+        let held = claims::standing(&self.ctx, self.eid, &guids, taking_over).await?;
+        let chain = self.ctx.chain(self.eid)?.name().to_string();
+        self.reported_claims
+            .retain(|tx| held.values().any(|c| c.tx_hash == *tx));
+        for claim in held.values() {
+            if self.reported_claims.insert(claim.tx_hash) {
+                metrics::counter!("dvn_claim_deferrals_total", "chain" => chain.clone())
+                    .increment(1);
+                tracing::warn!(
+                    region = %claim.region,
+                    tx = %claim.tx_hash,
+                    sender = %claim.sender,
+                    nonce = claim.nonce,
+                    packets = claim.guids.len(),
+                    "another region's pending transaction carries packets it is our turn to submit: waiting until its nonce is used"
+                );
+            }
         }
-        metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
-            .increment(1);
-        tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = packets.len(), gas, "submitting DVN.execute");
-        if !self.ctx.may_broadcast().await {
-            // Persisted but not sent: the lease holder's own nonce wins; this row is settled
-            // (as dropped, then retried) if this replica holds the lease again.
-            tracing::warn!(tx = %row.tx_hash, "lost the submitter lease before broadcasting");
-            return Ok(());
-        }
-        if let Err(e) = chain.broadcast(&row.raw_tx).await {
-            // Stored already: settle re-broadcasts it, or replaces it, on its next steps.
-            tracing::warn!(tx = %row.tx_hash, "broadcast failed, will retry: {e}");
-        }
+        ready.retain(|r| !held.contains_key(&r.row.packet.guid));
         Ok(())
     }
-}
-
-/// Applies the operator's fee cap.
-pub fn capped_fees((max_fee, priority): (u128, u128), cap_gwei: u64) -> (u128, u128) {
-    let cap = u128::from(cap_gwei) * 1_000_000_000;
-    let max_fee = max_fee.min(cap);
-    (max_fee, priority.min(max_fee))
-}
-
-/// Signs an EIP-1559 transaction with the submitter key (any backend) into a stored row.
-pub async fn sign_transaction(
-    ctx: &Context,
-    eid: u32,
-    tx: TxEip1559,
-) -> anyhow::Result<SubmissionRow> {
-    let signature = ctx.submitter.sign_digest(tx.signature_hash()).await?;
-    let signed = tx.into_signed(signature);
-    let tx_hash = *signed.hash();
-    let nonce = signed.tx().nonce;
-    let envelope = TxEnvelope::from(signed);
-    Ok(SubmissionRow {
-        tx_hash,
-        dst_eid: eid,
-        account_nonce: nonce,
-        raw_tx: envelope.encoded_2718(),
-        created_at_ms: now_ms(),
-    })
 }
 
 impl Stage for SubmitStage {
     async fn step(&mut self) -> anyhow::Result<Progress> {
         self.run_step().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exactly_one_owner_at_a_time_round_the_ring_with_quiet_gaps() {
-        // Source block at t=120 (slot 2 of 60 s → designated region 2 of 3), windows of 10 s.
-        assert_eq!(owner(120, 120, 3, 10), Some(2));
-        assert_eq!(owner(120, 124, 3, 10), Some(2));
-        assert_eq!(owner(120, 125, 3, 10), None, "second half: quiet");
-        assert_eq!(owner(120, 129, 3, 10), None);
-        assert_eq!(owner(120, 130, 3, 10), Some(0));
-        assert_eq!(owner(120, 140, 3, 10), Some(1));
-        assert_eq!(owner(120, 150, 3, 10), Some(2), "round the ring");
-        assert_eq!(
-            owner(120, 100, 3, 10),
-            Some(2),
-            "a clock behind the source's never underflows"
-        );
-        // At no second are two regions entitled, and between two owners there is a gap.
-        let mut last: Option<(usize, u64)> = None;
-        for now in 0..1_000 {
-            if let Some(o) = owner(7_000, now, 3, 10) {
-                if let Some((prev, at)) = last {
-                    if prev != o {
-                        assert!(now - at > 5, "gap between owners");
-                    }
-                }
-                last = Some((o, now));
-            }
-        }
-    }
-
-    #[test]
-    fn designation_is_the_same_for_a_burst_and_rotates_by_slot() {
-        assert_eq!(designated(120, 3), designated(179, 3));
-        assert_ne!(designated(120, 3), designated(180, 3));
-        assert_eq!(designated(0, 1), 0);
-    }
-
-    #[test]
-    fn fees_are_capped() {
-        assert_eq!(
-            capped_fees((900_000_000_000, 2_000_000_000), 500),
-            (500_000_000_000, 2_000_000_000)
-        );
-        assert_eq!(capped_fees((3, 5), 500), (3, 3));
     }
 }

@@ -6,6 +6,7 @@
 //! backend has its own versioned migrations under `migrations/`.
 
 mod audit;
+mod claims;
 mod control;
 mod rows;
 mod state;
@@ -19,6 +20,7 @@ use sqlx::{AnyPool, Row};
 pub use audit::{
     verify as verify_audit_chain, verify_checkpoint, AuditEntry, AuditRecord, ChainBreak,
 };
+pub use claims::PeerClaim;
 pub use control::{Holds, Pause, PauseScope, TokenRow};
 pub use rows::{NewPacket, PacketRow, PacketState, PathKey, SubmissionRow};
 pub use state::{is_legal, Expect};
@@ -253,7 +255,8 @@ impl Store {
     }
 
     /// Deletes finished packets (verified, skipped, orphaned) last changed before
-    /// `before_ms`, with their signatures; returns how many. Path nonces, cursors, open
+    /// `before_ms`, with their signatures, finished submissions and old peer claims; returns
+    /// how many packets. Path nonces, cursors, open
     /// packets and packets waiting for an operator (invalid, conflict) are kept.
     pub async fn prune(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -271,6 +274,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM submissions WHERE state <> 'pending' AND created_at_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        // A peer's claim is dropped as soon as its nonce is seen used; one never looked at
+        // again (its packets were verified another way) goes with the retention period.
+        sqlx::query("DELETE FROM peer_claims WHERE received_at_ms < $1")
             .bind(before_ms)
             .execute(&mut *tx)
             .await?;

@@ -28,9 +28,9 @@ async fn a_region_whose_clock_is_ten_minutes_ahead_still_takes_its_turn() {
     // gcp → index 1): the source block's timestamp decides.
     let (src, _) = stand.devnet.sides(Direction::AToB);
     let now = src.chain.timestamp().await.unwrap() + 1;
-    let slot = dvn::pipeline::submit::ROTATION_SLOT_SECS;
+    let slot = dvn::pipeline::turns::ROTATION_SLOT_SECS;
     let mut at = now - now % slot;
-    while dvn::pipeline::submit::designated(at, 3) != 1 || at < now {
+    while dvn::pipeline::turns::designated(at, 3) != 1 || at < now {
         at += slot;
     }
     src.chain.set_time(at).await.unwrap();

@@ -362,7 +362,7 @@ async fn a_packet_reorganised_away_after_signing_is_never_submitted() {
     let timestamp = src.chain.timestamp().await.unwrap();
     let mut regions = dvn_devnet::nodes::REGIONS.to_vec();
     regions.sort_unstable();
-    let designated = regions[dvn::pipeline::submit::designated(timestamp, 3)];
+    let designated = regions[dvn::pipeline::turns::designated(timestamp, 3)];
     let others: Vec<usize> = (0..3)
         .filter(|&i| stand.nodes.nodes[i].region != designated)
         .collect();

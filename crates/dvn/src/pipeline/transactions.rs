@@ -1,0 +1,637 @@
+//! The transaction manager: the whole life of a submitter transaction on one destination —
+//! build, sign, persist, broadcast, announce, fee-bump, cancel, settle — in one place. The
+//! submit stage decides *which* params go into an `execute`; this module owns how that
+//! transaction reaches the chain and what its receipt means.
+//!
+//! Rules it keeps:
+//! - **One nonce in flight** per destination, every transaction persisted before it is
+//!   broadcast (a crash in between re-broadcasts the same bytes).
+//! - **A mined `execute` is not a verification**: each packet counts as verified only by its
+//!   `PayloadVerified` log from our DVN (or by the destination's state); otherwise it is
+//!   classified and sent back: expired → re-sign for the next window, anything else (bad
+//!   signatures, a reverting target, a reverted transaction) → re-aggregate.
+//! - **Stuck → replaced** with the same nonce and higher fees, up to the configured cap.
+//! - **A turn that passed is withdrawn**: once another region's turn to start one of its packets
+//!   has begun (destination block time, see [`turns`]), a pending `execute` is cancelled with a
+//!   same-nonce self-transfer instead of being bumped again; its packets stay attached until
+//!   one of the two is mined.
+//! - **Announced**: after broadcasting, the transaction's (sender, nonce, packets) is pushed to
+//!   the peers as a claim, so the next region in turn waits while it stands (see [`claims`]).
+//!
+//! [`turns`]: super::turns
+//! [`claims`]: super::claims
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::consensus::{SignableTransaction, Transaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::{Decodable2718, Encodable2718};
+use alloy::primitives::{keccak256, Address, Bytes, TxKind, B256, U256};
+use alloy::rpc::types::TransactionReceipt;
+use alloy::sol_types::SolEvent;
+use dvn_lz::contracts::{IReceiveUln302, IDVN};
+use dvn_lz::PacketHeader;
+
+use super::sign::destination_done;
+use super::{turns, Context};
+use crate::peer::protocol::ClaimEntry;
+use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
+
+/// After this many failed attempts a packet stops being retried and waits for an operator.
+pub const MAX_ATTEMPTS: u64 = 10;
+
+/// Destination blocks for which "our nonce is mined but none of our receipts is visible" must
+/// hold before the submission counts as dropped (a node may report the account's new nonce
+/// a moment before it serves the receipt; blocks, not seconds, so a slow or stalled chain
+/// cannot make a live transaction look dropped).
+const NONCE_TAKEN_BLOCKS: u64 = 3;
+
+/// What a replacement transaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replacement {
+    /// The same `execute`, with higher fees.
+    SameCall,
+    /// A zero-value transfer to ourselves: takes the nonce so the old call can never land.
+    Cancel,
+}
+
+/// Why a pending `execute` is withdrawn (the metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelReason {
+    /// Another region's turn for one of its packets has begun.
+    TurnHandedOn,
+    /// Some of its packets were verified by another transaction meanwhile.
+    Overtaken,
+    /// It carries a packet of a path the equivocation guard halted.
+    PathHalted,
+}
+
+impl CancelReason {
+    fn label(self) -> &'static str {
+        match self {
+            Self::TurnHandedOn => "turn_handed_on",
+            Self::Overtaken => "overtaken",
+            Self::PathHalted => "path_halted",
+        }
+    }
+}
+
+/// The transaction manager of one destination chain (owned by its submit stage).
+#[derive(Debug)]
+pub struct TxManager {
+    ctx: Arc<Context>,
+    eid: u32,
+    /// Per account nonce: the destination head when another transaction was first seen to
+    /// hold it.
+    nonce_taken_since: HashMap<u64, u64>,
+    /// Transactions already reported as impossible to replace (logged once each, not every
+    /// step).
+    reported_stuck: HashSet<B256>,
+}
+
+impl TxManager {
+    pub fn new(ctx: Arc<Context>, eid: u32) -> Self {
+        Self {
+            ctx,
+            eid,
+            nonce_taken_since: HashMap::new(),
+            reported_stuck: HashSet::new(),
+        }
+    }
+
+    /// Signs, persists, broadcasts and announces one `execute` carrying `packets` (all or
+    /// nothing: when a packet moved since it was read, nothing is sent).
+    pub async fn send(&mut self, input: Bytes, gas: u64, packets: &[Expect]) -> anyhow::Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
+        let from = ctx.submitter.address();
+        let nonce = chain.pending_nonce(from).await?;
+        let (max_fee, priority) =
+            capped_fees(chain.fees().await?, ctx.config.submitter.max_fee_gwei);
+        let tx = TxEip1559 {
+            chain_id: chain.config.chain_id,
+            nonce,
+            // Headroom over the estimate; Conflux charges ≥ ¾ of the limit, so keep it tight.
+            gas_limit: gas.saturating_mul(6) / 5,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            to: TxKind::Call(dvn.address),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input,
+        };
+        if !ctx.may_broadcast().await {
+            tracing::info!("lost the submitter lease: not submitting");
+            return Ok(());
+        }
+        let row = self.sign(tx).await?;
+        if !ctx.store.record_submission(&row, packets).await? {
+            // A packet moved since aggregation (settled by another path, re-observed, halted):
+            // this transaction is dropped unsent and the next step batches afresh.
+            tracing::info!(tx = %row.tx_hash, "a packet changed while batching: transaction discarded unsent");
+            return Ok(());
+        }
+        metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
+            .increment(1);
+        tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = packets.len(), gas, "submitting DVN.execute");
+        if !ctx.may_broadcast().await {
+            // Persisted but not sent: the lease holder's own nonce wins; this row is settled
+            // (as dropped, then retried) if this replica holds the lease again.
+            tracing::warn!(tx = %row.tx_hash, "lost the submitter lease before broadcasting");
+            return Ok(());
+        }
+        if let Err(e) = chain.broadcast(&row.raw_tx).await {
+            // Stored already: settle re-broadcasts it, or replaces it, on its next steps.
+            tracing::warn!(tx = %row.tx_hash, "broadcast failed, will retry: {e}");
+        }
+        // Announced after the broadcast: the claim only matters to a region whose turn comes
+        // later, and the peers also ask for claims before they take a packet over.
+        ctx.peers.announce_claim_in_background(
+            self.eid,
+            ClaimEntry {
+                sender: from,
+                nonce,
+                tx_hash: row.tx_hash,
+                guids: packets.iter().map(|p| p.guid).collect(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Signs an EIP-1559 transaction with the submitter key (any backend) into a stored row.
+    async fn sign(&self, tx: TxEip1559) -> anyhow::Result<SubmissionRow> {
+        let signature = self.ctx.submitter.sign_digest(tx.signature_hash()).await?;
+        let signed = tx.into_signed(signature);
+        let tx_hash = *signed.hash();
+        let nonce = signed.tx().nonce;
+        let envelope = TxEnvelope::from(signed);
+        Ok(SubmissionRow {
+            tx_hash,
+            dst_eid: self.eid,
+            account_nonce: nonce,
+            raw_tx: envelope.encoded_2718(),
+            created_at_ms: now_ms(),
+        })
+    }
+
+    /// Settles or nurses the in-flight submission. Returns true while one is in flight.
+    pub async fn settle_in_flight(&mut self) -> anyhow::Result<bool> {
+        let ctx = Arc::clone(&self.ctx);
+        let pending = ctx.store.pending_submissions(self.eid).await?;
+        let Some(first) = pending.first() else {
+            return Ok(false);
+        };
+        let chain = ctx.chain(self.eid)?;
+        let own = ctx.submitter.address();
+        let nonce = first.account_nonce;
+        let same_nonce: Vec<&SubmissionRow> = pending
+            .iter()
+            .filter(|s| s.account_nonce == nonce)
+            .collect();
+        // The account's mined nonce is read *before* the receipts: if one of ours is mined by
+        // the time we read the nonce, its receipt is visible to the reads after it. (Reading
+        // them the other way round raced: a transaction mined between the two reads looked
+        // like another transaction had taken our nonce, and its packets were needlessly
+        // submitted again.)
+        let mined = chain.mined_nonce(own).await?;
+        for sub in &same_nonce {
+            if let Some(receipt) = chain.receipt(sub.tx_hash).await? {
+                self.settle_receipt(&same_nonce, sub, &receipt).await?;
+                return Ok(false);
+            }
+        }
+        // Nothing of ours mined. If a transaction with our nonce was mined anyway, it was not
+        // one of ours (the key was used elsewhere): ours can never land, so retry the packets.
+        // Only once that has held for NONCE_TAKEN_BLOCKS destination blocks: a node may report
+        // the account's new nonce a moment before it serves the receipt (seen on anvil right
+        // after a send).
+        self.nonce_taken_since.retain(|n, _| *n >= nonce);
+        self.reported_stuck
+            .retain(|tx| same_nonce.iter().any(|s| s.tx_hash == *tx));
+        if mined > nonce {
+            let head = chain.head().await?;
+            let since = *self.nonce_taken_since.entry(nonce).or_insert(head);
+            if head < since + NONCE_TAKEN_BLOCKS {
+                return Ok(true);
+            }
+            self.nonce_taken_since.remove(&nonce);
+            for sub in &same_nonce {
+                ctx.store.finish_submission(sub.tx_hash, "dropped").await?;
+                for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
+                    ctx.store
+                        .retry(
+                            row.expect(),
+                            PacketState::Signed,
+                            "submission dropped: its nonce was used by another transaction",
+                        )
+                        .await?;
+                }
+            }
+            tracing::warn!(
+                nonce,
+                "nonce used by another transaction: retrying the packets"
+            );
+            return Ok(false);
+        }
+        let newest = same_nonce
+            .iter()
+            .max_by_key(|s| s.created_at_ms)
+            .copied()
+            .unwrap_or(first);
+        if !ctx.may_broadcast().await {
+            return Ok(true);
+        }
+        // Once withdrawn, the cancel is what is nursed (re-broadcast, fee-bumped); the
+        // decisions to withdraw are taken once.
+        if !same_nonce.iter().any(|s| is_cancel(s, own)) {
+            if let Some(reason) = self.reason_to_cancel(&same_nonce).await? {
+                self.replace(newest, same_nonce.len(), Replacement::Cancel)
+                    .await?;
+                metrics::counter!("dvn_submission_cancels_total", "chain" => chain.name().to_string(), "reason" => reason.label()).increment(1);
+                return Ok(true);
+            }
+        }
+        // Re-broadcast (a crash may have come between persisting and broadcasting; the pool
+        // may have dropped it); the same bytes cannot be mined twice.
+        let _ = chain.broadcast(&newest.raw_tx).await;
+        let age = now_ms().saturating_sub(newest.created_at_ms);
+        if age > replace_after_ms(&ctx) {
+            self.replace(newest, same_nonce.len(), Replacement::SameCall)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the pending `execute` must be withdrawn, and why. Its packets stay attached to
+    /// it: whichever of it and the cancel is mined settles them.
+    async fn reason_to_cancel(
+        &self,
+        same_nonce: &[&SubmissionRow],
+    ) -> anyhow::Result<Option<CancelReason>> {
+        let mut attached = Vec::new();
+        for sub in same_nonce {
+            attached.extend(self.ctx.store.packets_attached(sub.tx_hash).await?);
+        }
+        let newest = same_nonce.iter().map(|s| s.tx_hash).collect::<Vec<_>>();
+        // The equivocation guard: nothing on a halted path may land until an operator resumes
+        // it (the conflicting packet itself has moved to `conflict`).
+        let halted: HashSet<_> = self.ctx.store.halted_path_set().await?;
+        if attached.iter().any(|r| halted.contains(&r.packet.path())) {
+            tracing::error!(tx = ?newest, "pending transaction carries a packet of a halted path: cancelling it");
+            return Ok(Some(CancelReason::PathHalted));
+        }
+        let open: Vec<&PacketRow> = attached
+            .iter()
+            .filter(|r| r.state == PacketState::Submitted)
+            .collect();
+        if open.is_empty() {
+            return Ok(None);
+        }
+        // The turn: once another region may start one of these packets, this transaction
+        // must not land after that region's (verify has no on-chain replay protection). The
+        // other region waits on our claim until our nonce is used, so cancelling hands the
+        // packets on cleanly; bumping further would only race it.
+        let chain = self.ctx.chain(self.eid)?;
+        let now = chain.latest_timestamp().await?;
+        let regions = self.ctx.config.regions();
+        let me = regions
+            .iter()
+            .position(|r| *r == self.ctx.config.node.name)
+            .unwrap_or(0);
+        let takeover = self.ctx.config.submitter.takeover_after_secs;
+        if let Some(row) = open
+            .iter()
+            .find(|r| turns::handed_on(r.packet.block_timestamp, now, regions.len(), takeover, me))
+        {
+            tracing::warn!(tx = ?newest, guid = %row.packet.guid, "another region's turn has begun for a packet of our pending transaction: cancelling it");
+            return Ok(Some(CancelReason::TurnHandedOn));
+        }
+        // Before sending it again, check what it would still do: while this node was down (or
+        // its transaction waited), another region may have verified some of its packets.
+        // No region takes over before `takeover_after_secs`, so younger transactions skip the
+        // (three reads per packet) check.
+        let takeover_ms = i64::try_from(takeover.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let oldest = same_nonce
+            .iter()
+            .map(|s| s.created_at_ms)
+            .min()
+            .unwrap_or_else(now_ms);
+        if now_ms().saturating_sub(oldest) < takeover_ms / 2 {
+            return Ok(None);
+        }
+        let dvn = self.ctx.dvn(self.eid)?;
+        let mut verified_elsewhere = 0usize;
+        for row in &open {
+            let header = PacketHeader::decode(&row.packet.header)?;
+            let required = row.confirmations.unwrap_or(1);
+            if let Some((state, why)) = destination_done(
+                chain,
+                dvn.address,
+                &header,
+                row.packet.payload_hash,
+                required,
+            )
+            .await?
+            {
+                self.ctx
+                    .store
+                    .transition(row.expect(), state, Some(&why))
+                    .await?;
+                verified_elsewhere += 1;
+            }
+        }
+        if verified_elsewhere == 0 {
+            return Ok(None);
+        }
+        tracing::warn!(tx = ?newest, verified_elsewhere, still_open = open.len() - verified_elsewhere, "packets of our pending transaction were verified meanwhile: cancelling it");
+        Ok(Some(CancelReason::Overtaken))
+    }
+
+    /// Re-sends `stuck` with the same nonce and fees raised by 12.5 % (the usual minimum for
+    /// a replacement), never above the configured cap; or cancels it.
+    async fn replace(
+        &mut self,
+        stuck: &SubmissionRow,
+        attempts: usize,
+        kind: Replacement,
+    ) -> anyhow::Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let chain = ctx.chain(self.eid)?;
+        // A cancel must always be attempted; only fee bumps of the same call are capped in
+        // number.
+        if kind == Replacement::SameCall
+            && attempts > ctx.config.submitter.max_replacements as usize
+        {
+            if self.reported_stuck.insert(stuck.tx_hash) {
+                tracing::error!(tx = %stuck.tx_hash, "transaction stuck after {attempts} attempts: fee cap reached, needs an operator");
+            }
+            return Ok(());
+        }
+        let old = decode_eip1559(stuck)?;
+        let bump = |v: u128| v.saturating_mul(9) / 8 + 1;
+        let (suggested_fee, suggested_tip) = chain.fees().await?;
+        let (max_fee, priority) = capped_fees(
+            (
+                bump(old.max_fee_per_gas()).max(suggested_fee),
+                bump(old.max_priority_fee_per_gas.max(1)).max(suggested_tip),
+            ),
+            ctx.config.submitter.max_fee_gwei,
+        );
+        if max_fee <= old.max_fee_per_gas() {
+            if self.reported_stuck.insert(stuck.tx_hash) {
+                tracing::error!(tx = %stuck.tx_hash, cancel = kind == Replacement::Cancel, "cannot replace: already at the fee cap (submitter.max_fee_gwei)");
+            }
+            return Ok(());
+        }
+        let mut tx = TxEip1559 {
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            ..old
+        };
+        if kind == Replacement::Cancel {
+            tx.to = TxKind::Call(ctx.submitter.address());
+            tx.input = Default::default();
+            tx.gas_limit = 21_000;
+        }
+        let row = self.sign(tx).await?;
+        // A cancel carries no packets (the cancelled call's stay attached to it); a fee bump
+        // carries the stuck transaction's.
+        let packets: Vec<Expect> = match kind {
+            Replacement::Cancel => Vec::new(),
+            Replacement::SameCall => ctx
+                .store
+                .packets_of_submission(stuck.tx_hash)
+                .await?
+                .iter()
+                .map(PacketRow::expect)
+                .collect(),
+        };
+        if !ctx.store.record_submission(&row, &packets).await? {
+            tracing::info!(old = %stuck.tx_hash, "packets moved while replacing: replacement discarded unsent");
+            return Ok(());
+        }
+        metrics::counter!("dvn_submission_replacements_total", "chain" => chain.name().to_string())
+            .increment(1);
+        tracing::warn!(old = %stuck.tx_hash, new = %row.tx_hash, max_fee, cancel = kind == Replacement::Cancel, "replacing stuck transaction");
+        if ctx.may_broadcast().await {
+            chain.broadcast(&row.raw_tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a mined receipt to every packet attached to any same-nonce submission.
+    async fn settle_receipt(
+        &self,
+        same_nonce: &[&SubmissionRow],
+        mined: &SubmissionRow,
+        receipt: &TransactionReceipt,
+    ) -> anyhow::Result<()> {
+        let ctx = &self.ctx;
+        let chain = ctx.chain(self.eid)?;
+        let dvn = ctx.dvn(self.eid)?;
+        let cancelled = is_cancel(mined, ctx.submitter.address());
+        let mut verified = HashSet::new();
+        let mut failures = 0usize;
+        for log in receipt.inner.logs() {
+            let topic = log.topics().first().copied();
+            if log.address() == chain.config.receive_uln
+                && topic == Some(IReceiveUln302::PayloadVerified::SIGNATURE_HASH)
+            {
+                if let Ok(event) = IReceiveUln302::PayloadVerified::decode_log_data(&log.inner.data)
+                {
+                    if event.dvn == dvn.address {
+                        verified.insert((keccak256(&event.header), event.proofHash));
+                    }
+                }
+            } else if log.address() == dvn.address
+                && (topic == Some(IDVN::VerifySignaturesFailed::SIGNATURE_HASH)
+                    || topic == Some(IDVN::ExecuteFailed::SIGNATURE_HASH))
+            {
+                failures += 1;
+                if topic == Some(IDVN::VerifySignaturesFailed::SIGNATURE_HASH) {
+                    // The signer set or quorum may have changed on chain: re-read it before
+                    // the packets are aggregated again.
+                    ctx.wake.signers.notify_one();
+                }
+            }
+        }
+        let (_, block_time) = chain
+            .block(receipt.block_number.unwrap_or_default())
+            .await?;
+        metrics::counter!("dvn_submission_gas_used_total", "chain" => chain.name().to_string())
+            .increment(receipt.gas_used);
+        for sub in same_nonce {
+            for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
+                let p = &row.packet;
+                if verified.contains(&(keccak256(&p.header), p.payload_hash)) {
+                    ctx.store
+                        .transition(row.expect(), PacketState::Verified, None)
+                        .await?;
+                    let latency = now_ms()
+                        .saturating_sub(i64::try_from(p.block_timestamp).unwrap_or(0) * 1000);
+                    metrics::histogram!("dvn_verification_latency_seconds", "chain" => chain.name().to_string()).record(latency as f64 / 1000.0);
+                    metrics::counter!("dvn_packets_verified_total", "chain" => chain.name().to_string()).increment(1);
+                    tracing::info!(guid = %p.guid, nonce = p.nonce, tx = %mined.tx_hash, "verified");
+                    continue;
+                }
+                let header = PacketHeader::decode(&p.header)?;
+                let required = row.confirmations.unwrap_or(1);
+                if let Some((state, why)) =
+                    destination_done(chain, dvn.address, &header, p.payload_hash, required).await?
+                {
+                    ctx.store
+                        .transition(row.expect(), state, Some(&why))
+                        .await?;
+                    continue;
+                }
+                if cancelled {
+                    // Withdrawn by us, not failed: no attempt is used up.
+                    ctx.store
+                        .retry(
+                            row.expect(),
+                            PacketState::Signed,
+                            "pending transaction cancelled: re-batching",
+                        )
+                        .await?;
+                    continue;
+                }
+                let (state, why) = if row.expiration.is_some_and(|e| e <= block_time) {
+                    (
+                        PacketState::Observed,
+                        "expired before inclusion: re-signing for the next window",
+                    )
+                } else if !receipt.status() {
+                    (
+                        PacketState::Signed,
+                        "execute transaction reverted (does the submitter still hold ADMIN_ROLE?)",
+                    )
+                } else {
+                    (
+                        PacketState::Signed,
+                        "execute skipped the param (VerifySignaturesFailed / ExecuteFailed)",
+                    )
+                };
+                if row.attempts + 1 >= MAX_ATTEMPTS {
+                    tracing::error!(guid = %p.guid, "{why}; giving up after {MAX_ATTEMPTS} attempts");
+                    ctx.store
+                        .transition(row.expect(), PacketState::Invalid, Some(why))
+                        .await?;
+                } else {
+                    tracing::warn!(guid = %p.guid, failures, "{why}");
+                    ctx.store.retry(row.expect(), state, why).await?;
+                }
+            }
+            let state = if sub.tx_hash == mined.tx_hash {
+                "mined"
+            } else {
+                "replaced"
+            };
+            ctx.store.finish_submission(sub.tx_hash, state).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Our pending `execute`s on `eid` as claims for the peers: per nonce, every packet attached
+/// to any of its transactions (a fee bump or a cancel shares the nonce).
+pub async fn own_claims(ctx: &Context, eid: u32) -> anyhow::Result<Vec<ClaimEntry>> {
+    let mut claims: Vec<ClaimEntry> = Vec::new();
+    for sub in ctx.store.pending_submissions(eid).await? {
+        let guids: Vec<B256> = ctx
+            .store
+            .packets_attached(sub.tx_hash)
+            .await?
+            .iter()
+            .map(|r| r.packet.guid)
+            .collect();
+        match claims.iter_mut().find(|c| c.nonce == sub.account_nonce) {
+            Some(claim) => claim.guids.extend(guids),
+            None => claims.push(ClaimEntry {
+                sender: ctx.submitter.address(),
+                nonce: sub.account_nonce,
+                tx_hash: sub.tx_hash,
+                guids,
+            }),
+        }
+    }
+    for claim in &mut claims {
+        claim.guids.sort();
+        claim.guids.dedup();
+    }
+    Ok(claims)
+}
+
+fn decode_eip1559(row: &SubmissionRow) -> anyhow::Result<TxEip1559> {
+    match TxEnvelope::decode_2718(&mut row.raw_tx.as_slice())? {
+        TxEnvelope::Eip1559(signed) => Ok(signed.tx().clone()),
+        _ => anyhow::bail!("stored submission is not an EIP-1559 transaction"),
+    }
+}
+
+/// Whether a stored submission is a cancel: a plain transfer to the sending account itself.
+fn is_cancel(row: &SubmissionRow, own: Address) -> bool {
+    decode_eip1559(row).is_ok_and(|tx| tx.to == TxKind::Call(own) && tx.input.is_empty())
+}
+
+/// Applies the operator's fee cap.
+pub fn capped_fees((max_fee, priority): (u128, u128), cap_gwei: u64) -> (u128, u128) {
+    let cap = u128::from(cap_gwei) * 1_000_000_000;
+    let max_fee = max_fee.min(cap);
+    (max_fee, priority.min(max_fee))
+}
+
+fn replace_after_ms(ctx: &Context) -> i64 {
+    i64::try_from(Duration::from_secs(ctx.config.submitter.replace_after_secs).as_millis())
+        .unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fees_are_capped() {
+        assert_eq!(
+            capped_fees((900_000_000_000, 2_000_000_000), 500),
+            (500_000_000_000, 2_000_000_000)
+        );
+        assert_eq!(capped_fees((3, 5), 500), (3, 3));
+    }
+
+    fn row(tx: TxEip1559) -> SubmissionRow {
+        let signer = alloy::signers::local::PrivateKeySigner::random();
+        let sig =
+            alloy::signers::SignerSync::sign_hash_sync(&signer, &tx.signature_hash()).unwrap();
+        let signed = tx.into_signed(sig);
+        SubmissionRow {
+            tx_hash: *signed.hash(),
+            dst_eid: 1,
+            account_nonce: signed.tx().nonce,
+            raw_tx: TxEnvelope::from(signed).encoded_2718(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_cancel_is_a_plain_transfer_to_ourselves() {
+        let own = Address::repeat_byte(1);
+        let cancel = TxEip1559 {
+            to: TxKind::Call(own),
+            gas_limit: 21_000,
+            ..Default::default()
+        };
+        assert!(is_cancel(&row(cancel.clone()), own));
+        let execute = TxEip1559 {
+            to: TxKind::Call(Address::repeat_byte(2)),
+            input: Bytes::from_static(&[1, 2, 3, 4]),
+            ..Default::default()
+        };
+        assert!(!is_cancel(&row(execute), own));
+        let call_to_self = TxEip1559 {
+            input: Bytes::from_static(&[1]),
+            ..cancel
+        };
+        assert!(!is_cancel(&row(call_to_self), own));
+    }
+}
