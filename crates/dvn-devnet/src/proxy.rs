@@ -1,6 +1,8 @@
 //! A JSON-RPC forwarding proxy on 127.0.0.1 that a test can switch between forwarding,
-//! failing (HTTP 503) and stopped (port closed), or make its `eth_getLogs` answers go bad in
-//! the ways real providers do (see [`LogFaults`]).
+//! failing (HTTP 503) and stopped (port closed), make its `eth_getLogs` answers go bad in
+//! the ways real providers do (see [`LogFaults`]), or hold transactions back: accepted as a
+//! node accepts them, but kept until the test releases them (a transaction stuck somewhere
+//! between its sender and the chain, that may still land later).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,11 +65,21 @@ fn conflux_refusal(request: &[u8]) -> Option<Bytes> {
     serde_json::to_vec(&body).ok().map(Bytes::from)
 }
 
+/// Transactions the proxy holds back instead of forwarding.
+#[derive(Debug, Default)]
+struct TxHold {
+    /// Hold every transaction to this address (`None`: forward all).
+    to: Option<alloy::primitives::Address>,
+    /// What was held, in the order it came (raw transaction hex).
+    held: Vec<String>,
+}
+
 #[derive(Clone)]
 struct Shared {
     upstream: String,
     mode: Arc<AtomicU8>,
     faults: Arc<Mutex<LogFaults>>,
+    hold: Arc<Mutex<TxHold>>,
     client: alloy::transports::http::reqwest::Client,
 }
 
@@ -75,8 +87,10 @@ struct Shared {
 #[derive(Debug)]
 pub struct RpcProxy {
     pub url: String,
+    upstream: String,
     mode: Arc<AtomicU8>,
     faults: Arc<Mutex<LogFaults>>,
+    hold: Arc<Mutex<TxHold>>,
     task: JoinHandle<()>,
 }
 
@@ -87,10 +101,12 @@ impl RpcProxy {
         let url = format!("http://{}", listener.local_addr()?);
         let mode = Arc::new(AtomicU8::new(ProxyMode::Forward as u8));
         let faults = Arc::new(Mutex::new(LogFaults::default()));
+        let hold = Arc::new(Mutex::new(TxHold::default()));
         let shared = Shared {
             upstream: upstream.to_string(),
             mode: Arc::clone(&mode),
             faults: Arc::clone(&faults),
+            hold: Arc::clone(&hold),
             client: Default::default(),
         };
         let app = Router::new().route("/", post(forward)).with_state(shared);
@@ -99,10 +115,52 @@ impl RpcProxy {
         });
         Ok(Self {
             url,
+            upstream: upstream.to_string(),
             mode,
             faults,
+            hold,
             task,
         })
+    }
+
+    /// From now on, every transaction sent to `to` (`eth_sendRawTransaction`) is answered with
+    /// its hash, as a node accepting it would, and kept here instead of reaching the chain;
+    /// `None` stops holding (what is held stays held until [`RpcProxy::release_held`]).
+    pub fn hold_transactions_to(&self, to: Option<alloy::primitives::Address>) {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner()).to = to;
+    }
+
+    /// How many transactions are held.
+    pub fn held(&self) -> usize {
+        self.hold
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held
+            .len()
+    }
+
+    /// Sends every held transaction on to the chain, in the order they came, and returns how
+    /// many the chain accepted (a replaced or already-used nonce is refused there).
+    pub async fn release_held(&self) -> anyhow::Result<usize> {
+        let held = std::mem::take(&mut self.hold.lock().unwrap_or_else(|e| e.into_inner()).held);
+        let client = alloy::transports::http::reqwest::Client::new();
+        let mut accepted = 0;
+        for raw in held {
+            let body = serde_json::json!({
+                "jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw],
+            });
+            let answer: serde_json::Value = client
+                .post(&self.upstream)
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            if answer.get("result").is_some() {
+                accepted += 1;
+            }
+        }
+        Ok(accepted)
     }
 
     pub fn set_mode(&self, mode: ProxyMode) {
@@ -145,6 +203,9 @@ async fn forward(
             Bytes::from_static(b"provider unavailable"),
         );
     }
+    if let Some(answer) = hold_transaction(&shared.hold, &body) {
+        return (StatusCode::OK, answer);
+    }
     let faults = *shared.faults.lock().unwrap_or_else(|e| e.into_inner());
     if faults.conflux_quirks {
         if let Some(refusal) = conflux_refusal(&body) {
@@ -180,6 +241,28 @@ async fn forward(
         }
         Err(_) => (StatusCode::BAD_GATEWAY, Bytes::new()),
     }
+}
+
+/// When `request` sends a transaction the hold applies to: keeps it and answers with its hash.
+fn hold_transaction(hold: &Mutex<TxHold>, request: &[u8]) -> Option<Bytes> {
+    use alloy::consensus::{Transaction, TxEnvelope};
+    use alloy::eips::eip2718::Decodable2718;
+    let mut hold = hold.lock().unwrap_or_else(|e| e.into_inner());
+    let to = hold.to?;
+    let request: serde_json::Value = serde_json::from_slice(request).ok()?;
+    if request["method"] != "eth_sendRawTransaction" {
+        return None;
+    }
+    let raw_hex = request["params"][0].as_str()?.to_string();
+    let raw = alloy::primitives::hex::decode(&raw_hex).ok()?;
+    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).ok()?;
+    if tx.to() != Some(to) {
+        return None;
+    }
+    let hash = alloy::primitives::keccak256(&raw);
+    hold.held.push(raw_hex);
+    let body = serde_json::json!({ "jsonrpc": "2.0", "id": request["id"], "result": hash });
+    serde_json::to_vec(&body).ok().map(Bytes::from)
 }
 
 fn is_get_logs(request: &[u8]) -> bool {

@@ -16,6 +16,7 @@ mod crash;
 mod dependencies;
 mod dr_drill;
 mod e2e;
+mod exactly_once;
 mod expiry;
 mod foreign;
 mod governor;
