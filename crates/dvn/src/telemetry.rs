@@ -34,6 +34,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_submissions_total", "counter", "DVN.execute transactions broadcast"),
     ("dvn_submission_replacements_total", "counter", "Fee-bumped replacements of stuck transactions"),
     ("dvn_submission_gas_used_total", "counter", "Gas used by mined DVN.execute transactions"),
+    ("dvn_submission_cancels_total", "counter", "Pending DVN.execute transactions withdrawn with a same-nonce self-transfer, by reason (turn_handed_on, overtaken, path_halted)"),
+    ("dvn_claim_deferrals_total", "counter", "Times a packet due for submission here was held back by another region's claim (its pending transaction carries the packet; waits until the chain shows that nonce used)"),
+    ("dvn_unknown_pending_waits_total", "counter", "Times the submitter found a pending transaction of its own account that its store did not send (another replica's, or sent by hand) and waited for it to be mined"),
+    ("dvn_peer_claims_sent_total", "counter", "Announcements of our pending transactions to peers, by outcome"),
+    ("dvn_peer_claims_received_total", "counter", "Pending-transaction claims accepted from each peer"),
+    ("dvn_peer_claims_rejected_total", "counter", "Peer claims refused by reason (malformed, too many packets, unknown chain)"),
     ("dvn_submitter_lease_held", "gauge", "1 while this replica holds the region's submitter lease"),
     ("dvn_stage_errors_total", "counter", "Errors per pipeline stage (each retried with backoff)"),
     ("dvn_peer_tls_refused_total", "counter", "Peer connections or requests refused by reason (no_certificate, unknown_ca, expired, not_a_peer, not_tls, connections, rate, busy, ...)"),
@@ -77,6 +83,7 @@ const PER_CHAIN_COUNTERS: &[&str] = &[
     "dvn_submissions_total",
     "dvn_submission_replacements_total",
     "dvn_submission_gas_used_total",
+    "dvn_claim_deferrals_total",
 ];
 
 /// Registers every per-chain counter at zero, and every packet state's gauge.
@@ -92,6 +99,10 @@ pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
         metrics::gauge!("dvn_reorg_too_deep", "chain" => chain.to_string()).set(0.0);
         metrics::gauge!("dvn_nonce_gap_seconds", "chain" => chain.to_string()).set(0.0);
         metrics::gauge!("dvn_signer_in_set", "chain" => chain.to_string()).set(1.0);
+        for reason in crate::pipeline::transactions::CancelReason::ALL {
+            metrics::counter!("dvn_submission_cancels_total", "chain" => chain.to_string(), "reason" => reason.label())
+                .increment(0);
+        }
         for name in PER_CHAIN_COUNTERS {
             metrics::counter!(*name, "chain" => chain.to_string()).increment(0);
         }

@@ -114,8 +114,12 @@ impl SubmitStage {
         {
             return Ok(Progress::Idle);
         }
-        self.send_batch(ready).await?;
-        Ok(Progress::Busy)
+        // Busy only when a transaction went out: packets held back (a peer's claim, an unknown
+        // transaction of our account in flight) wait a tick, not a tight loop of reads.
+        match self.send_batch(ready).await? {
+            true => Ok(Progress::Busy),
+            false => Ok(Progress::Idle),
+        }
     }
 
     /// Signed packets that have a quorum and are this region's to submit now.
@@ -357,8 +361,9 @@ impl SubmitStage {
         }
     }
 
-    /// Checks and batches one `execute` and hands it to the transaction manager.
-    async fn send_batch(&mut self, mut ready: Vec<Ready>) -> anyhow::Result<()> {
+    /// Checks and batches one `execute` and hands it to the transaction manager. True when a
+    /// transaction was sent.
+    async fn send_batch(&mut self, mut ready: Vec<Ready>) -> anyhow::Result<bool> {
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         self.hold_back_claimed(&mut ready).await?;
@@ -415,7 +420,7 @@ impl SubmitStage {
             }
         }
         if batch.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let from = self.ctx.submitter.address();
         let (input, gas) = loop {

@@ -58,7 +58,7 @@ enum Replacement {
 
 /// Why a pending `execute` is withdrawn (the metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CancelReason {
+pub enum CancelReason {
     /// Another region's turn for one of its packets has begun.
     TurnHandedOn,
     /// Some of its packets were verified by another transaction meanwhile.
@@ -68,7 +68,9 @@ enum CancelReason {
 }
 
 impl CancelReason {
-    fn label(self) -> &'static str {
+    pub const ALL: [Self; 3] = [Self::TurnHandedOn, Self::Overtaken, Self::PathHalted];
+
+    pub fn label(self) -> &'static str {
         match self {
             Self::TurnHandedOn => "turn_handed_on",
             Self::Overtaken => "overtaken",
@@ -88,6 +90,9 @@ pub struct TxManager {
     /// Transactions already reported as impossible to replace (logged once each, not every
     /// step).
     reported_stuck: HashSet<B256>,
+    /// The mined nonce at which an unknown pending transaction of our account was last
+    /// reported (logged once per nonce).
+    reported_unknown: Option<u64>,
 }
 
 impl TxManager {
@@ -97,16 +102,43 @@ impl TxManager {
             eid,
             nonce_taken_since: HashMap::new(),
             reported_stuck: HashSet::new(),
+            reported_unknown: None,
         }
     }
 
     /// Signs, persists, broadcasts and announces one `execute` carrying `packets` (all or
-    /// nothing: when a packet moved since it was read, nothing is sent).
-    pub async fn send(&mut self, input: Bytes, gas: u64, packets: &[Expect]) -> anyhow::Result<()> {
+    /// nothing: when a packet moved since it was read, nothing is sent). True when it was
+    /// recorded (and so will be broadcast, now or by the next steps).
+    pub async fn send(
+        &mut self,
+        input: Bytes,
+        gas: u64,
+        packets: &[Expect],
+    ) -> anyhow::Result<bool> {
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let from = ctx.submitter.address();
+        // Nothing of ours is in flight in this store (the stage settles that first). If the
+        // chain still sees a transaction of our account pending, this store does not know it:
+        // a replica of this region with a store of its own sent it before the lease moved
+        // here (or it was sent by hand). Ours would take the next nonce and both could land,
+        // so wait until it is mined; its packets then show verified on the destination.
+        let mined = chain.mined_nonce(from).await?;
         let nonce = chain.pending_nonce(from).await?;
+        if nonce > mined {
+            if self.reported_unknown != Some(mined) {
+                self.reported_unknown = Some(mined);
+                metrics::counter!("dvn_unknown_pending_waits_total", "chain" => chain.name().to_string()).increment(1);
+                tracing::warn!(
+                    chain = chain.name(),
+                    account = %from,
+                    mined,
+                    pending = nonce,
+                    "a transaction of our account this node did not send is pending (another replica's?): waiting until it is mined"
+                );
+            }
+            return Ok(false);
+        }
         let (max_fee, priority) =
             capped_fees(chain.fees().await?, ctx.config.submitter.max_fee_gwei);
         let tx = TxEip1559 {
@@ -123,14 +155,14 @@ impl TxManager {
         };
         if !ctx.may_broadcast().await {
             tracing::info!("lost the submitter lease: not submitting");
-            return Ok(());
+            return Ok(false);
         }
         let row = self.sign(tx).await?;
         if !ctx.store.record_submission(&row, packets).await? {
             // A packet moved since aggregation (settled by another path, re-observed, halted):
             // this transaction is dropped unsent and the next step batches afresh.
             tracing::info!(tx = %row.tx_hash, "a packet changed while batching: transaction discarded unsent");
-            return Ok(());
+            return Ok(false);
         }
         metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
             .increment(1);
@@ -139,7 +171,7 @@ impl TxManager {
             // Persisted but not sent: the lease holder's own nonce wins; this row is settled
             // (as dropped, then retried) if this replica holds the lease again.
             tracing::warn!(tx = %row.tx_hash, "lost the submitter lease before broadcasting");
-            return Ok(());
+            return Ok(true);
         }
         if let Err(e) = chain.broadcast(&row.raw_tx).await {
             // Stored already: settle re-broadcasts it, or replaces it, on its next steps.
@@ -156,7 +188,7 @@ impl TxManager {
                 guids: packets.iter().map(|p| p.guid).collect(),
             },
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Signs an EIP-1559 transaction with the submitter key (any backend) into a stored row.

@@ -288,3 +288,73 @@ async fn a_flapping_redis_never_lets_two_replicas_race() {
         "aws mined {mined} transactions for {submitted} submissions ({replaced} replacements): no nonce raced"
     );
 }
+
+/// Issue 10 §5: replicas of one region keep separate stores, so the replica the lease moves to
+/// does not know the transaction the other left pending. The aws holder's `execute` waits in
+/// the destination's pool (no mining) when the holder is killed; the other replica takes the
+/// lease, sees a transaction of its own account pending that it did not send, and waits
+/// instead of sending the packets again with the next nonce. When blocks come again the
+/// pending `execute` lands: every packet verified once, by one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_taking_the_lease_waits_for_the_transaction_the_other_left_pending() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    let redis = RedisServer::start().await;
+    let replica = stand.nodes.add_replica(0).unwrap();
+    for i in [0, replica] {
+        stand.nodes.nodes[i]
+            .edit_config(|c| c["redis"] = json!({ "url": redis.url, "lease_ttl_ms": 2000 }))
+            .unwrap();
+    }
+    // aliyun signs (the second signature of the quorum) but never takes over; gcp stays down.
+    stand.nodes.nodes[1]
+        .edit_config(|c| c["submitter"]["takeover_after_secs"] = json!(3600))
+        .unwrap();
+    stand.nodes.start(&[0, replica, 1]).await.unwrap();
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    dst.chain.set_automine(false).await.unwrap();
+
+    warp_to_slot(&stand, 1).await;
+    let packets = stand
+        .devnet
+        .send_messages(Direction::AToB, 3)
+        .await
+        .unwrap();
+    let holder = eventually(TIMEOUT, Duration::from_millis(50), || async {
+        for i in [0, replica] {
+            let sent = stand.nodes.nodes[i]
+                .metric_sum("dvn_submissions_total")
+                .await;
+            if sent.unwrap_or(0.0) >= 1.0 {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    let Some(holder) = holder else {
+        stand.dump_logs();
+        panic!("no aws replica submitted");
+    };
+    let other = if holder == 0 { replica } else { 0 };
+    stand.nodes.nodes[holder].kill();
+
+    // The other replica gets the lease and finds the dead one's transaction pending.
+    let node = &stand.nodes.nodes[other];
+    let leased = metric_until(node, "dvn_submitter_lease_held", &[], |v| v == 1.0).await;
+    assert!(leased, "the other replica took the lease");
+    let waited = metric_until(node, "dvn_unknown_pending_waits_total", &[], |v| v >= 1.0).await;
+    if !waited {
+        stand.dump_logs();
+        panic!("the replica did not wait for the pending transaction");
+    }
+    let sent = node.metric_sum("dvn_submissions_total").await.unwrap();
+    assert_eq!(sent, 0.0, "the replica sent the packets again");
+
+    // Blocks again: the pending execute lands and verifies the packets, once.
+    dst.chain.set_automine(true).await.unwrap();
+    dst.chain.mine(1).await.unwrap();
+    stand.deliver(Direction::AToB, &packets, TIMEOUT).await;
+    let report = stand.assert_invariants(Direction::AToB, &packets).await;
+    assert_eq!(report.duplicates, vec![]);
+    assert_eq!(report.execute_transactions, 1);
+}
