@@ -106,6 +106,7 @@ pub fn readiness(ctx: &Context, errors: bool) -> (StatusCode, serde_json::Value)
                     "taken_at_ms": snapshot.taken_at_ms,
                     "components": {
                         "store": snapshot.store,
+                        "store_disk": snapshot.store_disk,
                         "chains": snapshot.chains,
                         "signer": snapshot.signer,
                         "submitter": snapshot.submitter,
@@ -129,6 +130,10 @@ pub fn readiness(ctx: &Context, errors: bool) -> (StatusCode, serde_json::Value)
             if !error.is_null() {
                 *error = json!(HIDDEN_ERROR);
             }
+        }
+        // Where the store lives is the admin side's business too.
+        if let Some(disk) = body["components"]["store_disk"].as_object_mut() {
+            disk.remove("dir");
         }
     }
     (status, body)

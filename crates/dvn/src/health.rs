@@ -26,6 +26,9 @@ pub struct Sources<'a> {
     pub peers: &'a PeerClient,
     /// The largest DVN multisig quorum among the chains served.
     pub quorum: usize,
+    /// SQLite: the least free space on the store's filesystem for the store to count as up
+    /// (`store.min_free_mb`; 0: not checked).
+    pub store_min_free_bytes: u64,
 }
 
 /// How often the snapshot is refreshed.
@@ -58,10 +61,22 @@ pub struct KeyState {
     pub error: Option<String>,
 }
 
+/// Space on the SQLite store's filesystem.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreDisk {
+    pub dir: String,
+    pub free_bytes: u64,
+    pub min_free_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     pub ready: bool,
+    /// The store answers and (SQLite) has room to write.
     pub store: bool,
+    /// SQLite only: its filesystem's free space (a full disk fails writes while reads and
+    /// pings still answer).
+    pub store_disk: Option<StoreDisk>,
     pub chains: BTreeMap<String, ChainHealth>,
     pub signer: KeyState,
     pub submitter: KeyState,
@@ -113,9 +128,26 @@ fn flag(up: bool) -> f64 {
 pub async fn snapshot(ctx: Sources<'_>) -> Snapshot {
     // A store that does not answer within a few seconds is down for readiness purposes, and
     // the store queries below are skipped rather than each waiting out the pool's timeout.
-    let store = tokio::time::timeout(Duration::from_secs(3), ctx.store.ping())
+    let store_answers = tokio::time::timeout(Duration::from_secs(3), ctx.store.ping())
         .await
         .unwrap_or(false);
+    let store_disk = ctx.store.disk_free().map(|(dir, free_bytes)| StoreDisk {
+        dir: dir.display().to_string(),
+        free_bytes,
+        min_free_bytes: ctx.store_min_free_bytes,
+    });
+    let room = store_disk
+        .as_ref()
+        .is_none_or(|d| d.free_bytes >= d.min_free_bytes);
+    if let (Some(disk), false) = (&store_disk, room) {
+        tracing::warn!(
+            dir = %disk.dir,
+            free_bytes = disk.free_bytes,
+            min_free_bytes = disk.min_free_bytes,
+            "the store's disk is (nearly) full: writes will fail; not ready until space is freed (store.min_free_mb)"
+        );
+    }
+    let store = store_answers && room;
     let mut chains = BTreeMap::new();
     for chain in ctx.chains.values() {
         let head = chain.head().await.ok();
@@ -138,7 +170,7 @@ pub async fn snapshot(ctx: Sources<'_>) -> Snapshot {
     // Our own signature counts toward the quorum; the rest must come from reachable peers.
     let quorum = ctx.quorum.max(1);
     let peers_needed = quorum.saturating_sub(1);
-    let backlog = match if store {
+    let backlog = match if store_answers {
         ctx.store.backlog().await
     } else {
         Ok(Vec::new())
@@ -157,7 +189,7 @@ pub async fn snapshot(ctx: Sources<'_>) -> Snapshot {
             .collect(),
         Err(_) => Vec::new(),
     };
-    let last_verified = if store {
+    let last_verified = if store_answers {
         ctx.store.last_verified().await.ok().flatten()
     } else {
         None
@@ -170,12 +202,12 @@ pub async fn snapshot(ctx: Sources<'_>) -> Snapshot {
             "at_ms": at_ms,
         })
     });
-    let by_state = if store {
+    let by_state = if store_answers {
         ctx.store.count_by_state().await.unwrap_or_default()
     } else {
         Vec::new()
     };
-    let halted_paths = if store {
+    let halted_paths = if store_answers {
         ctx.store.halted_paths().await.unwrap_or_default()
     } else {
         Vec::new()
@@ -204,6 +236,7 @@ pub async fn snapshot(ctx: Sources<'_>) -> Snapshot {
     Snapshot {
         ready,
         store,
+        store_disk,
         chains,
         signer,
         submitter,
@@ -228,6 +261,9 @@ fn chain_name(ctx: Sources<'_>, eid: u32) -> String {
 fn export(ctx: Sources<'_>, s: &Snapshot) {
     metrics::gauge!("dvn_ready").set(flag(s.ready));
     metrics::gauge!("dvn_component_up", "component" => "store").set(flag(s.store));
+    if let Some(disk) = &s.store_disk {
+        metrics::gauge!("dvn_store_disk_free_bytes").set(disk.free_bytes as f64);
+    }
     metrics::gauge!("dvn_component_up", "component" => "signer").set(flag(s.signer.up));
     metrics::gauge!("dvn_component_up", "component" => "submitter").set(flag(s.submitter.up));
     let peers_up = s.peers.values().filter(|up| **up).count();

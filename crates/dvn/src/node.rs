@@ -695,6 +695,7 @@ pub async fn run(
                 .map(|d| d.quorum)
                 .max()
                 .unwrap_or(1),
+            store_min_free_bytes: c.config.store.min_free_mb.saturating_mul(1024 * 1024),
         };
         crate::health::run(sources, &c.health, &c.cancel).await;
         Ok("health")

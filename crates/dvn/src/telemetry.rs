@@ -55,6 +55,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_rate_limited_packets", "gauge", "Observed packets waiting because their path reached governor.max_packets_per_minute (signed as the window moves on)"),
     ("dvn_pauses", "gauge", "Operator pauses in force (node, chain or path; `dvn admin status` lists them)"),
     ("dvn_admin_requests_total", "counter", "Admin API calls by operation and result (ok, error, denied, unauthenticated)"),
+    ("dvn_store_disk_free_bytes", "gauge", "SQLite: free space on the store's filesystem (below store.min_free_mb the store counts as down on /ready)"),
     ("dvn_halted_paths", "gauge", "Paths halted by the equivocation guard; only an operator's `dvn path resume` lets them go on"),
 ];
 

@@ -249,10 +249,18 @@ pub struct StoreConfig {
     /// many days after they finished; 0 keeps everything.
     #[serde(default = "default_retention_days")]
     pub retention_days: u64,
+    /// SQLite: below this much free space on the store's filesystem the store counts as down
+    /// on `/ready` (writes are about to fail); 0 turns the check off.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
 }
 
 fn default_retention_days() -> u64 {
     30
+}
+
+fn default_min_free_mb() -> u64 {
+    256
 }
 
 fn default_store_url() -> String {

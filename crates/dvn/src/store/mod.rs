@@ -140,6 +140,31 @@ async fn all_applied(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool
         .all(|m| applied.get(&m.version).map(Vec::as_slice) == Some(&*m.checksum))
 }
 
+/// Whether a connection coming back to the pool still counts itself inside a transaction.
+/// Such a connection is closed (which rolls back whatever it holds) rather than reused.
+///
+/// Why: SQLite rolls a transaction back by itself on some errors (SQLITE_FULL: a full disk).
+/// sqlx's ROLLBACK of the dropped transaction then fails, its transaction depth stays at 1,
+/// and the next `begin` on that connection becomes a SAVEPOINT; the first of those rolled back
+/// leaves SQLite inside a transaction that nothing ever commits, and every later write is
+/// silently held in it — seen by this connection, by no other, and lost on a restart (the
+/// store test on a full disk shows it). A dropped transaction's ROLLBACK is queued on the
+/// connection, so it is given a round trip to run before the depth is read again.
+async fn left_in_transaction(conn: &mut sqlx::AnyConnection) -> bool {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return false;
+    }
+    let _ = sqlx::query("SELECT 1").execute(&mut *conn).await;
+    if !conn.is_in_transaction() {
+        return false;
+    }
+    tracing::warn!(
+        "a store connection came back inside a transaction (after a failed write, e.g. a full disk): closed, so nothing is left uncommitted"
+    );
+    true
+}
+
 impl Store {
     /// Connects and brings the schema up to date (PostgreSQL statements time out after 10 s).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -179,13 +204,23 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 8 })
             .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // Per connection: a connection closed by `left_in_transaction` is opened
+                    // again with the same durability.
+                    if sqlite {
+                        sqlx::query("PRAGMA synchronous=FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .after_release(|conn, _| Box::pin(async move { Ok(!left_in_transaction(conn).await) }))
             .connect(&url)
             .await?;
         if sqlite {
             sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&pool)
-                .await?;
-            sqlx::query("PRAGMA synchronous=FULL")
                 .execute(&pool)
                 .await?;
         }
@@ -285,6 +320,22 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
+    }
+
+    /// For SQLite, the directory holding the database file and the space left on its
+    /// filesystem for this process; None for PostgreSQL (its disk is the server's) or when it
+    /// cannot be read.
+    pub fn disk_free(&self) -> Option<(std::path::PathBuf, u64)> {
+        let file = sqlite_file(&self.url)?;
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(
+                || std::path::PathBuf::from("."),
+                std::path::Path::to_path_buf,
+            );
+        let free = fs4::available_space(&dir).ok()?;
+        Some((dir, free))
     }
 
     /// True when the database answers.

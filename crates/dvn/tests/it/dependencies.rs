@@ -1,6 +1,8 @@
-//! Issue 10 §7: the store's PostgreSQL fails under load. Killed mid-burst, then back: nothing
+//! Issue 10 §7: the store fails under load. PostgreSQL killed mid-burst, then back: nothing
 //! lost, nothing verified twice, `/ready` showed it. A lock held past the statement timeout:
-//! the node's statements are cancelled (not stuck), retried, and it resumes by itself.
+//! the node's statements are cancelled (not stuck), retried, and it resumes by itself. The
+//! SQLite store's disk full: the node stays up, shows it, the others verify; space freed, it
+//! resumes by itself.
 
 use std::process::Command;
 
@@ -8,8 +10,8 @@ use dvn_devnet::nodes::{NodeOptions, REGIONS};
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::json;
 
-use crate::common::Stand;
 use crate::common::{log_until, metric_until};
+use crate::common::{SmallDisk, Stand};
 use crate::e2e::TIMEOUT;
 use crate::pg::PrivatePostgres;
 
@@ -101,4 +103,84 @@ async fn postgres_killed_mid_burst_and_locked_past_the_timeout_loses_and_doubles
     all.extend(held);
     stand.deliver(Direction::AToB, &all, TIMEOUT).await;
     stand.assert_invariants(Direction::AToB, &all).await;
+}
+
+async fn ready_json(node: &dvn_devnet::nodes::DvnNode) -> Option<(u16, serde_json::Value)> {
+    let response = reqwest::get(format!("{}/ready", node.url())).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sqlite_disk_is_shown_loses_nothing_and_heals_by_itself() {
+    let disk = SmallDisk::mount(32);
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    let store = format!("sqlite://{}", disk.path().join("aws.db").display());
+    stand.nodes.nodes[0]
+        .edit_config(|c| c["store"] = json!({ "url": store, "min_free_mb": 4 }))
+        .unwrap();
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let mut all = stand
+        .devnet
+        .send_messages(Direction::AToB, 3)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &all, TIMEOUT).await;
+
+    // The disk fills up: aws stays up and says its store is down, naming the free space.
+    let filler = disk.fill();
+    let aws = &stand.nodes.nodes[0];
+    let shown =
+        dvn_devnet::wait::eventually(TIMEOUT, std::time::Duration::from_millis(200), || async {
+            let (status, body) = ready_json(aws).await?;
+            let disk = &body["components"]["store_disk"];
+            (status == 503
+                && body["components"]["store"] == json!(false)
+                && disk["free_bytes"].as_u64()? < disk["min_free_bytes"].as_u64()?
+                && disk.get("dir").is_none())
+            .then_some(())
+        })
+        .await;
+    if shown.is_none() {
+        stand.dump_logs();
+        panic!("aws's /ready did not show the full disk");
+    }
+    // Traffic while it is full: the other two verify it; aws keeps serving.
+    let during = stand
+        .devnet
+        .send_messages(Direction::AToB, 5)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &during, TIMEOUT).await;
+    assert!(aws.metrics().await.is_some(), "aws keeps serving");
+    let failed = log_until(aws, |log| log.contains("database or disk is full")).await;
+    if !failed {
+        stand.dump_logs();
+        panic!("aws's store writes did not fail on the full disk");
+    }
+    all.extend(during);
+
+    // Space freed: aws is ready again by itself, catches up and verifies with the others.
+    std::fs::remove_file(filler).unwrap();
+    let ready =
+        dvn_devnet::wait::eventually(TIMEOUT, std::time::Duration::from_millis(200), || async {
+            let (status, _) = ready_json(aws).await?;
+            (status == 200).then_some(())
+        })
+        .await;
+    assert!(ready.is_some(), "aws ready again once space was freed");
+    let after = stand
+        .devnet
+        .send_messages(Direction::AToB, 3)
+        .await
+        .unwrap();
+    all.extend(after);
+    stand.deliver(Direction::AToB, &all, TIMEOUT).await;
+    let caught_up = metric_until(aws, "dvn_backlog_packets", &[], |v| v == 0.0).await;
+    if !caught_up {
+        stand.dump_logs();
+        panic!("aws did not close every packet, the missed ones too");
+    }
+    let report = stand.assert_invariants(Direction::AToB, &all).await;
+    assert_eq!(report.duplicates, vec![]);
 }

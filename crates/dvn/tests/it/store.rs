@@ -637,6 +637,82 @@ async fn sqlite_state_survives_a_reopen() {
     assert!(store.packet(p.guid).await.unwrap().is_some());
 }
 
+/// SQLite on a full disk: writes fail (and SQLite may roll a failed transaction back by
+/// itself); once space is back, every write the store reports done must be committed — seen
+/// by another connection, and still there after a reopen — not held in a transaction left
+/// open on the pool's connection.
+#[tokio::test]
+async fn sqlite_on_a_full_disk_fails_writes_and_leaves_none_uncommitted() {
+    let disk = crate::common::SmallDisk::mount(4);
+    let url = format!("sqlite://{}", disk.path().join("dvn.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let scan = |n: u64| {
+        let store = store.clone();
+        async move {
+            let p = packet(n, n as u8);
+            let p = NewPacket {
+                guid: B256::left_padding_from(&n.to_be_bytes()),
+                header: vec![n as u8; 2_000],
+                ..p
+            };
+            store
+                .record_scan(
+                    30101,
+                    std::slice::from_ref(&p),
+                    &[],
+                    (n, B256::repeat_byte(n as u8)),
+                )
+                .await
+        }
+    };
+    for n in 1..=20 {
+        scan(n).await.unwrap();
+    }
+    let filler = disk.fill();
+    let mut failed = 0;
+    for n in 21..=600 {
+        if scan(n).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "no write failed on the full disk");
+    std::fs::remove_file(filler).unwrap();
+    for n in 601..=620 {
+        scan(n).await.unwrap();
+    }
+    let written = store
+        .packets(PacketState::Observed, None, 10_000)
+        .await
+        .unwrap()
+        .len();
+    let other = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        other.cursor(30101).await.unwrap(),
+        Some((620, B256::repeat_byte(620u64 as u8))),
+        "the last write is visible to another connection"
+    );
+    assert_eq!(
+        other
+            .packets(PacketState::Observed, None, 10_000)
+            .await
+            .unwrap()
+            .len(),
+        written,
+        "another connection sees every packet the writer sees"
+    );
+    drop(store);
+    let reopened = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        reopened
+            .packets(PacketState::Observed, None, 10_000)
+            .await
+            .unwrap()
+            .len(),
+        written,
+        "every packet is still there after a reopen"
+    );
+}
+
 #[test]
 fn unsupported_urls_are_refused() {
     let rt = tokio::runtime::Builder::new_current_thread()
