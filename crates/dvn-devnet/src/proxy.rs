@@ -68,8 +68,10 @@ fn conflux_refusal(request: &[u8]) -> Option<Bytes> {
 /// Transactions the proxy holds back instead of forwarding.
 #[derive(Debug, Default)]
 struct TxHold {
-    /// Hold every transaction to this address (`None`: forward all).
+    /// Hold every transaction to this address (`None`: forward all)...
     to: Option<alloy::primitives::Address>,
+    /// ...or every transaction whatever its recipient.
+    all: bool,
     /// What was held, in the order it came (raw transaction hex).
     held: Vec<String>,
 }
@@ -127,7 +129,14 @@ impl RpcProxy {
     /// its hash, as a node accepting it would, and kept here instead of reaching the chain;
     /// `None` stops holding (what is held stays held until [`RpcProxy::release_held`]).
     pub fn hold_transactions_to(&self, to: Option<alloy::primitives::Address>) {
-        self.hold.lock().unwrap_or_else(|e| e.into_inner()).to = to;
+        let mut hold = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        hold.to = to;
+        hold.all = false;
+    }
+
+    /// From now on, every transaction is held (a cancel too), whatever its recipient.
+    pub fn hold_all_transactions(&self) {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner()).all = true;
     }
 
     /// How many transactions are held.
@@ -248,7 +257,9 @@ fn hold_transaction(hold: &Mutex<TxHold>, request: &[u8]) -> Option<Bytes> {
     use alloy::consensus::{Transaction, TxEnvelope};
     use alloy::eips::eip2718::Decodable2718;
     let mut hold = hold.lock().unwrap_or_else(|e| e.into_inner());
-    let to = hold.to?;
+    if hold.to.is_none() && !hold.all {
+        return None;
+    }
     let request: serde_json::Value = serde_json::from_slice(request).ok()?;
     if request["method"] != "eth_sendRawTransaction" {
         return None;
@@ -256,7 +267,7 @@ fn hold_transaction(hold: &Mutex<TxHold>, request: &[u8]) -> Option<Bytes> {
     let raw_hex = request["params"][0].as_str()?.to_string();
     let raw = alloy::primitives::hex::decode(&raw_hex).ok()?;
     let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).ok()?;
-    if tx.to() != Some(to) {
+    if !hold.all && tx.to() != hold.to {
         return None;
     }
     let hash = alloy::primitives::keccak256(&raw);

@@ -319,3 +319,14 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// Moves chain A's clock to the start of the next 60 s rotation slot designated to `region`
+/// (index in the sorted region list aliyun, aws, gcp).
+pub async fn warp_to_slot(stand: &Stand, region: u64) {
+    let now = stand.devnet.a.chain.timestamp().await.unwrap();
+    let mut slot = now / 60 + 1;
+    while slot % 3 != region {
+        slot += 1;
+    }
+    stand.devnet.a.chain.set_time(slot * 60 + 1).await.unwrap();
+}

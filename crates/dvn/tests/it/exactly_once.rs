@@ -179,3 +179,83 @@ async fn an_owner_killed_with_its_execute_pending_holds_the_others_until_it_land
     assert_eq!(report.duplicates, vec![]);
     assert_eq!(report.execute_transactions, 1);
 }
+
+/// Deletes every stored peer claim from a node's SQLite store (with the node running): as if
+/// the announcement had never arrived.
+fn forget_claims(node: &dvn_devnet::nodes::DvnNode) {
+    let config: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&node.config_path).unwrap()).unwrap();
+    let url = config["store"]["url"].as_str().unwrap().to_string();
+    let file = dvn::store::sqlite_file(&url).unwrap();
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=10); c.execute('delete from peer_claims'); c.commit()")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success(), "could not clear {}'s claims", node.region);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_announcement_is_found_by_asking_the_owner_before_a_takeover() {
+    // Everything the owner sends to chain B is held, its cancel too, so its claim stands all
+    // along. The others' record of its announcement is then erased.
+    let (mut stand, proxies) = stand_with_held_executes(NodeOptions::default()).await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let packets = stand
+        .devnet
+        .send_messages(Direction::AToB, 3)
+        .await
+        .unwrap();
+    let owner = owner_of_the_held_execute(&stand, &proxies).await;
+    proxies[owner].hold_all_transactions();
+    let others: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
+    for &i in &others {
+        let node = &stand.nodes.nodes[i];
+        let got = crate::common::metric_reaches(node, "dvn_peer_claims_received_total", 1.0).await;
+        assert!(got, "{} never received the owner's claim", node.region);
+        forget_claims(node);
+    }
+
+    // The next region's turn: it asks aws before taking over, finds the claim, and waits.
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    let deferred = eventually(TIMEOUT, Duration::from_millis(100), || async {
+        let _ = dst.chain.keep_up_with_wall_clock().await;
+        let mut sum = 0.0;
+        for &i in &others {
+            sum += stand.nodes.nodes[i]
+                .metric_sum("dvn_claim_deferrals_total")
+                .await
+                .unwrap_or(0.0);
+        }
+        (sum >= 1.0).then_some(())
+    })
+    .await;
+    if deferred.is_none() {
+        stand.dump_logs();
+        panic!("no region found the owner's claim by asking");
+    }
+    for &i in &others {
+        let node = &stand.nodes.nodes[i];
+        let sent = node
+            .metric_sum("dvn_submissions_total")
+            .await
+            .unwrap_or(0.0);
+        assert_eq!(
+            sent, 0.0,
+            "{} submitted packets the owner's claim covers",
+            node.region
+        );
+    }
+
+    // The owner's execute (held before its cancel) reaches the chain and verifies them, once.
+    let landed = proxies[owner].release_held().await.unwrap();
+    assert_eq!(
+        landed, 1,
+        "the execute lands; the cancel of its nonce cannot"
+    );
+    stand.deliver(Direction::AToB, &packets, TIMEOUT).await;
+    let report = stand.assert_invariants(Direction::AToB, &packets).await;
+    assert_eq!(report.duplicates, vec![]);
+    assert_eq!(report.execute_transactions, 1);
+}

@@ -14,7 +14,7 @@ use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::json;
 
 use crate::common::metric_until;
-use crate::common::Stand;
+use crate::common::{warp_to_slot, Stand};
 use crate::e2e::TIMEOUT;
 
 /// A private redis-server on 127.0.0.1 for this test only (never the machine's shared one).
@@ -87,17 +87,6 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Moves chain A's clock to the start of the next 60 s rotation slot designated to `region`
-/// (index in the sorted region list aliyun, aws, gcp).
-async fn warp_to_slot(stand: &Stand, region: u64) {
-    let now = stand.devnet.a.chain.timestamp().await.unwrap();
-    let mut slot = now / 60 + 1;
-    while slot % 3 != region {
-        slot += 1;
-    }
-    stand.devnet.a.chain.set_time(slot * 60 + 1).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
