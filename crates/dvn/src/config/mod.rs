@@ -668,4 +668,12 @@ impl Config {
         names.sort();
         names
     }
+
+    /// This node's index in [`Config::regions`] (its place in the submitter rotation).
+    pub fn region_index(&self) -> usize {
+        self.regions()
+            .iter()
+            .position(|r| *r == self.node.name)
+            .unwrap_or(0)
+    }
 }

@@ -138,30 +138,40 @@ impl PeerClient {
             signer,
             signature: Bytes::copy_from_slice(&signature.as_bytes()),
         };
-        let sends = self.peers.iter().enumerate().map(|(i, peer)| {
-            let body = body.clone();
-            async move {
-                if self.resting(&peer.name) {
-                    metrics::counter!("dvn_peer_push_total", "peer" => peer.name.clone(), "outcome" => "skipped_down").increment(1);
-                    return;
-                }
-                let url = format!("{}/v1/signatures", peer.url.trim_end_matches('/'));
-                let result = self.client(i).post(url).json(&body).send().await;
-                self.answered(&peer.name, result.is_ok());
-                let outcome = match result {
-                    Ok(r) if r.status().is_success() => match read_json::<PushReply>(r).await {
-                        Ok(reply) if reply.accepted => "accepted",
-                        Ok(_) => "declined",
-                        Err(_) => "bad_reply",
-                    },
-                    Ok(_) => "http_error",
-                    Err(_) => "unreachable",
-                };
-                metrics::counter!("dvn_peer_push_total", "peer" => peer.name.clone(), "outcome" => outcome).increment(1);
-                tracing::debug!(peer = %peer.name, %call_hash, outcome, "pushed signature");
+        for (peer, outcome) in self.post_to_every_peer("/v1/signatures", &body).await {
+            metrics::counter!("dvn_peer_push_total", "peer" => peer.clone(), "outcome" => outcome)
+                .increment(1);
+            tracing::debug!(peer = %peer, %call_hash, outcome, "pushed signature");
+        }
+    }
+
+    /// POSTs `body` to `path` on every peer concurrently and returns each peer's outcome
+    /// (`accepted`, `declined`, `bad_reply`, `http_error`, `unreachable`, or `skipped_down` for
+    /// a peer resting after it failed to answer).
+    async fn post_to_every_peer<B: serde::Serialize + Sync>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Vec<(String, &'static str)> {
+        let sends = self.peers.iter().enumerate().map(|(i, peer)| async move {
+            if self.resting(&peer.name) {
+                return (peer.name.clone(), "skipped_down");
             }
+            let url = format!("{}{path}", peer.url.trim_end_matches('/'));
+            let result = self.client(i).post(url).json(body).send().await;
+            self.answered(&peer.name, result.is_ok());
+            let outcome = match result {
+                Ok(r) if r.status().is_success() => match read_json::<PushReply>(r).await {
+                    Ok(reply) if reply.accepted => "accepted",
+                    Ok(_) => "declined",
+                    Err(_) => "bad_reply",
+                },
+                Ok(_) => "http_error",
+                Err(_) => "unreachable",
+            };
+            (peer.name.clone(), outcome)
         });
-        futures::future::join_all(sends).await;
+        futures::future::join_all(sends).await
     }
 
     /// Tells every peer, in the background, that one of our transactions is pending on
@@ -189,27 +199,10 @@ impl PeerClient {
     }
 
     async fn announce(&self, body: &ClaimPush) {
-        let sends = self.peers.iter().enumerate().map(|(i, peer)| async move {
-            if self.resting(&peer.name) {
-                metrics::counter!("dvn_peer_claims_sent_total", "peer" => peer.name.clone(), "outcome" => "skipped_down").increment(1);
-                return;
-            }
-            let url = format!("{}/v1/claims", peer.url.trim_end_matches('/'));
-            let result = self.client(i).post(url).json(body).send().await;
-            self.answered(&peer.name, result.is_ok());
-            let outcome = match result {
-                Ok(r) if r.status().is_success() => match read_json::<PushReply>(r).await {
-                    Ok(reply) if reply.accepted => "accepted",
-                    Ok(_) => "declined",
-                    Err(_) => "bad_reply",
-                },
-                Ok(_) => "http_error",
-                Err(_) => "unreachable",
-            };
-            metrics::counter!("dvn_peer_claims_sent_total", "peer" => peer.name.clone(), "outcome" => outcome).increment(1);
-            tracing::debug!(peer = %peer.name, tx = %body.claim.tx_hash, outcome, "announced pending transaction");
-        });
-        futures::future::join_all(sends).await;
+        for (peer, outcome) in self.post_to_every_peer("/v1/claims", body).await {
+            metrics::counter!("dvn_peer_claims_sent_total", "peer" => peer.clone(), "outcome" => outcome).increment(1);
+            tracing::debug!(peer = %peer, tx = %body.claim.tx_hash, outcome, "announced pending transaction");
+        }
     }
 
     /// Asks every reachable peer which of `guids` a pending transaction of its own carries

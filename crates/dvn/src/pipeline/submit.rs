@@ -131,10 +131,7 @@ impl SubmitStage {
         self.note_clock_offset(chain.name(), now);
         let head = chain.head().await?;
         let regions = self.ctx.config.regions();
-        let me = regions
-            .iter()
-            .position(|r| *r == self.ctx.config.node.name)
-            .unwrap_or(0);
+        let me = self.ctx.config.region_index();
         let takeover = self.ctx.config.submitter.takeover_after_secs;
         let signed = self
             .ctx
@@ -448,10 +445,7 @@ impl SubmitStage {
         if regions.len() < 2 || ready.is_empty() {
             return Ok(());
         }
-        let me = regions
-            .iter()
-            .position(|r| *r == self.ctx.config.node.name)
-            .unwrap_or(0);
+        let me = self.ctx.config.region_index();
         let taking_over = ready
             .iter()
             .any(|r| designated(r.row.packet.block_timestamp, regions.len()) != me);

@@ -327,10 +327,7 @@ impl TxManager {
         let chain = self.ctx.chain(self.eid)?;
         let now = chain.latest_timestamp().await?;
         let regions = self.ctx.config.regions();
-        let me = regions
-            .iter()
-            .position(|r| *r == self.ctx.config.node.name)
-            .unwrap_or(0);
+        let me = self.ctx.config.region_index();
         let takeover = self.ctx.config.submitter.takeover_after_secs;
         if let Some(row) = open
             .iter()

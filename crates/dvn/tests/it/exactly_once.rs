@@ -60,6 +60,28 @@ async fn owner_of_the_held_execute(stand: &Stand, proxies: &[RpcProxy]) -> usize
     owner
 }
 
+/// Waits, keeping the destination's clock going, until one of `regions` has held packets
+/// back on a claim; fails with the logs, saying `what`, otherwise.
+async fn some_region_waits_on_a_claim(stand: &Stand, regions: &[usize], what: &str) {
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    let deferred = eventually(TIMEOUT, Duration::from_millis(100), || async {
+        let _ = dst.chain.keep_up_with_wall_clock().await;
+        let mut sum = 0.0;
+        for &i in regions {
+            sum += stand.nodes.nodes[i]
+                .metric_sum("dvn_claim_deferrals_total")
+                .await
+                .unwrap_or(0.0);
+        }
+        (sum >= 1.0).then_some(())
+    })
+    .await;
+    if deferred.is_none() {
+        stand.dump_logs();
+        panic!("{what}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_that_passed_cancels_the_stuck_execute_and_the_next_region_submits_once() {
     let (mut stand, proxies) = stand_with_held_executes(NodeOptions::default()).await;
@@ -134,23 +156,13 @@ async fn an_owner_killed_with_its_execute_pending_holds_the_others_until_it_land
 
     // The next region's turn comes (the destination keeps producing blocks) and it waits on
     // the claim instead of sending the packets again.
-    let (_, dst) = stand.devnet.sides(Direction::AToB);
-    let deferred = eventually(TIMEOUT, Duration::from_millis(100), || async {
-        let _ = dst.chain.keep_up_with_wall_clock().await;
-        let mut sum = 0.0;
-        for &i in &others {
-            sum += stand.nodes.nodes[i]
-                .metric_sum("dvn_claim_deferrals_total")
-                .await
-                .unwrap_or(0.0);
-        }
-        (sum >= 1.0).then_some(())
-    })
+    some_region_waits_on_a_claim(
+        &stand,
+        &others,
+        "no region waited on the dead owner's claim",
+    )
     .await;
-    if deferred.is_none() {
-        stand.dump_logs();
-        panic!("no region waited on the dead owner's claim");
-    }
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
     // A few more blocks into the takeover: still nobody sends the claimed packets.
     let head = dst.chain.head().await.unwrap();
     let moved = eventually(TIMEOUT, Duration::from_millis(100), || async {
@@ -218,23 +230,12 @@ async fn a_lost_announcement_is_found_by_asking_the_owner_before_a_takeover() {
     }
 
     // The next region's turn: it asks aws before taking over, finds the claim, and waits.
-    let (_, dst) = stand.devnet.sides(Direction::AToB);
-    let deferred = eventually(TIMEOUT, Duration::from_millis(100), || async {
-        let _ = dst.chain.keep_up_with_wall_clock().await;
-        let mut sum = 0.0;
-        for &i in &others {
-            sum += stand.nodes.nodes[i]
-                .metric_sum("dvn_claim_deferrals_total")
-                .await
-                .unwrap_or(0.0);
-        }
-        (sum >= 1.0).then_some(())
-    })
+    some_region_waits_on_a_claim(
+        &stand,
+        &others,
+        "no region found the owner's claim by asking",
+    )
     .await;
-    if deferred.is_none() {
-        stand.dump_logs();
-        panic!("no region found the owner's claim by asking");
-    }
     for &i in &others {
         let node = &stand.nodes.nodes[i];
         let sent = node
