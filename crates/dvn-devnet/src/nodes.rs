@@ -410,6 +410,8 @@ impl NodeSet {
                         "name": name,
                         "url": format!("https://127.0.0.1:{}", peer_ports[j]),
                         "signer": devnet.signers[j].address().to_string(),
+                        // Its claims count only for its own submitter account.
+                        "submitter": devnet.a.roles.dvn_admins[j].to_string(),
                     })
                 })
                 .collect();

@@ -398,6 +398,18 @@ pub struct PeerConfig {
     pub url: String,
     /// Its DVN signer address (must be in the on-chain signer set).
     pub signer: Address,
+    /// The account its submitter sends `DVN.execute` from. When set, its claims on pending
+    /// transactions count only for that account: a region can then hold packets back only
+    /// with its own nonce, not with an account whose nonce never moves.
+    #[serde(default)]
+    pub submitter: Option<Address>,
+}
+
+impl PeerConfig {
+    /// Whether a claim this peer made for `sender`'s transaction may count.
+    pub fn may_claim_for(&self, sender: Address) -> bool {
+        self.submitter.is_none_or(|own| own == sender)
+    }
 }
 
 /// Where a secp256k1 key lives.
@@ -667,6 +679,16 @@ impl Config {
         names.push(self.node.name.clone());
         names.sort();
         names
+    }
+
+    /// Whether a claim made by the region `peer` for `sender`'s transaction may count (see
+    /// [`PeerConfig::submitter`]); a name that is no configured peer may claim nothing.
+    pub fn peer_may_claim(&self, peer: &str, sender: Address) -> bool {
+        match self.peers.iter().find(|p| p.name == peer) {
+            Some(config) => config.may_claim_for(sender),
+            // Plain-HTTP devnets carry no certificate name.
+            None => peer == "peer" && self.tls.is_none(),
+        }
     }
 
     /// This node's index in [`Config::regions`] (its place in the submitter rotation).

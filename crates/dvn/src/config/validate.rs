@@ -183,6 +183,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 "must be a distinct non-zero address".into(),
             );
         }
+        if peer.submitter == Some(Address::ZERO) {
+            problem(
+                format!("peers[{i}].submitter"),
+                "must be a non-zero address (or left out)".into(),
+            );
+        }
     }
 
     match (&config.tls, config.unsafe_plaintext_peers) {
@@ -540,6 +546,31 @@ submitter:
         assert_eq!(config.chains[1].quorum(), 3, "all endpoints by default");
         assert_eq!(config.submitter.max_batch, 50);
         assert_eq!(config.regions(), vec!["aliyun", "aws", "gcp"]);
+    }
+
+    #[test]
+    fn a_peer_with_a_configured_submitter_claims_only_for_that_account() {
+        let mut config = sample_config();
+        let own = Address::repeat_byte(0x22);
+        config.peers[0].submitter = Some(own);
+        assert!(config.peer_may_claim("aliyun", own));
+        assert!(!config.peer_may_claim("aliyun", Address::repeat_byte(0x99)));
+        assert!(
+            config.peer_may_claim("gcp", Address::repeat_byte(0x99)),
+            "no submitter configured: any account"
+        );
+        assert!(
+            !config.peer_may_claim("azure", own),
+            "a name that is no peer claims nothing"
+        );
+        assert!(
+            !config.peer_may_claim("peer", own),
+            "the plain-HTTP placeholder only without TLS"
+        );
+        assert_eq!(config.region_index(), 1, "aws in aliyun, aws, gcp");
+        config.peers[1].submitter = Some(Address::ZERO);
+        let paths: Vec<String> = validate(&config).into_iter().map(|p| p.path).collect();
+        assert_eq!(paths, vec!["peers[1].submitter"]);
     }
 
     #[test]

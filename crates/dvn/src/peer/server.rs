@@ -175,6 +175,18 @@ pub async fn claim(
     }
     let region = peer.map_or_else(|| "peer".to_string(), |Extension(PeerName(name))| name);
     let claim = &push.claim;
+    if !ctx.config.peer_may_claim(&region, claim.sender) {
+        tracing::warn!(peer = %region, sender = %claim.sender, "peer claim for an account that is not its configured submitter: refused");
+        metrics::counter!("dvn_peer_claims_rejected_total", "reason" => "wrong_sender")
+            .increment(1);
+        return (
+            StatusCode::FORBIDDEN,
+            Json(PushReply {
+                accepted: false,
+                reason: Some("sender is not this region's submitter".into()),
+            }),
+        );
+    }
     match ctx
         .store
         .record_peer_claim(

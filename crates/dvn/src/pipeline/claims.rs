@@ -30,6 +30,10 @@ pub async fn standing(
 ) -> anyhow::Result<HashMap<B256, PeerClaim>> {
     if ask_peers {
         for (region, claim) in ctx.peers.query_claims(eid, guids).await {
+            if !ctx.config.peer_may_claim(&region, claim.sender) {
+                tracing::warn!(peer = %region, sender = %claim.sender, "peer answered with a claim for an account that is not its configured submitter: ignored");
+                continue;
+            }
             ctx.store
                 .record_peer_claim(
                     &region,

@@ -1,5 +1,5 @@
 //! Scenario 6: a peer sending signatures from a non-signer key, garbage, or signatures over
-//! other data is refused, counted and logged; verification goes on with the honest peers, and
+//! other data is refused, counted and logged (claims too: another account's, none, too many); verification goes on with the honest peers, and
 //! the chain never sees a bad signature.
 
 use alloy::primitives::{Bytes, B256};
@@ -87,6 +87,34 @@ async fn bad_peer_signatures_are_refused_and_counted() {
         .await
         .unwrap();
     assert!(rejected >= 6.0, "rejections counted: {rejected}");
+
+    // Claims on pending transactions: only for the region's own submitter account, with
+    // some packets and not too many. One that counts lapses by itself (its nonce is used).
+    let claims = format!("{}/v1/claims", stand.nodes.nodes[0].peer_url());
+    let aliyun_submitter = dst.roles.dvn_admins[1];
+    let claim = |sender: alloy::primitives::Address, guids: usize| {
+        json!({"version": 1, "dst_eid": dst.eid, "claim": {
+            "sender": sender, "nonce": 0, "tx_hash": B256::repeat_byte(7),
+            "guids": vec![B256::repeat_byte(8); guids],
+        }})
+    };
+    let claim_cases = [
+        ("another account", claim(outsider.address(), 1), 403),
+        ("no packets", claim(aliyun_submitter, 0), 400),
+        ("too many packets", claim(aliyun_submitter, 151), 400),
+        ("its own account", claim(aliyun_submitter, 1), 200),
+    ];
+    for (what, body, status) in claim_cases {
+        let response = http.post(&claims).json(&body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "claim: {what}");
+    }
+    let refused = crate::common::labelled_metric(
+        &stand.nodes.nodes[0],
+        "dvn_peer_claims_rejected_total",
+        &["reason=\"wrong_sender\""],
+    )
+    .await;
+    assert_eq!(refused, 1.0, "the claim for another account counted");
 
     // Verification goes on, and no bad signature ever reached the chain.
     let more = stand
