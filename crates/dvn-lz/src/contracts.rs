@@ -88,6 +88,8 @@ sol! {
         function quorum() external view returns (uint64);
         function vid() external view returns (uint32);
         function hasRole(bytes32 role, address account) external view returns (bool);
+        function grantRole(bytes32 role, address account) external;
+        function revokeRole(bytes32 role, address account) external;
     }
 }
 

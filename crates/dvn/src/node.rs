@@ -244,6 +244,7 @@ pub async fn self_check(
                 signers,
                 quorum: usize::try_from(quorum)?,
                 vid,
+                submitter_is_admin: true,
             },
         );
     }
@@ -316,8 +317,8 @@ async fn audit_outvoted_endpoints(ctx: &Context) {
     }
 }
 
-/// How often the DVNs' signer sets and quorums are re-read (and at once after an `execute`
-/// failed its signature check).
+/// How often the DVNs' signer sets, quorums and our submitter's `ADMIN_ROLE` are re-read
+/// (and at once after an `execute` failed its signature check or reverted).
 const SIGNER_SET_REFRESH: Duration = Duration::from_secs(30);
 
 /// Follows each destination DVN's on-chain signer set and quorum: they change by the DVN's own
@@ -356,9 +357,29 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
         "the DVN reports quorum {quorum} with {} signers: keeping the previous set",
         signers.len()
     );
+    let submitter_is_admin = chain
+        .call(
+            known.address,
+            &IDVN::hasRoleCall {
+                role: ADMIN_ROLE,
+                account: ctx.submitter.address(),
+            },
+            None,
+        )
+        .await?;
+    metrics::gauge!("dvn_submitter_is_admin", "chain" => chain.name().to_string())
+        .set(if submitter_is_admin { 1.0 } else { 0.0 });
+    if submitter_is_admin != known.submitter_is_admin {
+        if submitter_is_admin {
+            tracing::warn!(chain = chain.name(), submitter = %ctx.submitter.address(), "our submitter holds ADMIN_ROLE on the DVN again: submitting there again");
+        } else {
+            tracing::error!(chain = chain.name(), submitter = %ctx.submitter.address(), "our submitter lost ADMIN_ROLE on the DVN (revoked by another admin?): not submitting there, the other regions take our turns; nothing is retried away");
+        }
+    }
     let fresh = DvnInfo {
         signers,
         quorum,
+        submitter_is_admin,
         ..known.clone()
     };
     let ours = fresh.signers.contains(&ctx.signer.address());
@@ -367,7 +388,8 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
     } else {
         0.0
     });
-    if fresh == known {
+    if (&fresh.signers, fresh.quorum) == (&known.signers, known.quorum) {
+        ctx.set_dvn(chain.eid(), fresh);
         return Ok(());
     }
     tracing::warn!(

@@ -51,6 +51,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_clock_offset_seconds", "gauge", "This machine's clock minus the destination chain's latest block time (submitter turns follow block time; a large offset means broken NTP)"),
     ("dvn_sole_verifier_packets_total", "counter", "Packets signed for an OApp whose receive config requires only our DVN (1-of-1, the KelpDAO configuration)"),
     ("dvn_signer_in_set", "gauge", "1 while our signer is in the DVN's on-chain signer set on a chain (re-read every 30 s)"),
+    ("dvn_submitter_is_admin", "gauge", "1 while our submitter holds ADMIN_ROLE on the DVN of a chain (re-read every 30 s and after a reverted execute); 0: this region submits nothing there"),
     ("dvn_held_packets", "gauge", "Observed packets the sign stage holds back because their node, chain or path is paused or halted (kept, signed once lifted)"),
     ("dvn_rate_limited_packets", "gauge", "Observed packets waiting because their path reached governor.max_packets_per_minute (signed as the window moves on)"),
     ("dvn_pauses", "gauge", "Operator pauses in force (node, chain or path; `dvn admin status` lists them)"),
@@ -100,6 +101,7 @@ pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
         metrics::gauge!("dvn_reorg_too_deep", "chain" => chain.to_string()).set(0.0);
         metrics::gauge!("dvn_nonce_gap_seconds", "chain" => chain.to_string()).set(0.0);
         metrics::gauge!("dvn_signer_in_set", "chain" => chain.to_string()).set(1.0);
+        metrics::gauge!("dvn_submitter_is_admin", "chain" => chain.to_string()).set(1.0);
         for reason in crate::pipeline::transactions::CancelReason::ALL {
             metrics::counter!("dvn_submission_cancels_total", "chain" => chain.to_string(), "reason" => reason.label())
                 .increment(0);

@@ -46,6 +46,9 @@ pub struct DvnInfo {
     pub signers: Vec<Address>,
     pub quorum: usize,
     pub vid: u32,
+    /// Our submitter holds `ADMIN_ROLE` on it (`execute` reverts otherwise). Checked at start,
+    /// then followed: another admin may revoke it.
+    pub submitter_is_admin: bool,
 }
 
 /// Wake-ups between stages (hints only: every stage also runs on a timer).

@@ -98,6 +98,11 @@ impl SubmitStage {
         if self.txs.settle_in_flight().await? {
             return Ok(Progress::Idle);
         }
+        // Without ADMIN_ROLE every execute reverts: send nothing (the other regions take our
+        // turns) until the role is back.
+        if !self.ctx.dvn(self.eid)?.submitter_is_admin {
+            return Ok(Progress::Idle);
+        }
         let ready = self.aggregate().await?;
         if ready.is_empty() {
             return Ok(Progress::Idle);
@@ -427,7 +432,15 @@ impl SubmitStage {
                 .with_from(from)
                 .with_to(dvn.address)
                 .with_input(input.clone());
-            let gas = chain.estimate_gas(&request).await?;
+            let gas = match chain.estimate_gas(&request).await {
+                Ok(gas) => gas,
+                Err(e) => {
+                    // An execute that would revert: most likely our submitter lost ADMIN_ROLE.
+                    // Re-read it now rather than at the next periodic refresh.
+                    self.ctx.wake.signers.notify_one();
+                    return Err(e.into());
+                }
+            };
             if gas <= self.ctx.config.submitter.max_batch_gas || batch.len() == 1 {
                 break (input, gas);
             }

@@ -485,6 +485,23 @@ impl TxManager {
                 }
             }
         }
+        // A reverted execute: the usual cause is a submitter that lost ADMIN_ROLE. Then the
+        // packets were never tried, so no attempt is used up; the role is re-read at once.
+        let lost_admin = !receipt.status()
+            && !chain
+                .call(
+                    dvn.address,
+                    &IDVN::hasRoleCall {
+                        role: dvn_lz::contracts::ADMIN_ROLE,
+                        account: ctx.submitter.address(),
+                    },
+                    // Today's state: no decision reads historical state.
+                    None,
+                )
+                .await?;
+        if !receipt.status() {
+            ctx.wake.signers.notify_one();
+        }
         let (_, block_time) = chain
             .block(receipt.block_number.unwrap_or_default())
             .await?;
@@ -514,14 +531,16 @@ impl TxManager {
                         .await?;
                     continue;
                 }
-                if cancelled {
-                    // Withdrawn by us, not failed: no attempt is used up.
+                if cancelled || lost_admin {
+                    // Withdrawn by us, or refused before any param was tried: no attempt is
+                    // used up.
+                    let why = if cancelled {
+                        "pending transaction cancelled: re-batching"
+                    } else {
+                        "execute reverted: the submitter lacks ADMIN_ROLE on the DVN"
+                    };
                     ctx.store
-                        .retry(
-                            row.expect(),
-                            PacketState::Signed,
-                            "pending transaction cancelled: re-batching",
-                        )
+                        .retry(row.expect(), PacketState::Signed, why)
                         .await?;
                     continue;
                 }

@@ -1,16 +1,22 @@
 //! Issue 10 §6: the destination DVN's quorum changes on chain (by its own multisig) while
 //! the nodes run. They follow it — a param packed for the old quorum would be skipped by
-//! `execute` without a trace — and keep verifying, each packet once.
+//! `execute` without a trace — and keep verifying, each packet once. Another admin revokes a
+//! region's `ADMIN_ROLE`: that region stops submitting there (no packet retried away), the
+//! others take its turns; granted again, it is followed back.
+
+use std::time::Duration;
 
 use alloy::primitives::U256;
 use alloy::sol;
 use alloy::sol_types::SolCall;
-use dvn_devnet::nodes::NodeOptions;
+use dvn_devnet::nodes::{NodeOptions, REGIONS};
+use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use dvn_lz::{SignatureSet, UnsignedParam};
 
-use crate::common::Stand;
+use crate::common::{metric_until, Stand};
 use crate::e2e::TIMEOUT;
+use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
 
 sol! {
     interface IDvnSelf {
@@ -73,4 +79,91 @@ async fn a_quorum_raised_on_chain_is_followed_without_losing_a_packet() {
             .contains("signer set or quorum changed on chain")
     });
     assert!(logged, "the change is logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_admin_role_is_followed_and_costs_no_packet() {
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (src, dst) = stand.devnet.sides(Direction::AToB);
+
+    // The region the current rotation slot designates loses ADMIN_ROLE on B (revoked by
+    // another admin), then a burst is sent in that slot: its execute would revert, so it finds
+    // the role gone and leaves its turn to the others. No clock is moved: a slot with at
+    // least 15 s left is waited for, so the burst lands in it.
+    let slot_left = || async {
+        let now = src.chain.timestamp().await.ok()?;
+        (60 - now % 60 >= 15).then_some(now)
+    };
+    let now = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let _ = src.chain.keep_up_with_wall_clock().await;
+            slot_left().await
+        },
+    )
+    .await
+    .expect("a slot with time left");
+    let regions = ["aliyun", "aws", "gcp"];
+    let victim_name = regions[dvn::pipeline::turns::designated(now + 1, 3)];
+    let victim = REGIONS.iter().position(|r| *r == victim_name).unwrap();
+    let admin = (victim + 1) % 3;
+    let (victim_submitter, other_admin) =
+        (dst.roles.dvn_admins[victim], dst.roles.dvn_admins[admin]);
+    dst.chain
+        .send(
+            other_admin,
+            dst.contracts.dvn,
+            &IDVN::revokeRoleCall {
+                role: ADMIN_ROLE,
+                account: victim_submitter,
+            },
+            U256::ZERO,
+        )
+        .await
+        .unwrap();
+    let packets = stand
+        .devnet
+        .send_messages(Direction::AToB, 3)
+        .await
+        .unwrap();
+    let node = &stand.nodes.nodes[victim];
+    let followed = metric_until(
+        node,
+        "dvn_submitter_is_admin",
+        &["chain=\"conflux-espace\""],
+        |v| v == 0.0,
+    )
+    .await;
+    assert!(followed, "{victim_name} noticed it lost ADMIN_ROLE");
+    stand.deliver(Direction::AToB, &packets, TIMEOUT).await;
+    let report = stand.assert_invariants(Direction::AToB, &packets).await;
+    assert_eq!(report.duplicates, vec![]);
+    let invalid = crate::common::labelled_metric(node, "dvn_packets", &["state=\"invalid\""]).await;
+    assert_eq!(invalid, 0.0, "no packet retried away on {victim_name}");
+    let sent = node.metric_sum("dvn_submissions_total").await.unwrap();
+    assert_eq!(sent, 0.0, "{victim_name} sent nothing without the role");
+
+    // The role granted back: followed by the periodic re-read.
+    dst.chain
+        .send(
+            other_admin,
+            dst.contracts.dvn,
+            &IDVN::grantRoleCall {
+                role: ADMIN_ROLE,
+                account: victim_submitter,
+            },
+            U256::ZERO,
+        )
+        .await
+        .unwrap();
+    let back = metric_until(
+        node,
+        "dvn_submitter_is_admin",
+        &["chain=\"conflux-espace\""],
+        |v| v == 1.0,
+    )
+    .await;
+    assert!(back, "{victim_name} noticed ADMIN_ROLE back");
 }
