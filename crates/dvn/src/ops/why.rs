@@ -35,11 +35,33 @@ pub async fn explain(config: &Config, store: &Store, guid: B256) -> anyhow::Resu
         Some(hash) => store.signatures(hash).await?.len(),
         None => 0,
     };
+    // Other regions' pending transactions recorded as carrying it: it waits for each until
+    // the chain shows that transaction's nonce used (this view reads the store only).
+    let claims: Vec<Value> = if row.state == PacketState::Signed {
+        store
+            .peer_claims(p.dst_eid, &[guid])
+            .await?
+            .into_iter()
+            .map(|c| {
+                json!({
+                    "region": c.region,
+                    "tx": c.tx_hash.to_string(),
+                    "sender": c.sender.to_string(),
+                    "nonce": c.nonce,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let waiting_for = match row.state {
         PacketState::Observed => format!(
             "source confirmations and checks before signing (confirmations counted: {}); attempts {}",
             row.confirmations.map_or("not yet".into(), |c| c.to_string()),
             row.attempts
+        ),
+        PacketState::Signed if !claims.is_empty() => format!(
+            "another region's pending transaction carrying it (see peer_claims): no region submits it again until the chain shows that transaction's nonce used; {signatures} signatures collected"
         ),
         PacketState::Signed => format!(
             "the DVN quorum and its submission: {signatures} signatures collected (ours included); once the quorum is in, the designated region submits (others take over after their turn) and this node confirms PayloadVerified on the destination — if peers are down, it waits for them"
@@ -68,6 +90,7 @@ pub async fn explain(config: &Config, store: &Store, guid: B256) -> anyhow::Resu
         "submission": row.submission.map(|h| h.to_string()),
         "attempts": row.attempts,
         "last_error": row.last_error,
+        "peer_claims": (!claims.is_empty()).then_some(claims),
     }))
 }
 

@@ -183,6 +183,20 @@ async fn an_owner_killed_with_its_execute_pending_holds_the_others_until_it_land
         );
     }
 
+    // `dvn why` on a survivor names the claim a packet waits on.
+    let survivor = &stand.nodes.nodes[others[0]];
+    let guid = packets[0].packet.guid.to_string();
+    let config = survivor.config_path.to_str().unwrap();
+    let why: serde_json::Value = serde_json::from_str(&crate::common::dvn_cli(&[
+        "why", &guid, "-c", config, "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        why["peer_claims"][0]["region"],
+        json!(stand.nodes.nodes[owner].region),
+        "dvn why names the owner's claim: {why}"
+    );
+
     // The dead owner's execute reaches the chain at last and verifies the packets, once.
     let landed = proxies[owner].release_held().await.unwrap();
     assert_eq!(landed, 1, "the held execute lands");
