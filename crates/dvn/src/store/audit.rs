@@ -157,6 +157,13 @@ fn record_from_row(r: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// SQLite's "database is locked" family (primary code 5: SQLITE_BUSY, BUSY_SNAPSHOT, …).
+fn is_sqlite_busy(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code()
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|c| c & 0xff == 5)
+}
+
 impl Store {
     /// Appends one record to the chain; its sequence number. Concurrent appenders (the node
     /// and a CLI on the same database) race for the next sequence number; the loser retries.
@@ -206,6 +213,14 @@ impl Store {
                 }
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                     last_error = Some(sqlx::Error::Database(e));
+                }
+                // SQLite: another process (the node, a CLI) wrote since this transaction read
+                // the head, so it cannot become the writer (SQLITE_BUSY / BUSY_SNAPSHOT,
+                // returned at once whatever the busy timeout): read the head again.
+                Err(sqlx::Error::Database(e)) if is_sqlite_busy(e.as_ref()) => {
+                    last_error = Some(sqlx::Error::Database(e));
+                    drop(tx);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e.into()),
             }
