@@ -330,3 +330,10 @@ pub async fn warp_to_slot(stand: &Stand, region: u64) {
     }
     stand.devnet.a.chain.set_time(slot * 60 + 1).await.unwrap();
 }
+
+/// A node's `/ready`: its HTTP status and JSON body (None while it does not answer).
+pub async fn ready_status(node: &dvn_devnet::nodes::DvnNode) -> Option<(u16, serde_json::Value)> {
+    let response = reqwest::get(format!("{}/ready", node.url())).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().await.ok()?))
+}

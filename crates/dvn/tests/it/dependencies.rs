@@ -105,12 +105,6 @@ async fn postgres_killed_mid_burst_and_locked_past_the_timeout_loses_and_doubles
     stand.assert_invariants(Direction::AToB, &all).await;
 }
 
-async fn ready_json(node: &dvn_devnet::nodes::DvnNode) -> Option<(u16, serde_json::Value)> {
-    let response = reqwest::get(format!("{}/ready", node.url())).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.json().await.ok()?))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sqlite_disk_is_shown_loses_nothing_and_heals_by_itself() {
     let disk = SmallDisk::mount(32);
@@ -132,7 +126,7 @@ async fn a_full_sqlite_disk_is_shown_loses_nothing_and_heals_by_itself() {
     let aws = &stand.nodes.nodes[0];
     let shown =
         dvn_devnet::wait::eventually(TIMEOUT, std::time::Duration::from_millis(200), || async {
-            let (status, body) = ready_json(aws).await?;
+            let (status, body) = crate::common::ready_status(aws).await?;
             let disk = &body["components"]["store_disk"];
             (status == 503
                 && body["components"]["store"] == json!(false)
@@ -164,7 +158,7 @@ async fn a_full_sqlite_disk_is_shown_loses_nothing_and_heals_by_itself() {
     std::fs::remove_file(filler).unwrap();
     let ready =
         dvn_devnet::wait::eventually(TIMEOUT, std::time::Duration::from_millis(200), || async {
-            let (status, _) = ready_json(aws).await?;
+            let (status, _) = crate::common::ready_status(aws).await?;
             (status == 200).then_some(())
         })
         .await;

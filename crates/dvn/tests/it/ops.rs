@@ -85,21 +85,18 @@ fn alert_rules_use_only_metrics_the_node_exports_and_every_alert_is_tested() {
     assert!(alerts >= 12, "{alerts} alerts");
 }
 
-async fn ready(node: &DvnNode) -> Option<(u16, serde_json::Value)> {
-    let response = reqwest::get(format!("{}/ready", node.url())).await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.json().await.ok()?))
-}
-
 async fn wait_ready(node: &DvnNode, want: bool) -> serde_json::Value {
     let body = eventually(TIMEOUT, Duration::from_millis(200), || async {
-        let (status, body) = ready(node).await?;
+        let (status, body) = crate::common::ready_status(node).await?;
         ((status == 200) == want && body["ready"] == want).then_some(body)
     })
     .await;
     match body {
         Some(body) => body,
-        None => panic!("/ready never became {want}: {:?}", ready(node).await),
+        None => panic!(
+            "/ready never became {want}: {:?}",
+            crate::common::ready_status(node).await
+        ),
     }
 }
 
