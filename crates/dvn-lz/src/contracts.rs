@@ -79,6 +79,10 @@ sol! {
         event VerifySignaturesFailed(uint256 idx);
         event ExecuteFailed(uint256 idx, bytes data);
         event HashAlreadyUsed(ExecuteParam param, bytes32 hash);
+        event UpdateSigner(address _signer, bool _active);
+        event UpdateQuorum(uint64 _quorum);
+        event RoleGranted(bytes32 indexed role, address indexed account, address indexed sender);
+        event RoleRevoked(bytes32 indexed role, address indexed account, address indexed sender);
 
         function execute(ExecuteParam[] calldata params) external payable;
         function hashCallData(uint32 vid, address target, bytes calldata callData, uint256 expiration) external pure returns (bytes32);
@@ -90,6 +94,9 @@ sol! {
         function hasRole(bytes32 role, address account) external view returns (bool);
         function grantRole(bytes32 role, address account) external;
         function revokeRole(bytes32 role, address account) external;
+        /// `onlySelf`: reached only through `execute` with a quorum of signatures.
+        function setSigner(address signer, bool active) external;
+        function usedHashes(bytes32 executableHash) external view returns (bool);
     }
 }
 

@@ -72,6 +72,25 @@ impl UnsignedParam {
         }
     }
 
+    /// A `DVN.setSigner(signer, active)` param: the DVN calling itself, so only a quorum of
+    /// the current signers can change the signer set (key rotation).
+    pub fn set_signer(
+        vid: u32,
+        dvn: Address,
+        signer: Address,
+        active: bool,
+        expiration: u64,
+    ) -> Self {
+        Self {
+            vid,
+            target: dvn,
+            call_data: crate::contracts::IDVN::setSignerCall { signer, active }
+                .abi_encode()
+                .into(),
+            expiration: U256::from(expiration),
+        }
+    }
+
     /// `hashCallData` of this param.
     pub fn call_hash(&self) -> B256 {
         hash_call_data(self.vid, self.target, self.expiration, &self.call_data)

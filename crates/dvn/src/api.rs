@@ -60,6 +60,7 @@ pub fn peer_router(ctx: Arc<Context>) -> Router {
         .route("/v1/signatures/{call_hash}", get(server::pull))
         .route("/v1/claims", post(server::claim))
         .route("/v1/claims/query", post(server::query_claims))
+        .route("/v1/rotations", post(server::rotation))
         .route(
             "/v1/health",
             get(|| async { Json(json!({ "status": "ok" })) }),

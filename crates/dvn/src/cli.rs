@@ -560,6 +560,49 @@ pub enum KeysCommand {
         #[command(flatten)]
         audit: KeyAuditArgs,
     },
+    /// Replace this region's signer in a DVN's on-chain signer set with `signer_next`, through
+    /// the DVN's own multisig: propose here, approve on the other regions (admin role).
+    Rotate {
+        #[command(subcommand)]
+        command: RotateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotateCommand {
+    /// Propose `setSigner(signer_next, true)` + `setSigner(signer, false)` on one chain's DVN;
+    /// signed here and sent to the peers. Executed by this node once a quorum approved.
+    Propose {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The chain (name or eid).
+        #[arg(long)]
+        chain: String,
+        /// How long the peers have to approve, in seconds of destination time (max 7 days).
+        #[arg(long, default_value_t = 86_400)]
+        expires_in_secs: u64,
+    },
+    /// The rotations this node knows (proposed by it or by a peer) and the key it signs with
+    /// on each chain.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Check a peer's proposal again and sign it.
+    Approve {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The rotation id (from `list`, or the node's log).
+        id: String,
+    },
+    /// Refuse a peer's proposal: this region never signs it.
+    Reject {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Which node's audit log records a key command run on the host (`address` and `test-sign`

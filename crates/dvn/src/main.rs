@@ -652,6 +652,29 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("environment variable {env} (the PIN) is not set"))
     };
     match command {
+        KeysCommand::Rotate { command } => {
+            use dvn::cli::RotateCommand;
+            use dvn::ops::admin::call;
+            let answer = match command {
+                RotateCommand::Propose {
+                    api,
+                    chain,
+                    expires_in_secs,
+                } => {
+                    let body = json!({ "chain": chain, "expires_in_secs": expires_in_secs });
+                    call(&api, "POST", "/rotations", Some(body)).await?
+                }
+                RotateCommand::List { api } => call(&api, "GET", "/rotations", None).await?,
+                RotateCommand::Approve { api, id } => {
+                    call(&api, "POST", &format!("/rotations/{id}/approve"), None).await?
+                }
+                RotateCommand::Reject { api, id, reason } => {
+                    let body = json!({ "reason": reason });
+                    call(&api, "POST", &format!("/rotations/{id}/reject"), Some(body)).await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        }
         KeysCommand::Address { config: path } => {
             let lines =
                 audited_key_use(Some(&path), "keys.address", "signer,submitter", || async {

@@ -3,11 +3,12 @@
 //! submitter per destination. Any task ending early cancels the rest and the node exits
 //! non-zero; Ctrl-C / SIGTERM cancel them all and the node exits cleanly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::Address;
+use alloy::sol_types::SolEvent;
 use anyhow::Context as _;
 use dvn_lz::contracts::{IEndpointV2, ADMIN_ROLE, IDVN};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -171,6 +172,7 @@ pub async fn self_check(
     config: &Config,
     chains: &BTreeMap<u32, EvmChain>,
     signer: Address,
+    signer_next: Option<Address>,
     submitter: Address,
 ) -> anyhow::Result<BTreeMap<u32, DvnInfo>> {
     let mut dvns = BTreeMap::new();
@@ -190,7 +192,9 @@ pub async fn self_check(
         let signers = chain.call(dvn, &IDVN::getSignersCall {}, None).await?;
         let quorum = chain.call(dvn, &IDVN::quorumCall {}, None).await?;
         let vid = chain.call(dvn, &IDVN::vidCall {}, None).await?;
-        if !signers.contains(&signer) {
+        // Mid-rotation a chain may already have the next key in place of the current one.
+        let ours = signers.contains(&signer) || signer_next.is_some_and(|n| signers.contains(&n));
+        if !ours {
             return Err(StartupError::NotASigner {
                 chain: name,
                 signer,
@@ -258,7 +262,14 @@ pub async fn self_check(
 async fn probe_keys(ctx: &Context) {
     let interval = Duration::from_secs(ctx.config.signing.probe_interval_secs);
     loop {
-        for key in [&ctx.signer, &ctx.submitter] {
+        for key in [
+            Some(&ctx.signer),
+            ctx.signer_next.as_ref(),
+            Some(&ctx.submitter),
+        ]
+        .into_iter()
+        .flatten()
+        {
             key.probe(interval).await;
         }
         tokio::select! {
@@ -318,27 +329,91 @@ async fn audit_outvoted_endpoints(ctx: &Context) {
 }
 
 /// How often the DVNs' signer sets, quorums and our submitter's `ADMIN_ROLE` are re-read
-/// (and at once after an `execute` failed its signature check or reverted).
+/// in full (and at once after an `execute` failed its signature check or reverted).
 const SIGNER_SET_REFRESH: Duration = Duration::from_secs(30);
+
+/// How often each DVN's `UpdateSigner` / `UpdateQuorum` / `RoleGranted` / `RoleRevoked` events
+/// are looked for; one seen means a re-read now rather than at the next full refresh.
+const SIGNER_EVENTS_POLL: Duration = Duration::from_secs(3);
+
+/// Most blocks one look for those events covers (a longer gap is left to the full re-read).
+const SIGNER_EVENTS_SPAN: u64 = 5_000;
 
 /// Follows each destination DVN's on-chain signer set and quorum: they change by the DVN's own
 /// multisig (`setSigner`, `setQuorum`), and a node that kept the old ones would pack params the
-/// contract silently skips. Our own signer and every peer's are re-validated against the new
-/// set (`dvn_signer_in_set`, a warning naming whoever left it).
+/// contract silently skips. Driven by the DVN's events, with a full re-read every
+/// [`SIGNER_SET_REFRESH`] in case a provider missed one. Our own signer and every peer's are
+/// re-validated against the new set (`dvn_signer_in_set`, a warning naming whoever left it).
 async fn follow_signer_sets(ctx: &Context) {
+    let mut next_block: HashMap<u32, u64> = HashMap::new();
+    let mut last_full = tokio::time::Instant::now();
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             _ = ctx.cancel.cancelled() => return,
-            _ = tokio::time::sleep(SIGNER_SET_REFRESH) => {}
-            _ = ctx.wake.signers.notified() => {}
+            _ = tokio::time::sleep(SIGNER_EVENTS_POLL) => false,
+            _ = ctx.wake.signers.notified() => true,
+        };
+        let full = woken || last_full.elapsed() >= SIGNER_SET_REFRESH;
+        if full {
+            last_full = tokio::time::Instant::now();
         }
         for chain in ctx.chains.values() {
+            let changed = signer_events_seen(ctx, chain, &mut next_block).await;
+            if !(full || changed) {
+                continue;
+            }
             if let Err(e) = refresh_signer_set(ctx, chain).await {
                 tracing::warn!(
                     chain = chain.name(),
                     "could not re-read the DVN signer set: {e:#}"
                 );
             }
+        }
+    }
+}
+
+/// Whether our DVN on `chain` emitted a signer-set, quorum or role event since the last look
+/// (none is looked for before the node started: the start-up check read the state).
+async fn signer_events_seen(
+    ctx: &Context,
+    chain: &EvmChain,
+    next_block: &mut HashMap<u32, u64>,
+) -> bool {
+    let Ok(dvn) = ctx.dvn(chain.eid()) else {
+        return false;
+    };
+    let Ok(head) = chain.head().await else {
+        return false;
+    };
+    let from = *next_block.entry(chain.eid()).or_insert(head + 1);
+    if from > head {
+        return false;
+    }
+    let from = from.max(head.saturating_sub(SIGNER_EVENTS_SPAN));
+    let topics = [
+        IDVN::UpdateSigner::SIGNATURE_HASH,
+        IDVN::UpdateQuorum::SIGNATURE_HASH,
+        IDVN::RoleGranted::SIGNATURE_HASH,
+        IDVN::RoleRevoked::SIGNATURE_HASH,
+    ];
+    match chain.logs(from, head, &[dvn.address], &topics).await {
+        Ok(logs) => {
+            next_block.insert(chain.eid(), head + 1);
+            if !logs.is_empty() {
+                tracing::info!(
+                    chain = chain.name(),
+                    events = logs.len(),
+                    "the DVN's signer set, quorum or roles changed: re-reading them"
+                );
+            }
+            !logs.is_empty()
+        }
+        Err(e) => {
+            tracing::debug!(
+                chain = chain.name(),
+                "signer events not read this time: {e}"
+            );
+            false
         }
     }
 }
@@ -382,7 +457,10 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
         submitter_is_admin,
         ..known.clone()
     };
-    let ours = fresh.signers.contains(&ctx.signer.address());
+    let before = ctx.signing_key(chain.eid()).address();
+    let ours = fresh
+        .signers
+        .contains(&ctx.signing_key_for(&fresh).address());
     metrics::gauge!("dvn_signer_in_set", "chain" => chain.name().to_string()).set(if ours {
         1.0
     } else {
@@ -401,7 +479,7 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
         "the DVN's signer set or quorum changed on chain: following it"
     );
     if !ours {
-        tracing::error!(chain = chain.name(), signer = %ctx.signer.address(), "our signer is no longer in the DVN's signer set: our signatures no longer count there");
+        tracing::error!(chain = chain.name(), signer = %ctx.signing_key_for(&fresh).address(), "our signer is no longer in the DVN's signer set: our signatures no longer count there");
     }
     for peer in &ctx.config.peers {
         if !fresh.signers.contains(&peer.signer) {
@@ -409,6 +487,19 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
         }
     }
     ctx.set_dvn(chain.eid(), fresh);
+    let now = ctx.signing_key(chain.eid()).address();
+    if now != before {
+        tracing::warn!(chain = chain.name(), old = %before, new = %now, "signer rotated on chain: signing there with the new key from now on");
+        ctx.store
+            .audit_node_event(
+                "keys.rotation_switched",
+                &format!("chain:{}", chain.name()),
+                serde_json::json!({ "old": before, "new": now }),
+            )
+            .await;
+        // Packets signed with the old key and not yet verified are signed again.
+        ctx.wake.sign.notify_waiters();
+    }
     ctx.wake.submit.notify_waiters();
     Ok(())
 }
@@ -449,6 +540,21 @@ pub async fn run(
     let submitter = KeyHandle::load(&config.submitter.key, "submitter", &config.signing)
         .await
         .context("submitter key")?;
+    let signer_next = match &config.signer_next {
+        Some(key) => {
+            let next = KeyHandle::load(key, "signer_next", &config.signing)
+                .await
+                .context("signer_next key")?;
+            anyhow::ensure!(
+                next.address() != signer.address(),
+                "signer_next is the same key as signer ({})",
+                signer.address()
+            );
+            tracing::info!(signer = %signer.address(), signer_next = %next.address(), "rotation key loaded: it signs on each chain whose DVN has replaced the signer with it");
+            Some(next)
+        }
+        None => None,
+    };
     if let Some(expected) = config.node.signer_address {
         if expected != signer.address() {
             return Err(StartupError::WrongSignerKey {
@@ -495,7 +601,16 @@ pub async fn run(
         });
         let mut backoff = Duration::from_secs(1);
         let checked = loop {
-            match self_check(&config, &chains, signer.address(), submitter.address()).await {
+            let next = signer_next.as_ref().map(KeyHandle::address);
+            match self_check(
+                &config,
+                &chains,
+                signer.address(),
+                next,
+                submitter.address(),
+            )
+            .await
+            {
                 Ok(dvns) => break Ok(dvns),
                 Err(e) if e.downcast_ref::<crate::chain::ChainError>().is_some() => {
                     let text = format!("start-up check cannot read the chains yet: {e:#}");
@@ -555,6 +670,7 @@ pub async fn run(
         chains,
         dvns: std::sync::RwLock::new(dvns),
         signer,
+        signer_next,
         submitter,
         peers,
         lease: lease.clone(),

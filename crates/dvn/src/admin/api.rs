@@ -51,6 +51,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/logs", get(logs))
         .route("/audit", get(audit))
         .route("/audit/verify", get(audit_verify))
+        .route("/rotations", get(rotations).post(propose_rotation))
+        .route("/rotations/{id}/approve", post(approve_rotation))
+        .route("/rotations/{id}/reject", post(reject_rotation))
         .with_state(AdminState { ctx })
         // Twice the cap, so an oversized body still reaches the handler and is audited; the
         // handler refuses anything above the cap.
@@ -734,6 +737,130 @@ async fn audit_verify(State(state): State<AdminState>, origin: Origin) -> Respon
             Ok(()) => json!({ "intact": true, "records": records.len(), "head": head }),
             Err(e) => json!({ "intact": false, "records": records.len(), "break": e.to_string() }),
         })
+    })
+    .await
+}
+
+/// Signer rotations known here, each with the DVN's current signer set on its chain.
+async fn rotations(State(state): State<AdminState>, origin: Origin) -> Response {
+    let call = Call::read("keys.rotations", Permission::ReadStatus, "rotations");
+    guarded(&state, origin, call, |_, ctx| async move {
+        let listed: Vec<Value> = ctx
+            .store
+            .rotations()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let chain = ctx.chains.get(&r.dst_eid).map(|c| c.name().to_string());
+                let mut v = json!(r);
+                v["chain"] = json!(chain);
+                v["signers_now"] = json!(ctx.dvn(r.dst_eid).ok().map(|d| d.signers));
+                v
+            })
+            .collect();
+        Ok(json!({
+            "node": ctx.config.node.name,
+            "signer": ctx.signer.address(),
+            "signer_next": ctx.signer_next.as_ref().map(|k| k.address()),
+            "signing_with": ctx.chains.values().map(|c| (c.name().to_string(), ctx.signing_key(c.eid()).address())).collect::<std::collections::BTreeMap<_, _>>(),
+            "rotations": listed,
+        }))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProposeRequest {
+    chain: String,
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+/// Proposes replacing this region's signer with `signer_next` on one chain.
+async fn propose_rotation(
+    State(state): State<AdminState>,
+    origin: Origin,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let params = body_params(&body);
+    let request: Result<ProposeRequest, ApiError> = parse_body(body);
+    let call = Call::new(
+        "keys.rotate.propose",
+        Permission::ManageKeys,
+        true,
+        match &request {
+            Ok(r) => format!("chain:{}", r.chain),
+            Err(_) => "malformed request".into(),
+        },
+        params,
+    );
+    guarded(&state, origin, call, |_, ctx| async move {
+        let request = request?;
+        let eid = recover::resolve_eid(&ctx.config, &request.chain)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let ttl = request
+            .expires_in_secs
+            .unwrap_or(crate::pipeline::rotation::DEFAULT_ROTATION_TTL_SECS);
+        let proposed = crate::pipeline::rotation::propose(&ctx, eid, ttl).await?;
+        Ok(json!(proposed))
+    })
+    .await
+}
+
+fn parse_rotation_id(text: &str) -> Result<B256, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{text} is not a 32-byte hex rotation id")))
+}
+
+/// Signs a peer's rotation after checking it again.
+async fn approve_rotation(
+    State(state): State<AdminState>,
+    origin: Origin,
+    Path(id): Path<String>,
+) -> Response {
+    let call = Call::new(
+        "keys.rotate.approve",
+        Permission::ManageKeys,
+        true,
+        format!("rotation:{id}"),
+        json!({}),
+    );
+    guarded(&state, origin, call, |_, ctx| async move {
+        let id = parse_rotation_id(&id)?;
+        Ok(json!(crate::pipeline::rotation::approve(&ctx, id).await?))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectRequest {
+    reason: String,
+}
+
+/// Refuses a peer's rotation: this region never signs it.
+async fn reject_rotation(
+    State(state): State<AdminState>,
+    origin: Origin,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let params = body_params(&body);
+    let request: Result<RejectRequest, ApiError> = parse_body(body);
+    let call = Call::new(
+        "keys.rotate.reject",
+        Permission::ManageKeys,
+        true,
+        format!("rotation:{id}"),
+        params,
+    );
+    guarded(&state, origin, call, |_, ctx| async move {
+        let request = request?;
+        let id = parse_rotation_id(&id)?;
+        Ok(json!(
+            crate::pipeline::rotation::reject(&ctx, id, &request.reason).await?
+        ))
     })
     .await
 }

@@ -30,15 +30,18 @@ pub enum Permission {
     ManageService,
     /// Let a path halted by the equivocation guard go on: a safety decision, admins only.
     ResumeHalted,
+    /// Propose, approve or reject a change of the DVN's signer set (key rotation): admins only.
+    ManageKeys,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 5] = [
+    pub const ALL: [Permission; 6] = [
         Permission::ReadStatus,
         Permission::ReadLogs,
         Permission::ReadAudit,
         Permission::ManageService,
         Permission::ResumeHalted,
+        Permission::ManageKeys,
     ];
 }
 
@@ -104,6 +107,7 @@ mod tests {
         assert!(Permission::ALL.iter().all(|p| Role::Admin.allows(*p)));
         assert!(Role::Operator.allows(ManageService) && !Role::Operator.allows(ReadAudit));
         assert!(!Role::Operator.allows(ResumeHalted));
+        assert!(!Role::Operator.allows(ManageKeys) && !Role::Developer.allows(ManageKeys));
         assert!(Role::Developer.allows(ReadStatus) && !Role::Developer.allows(ManageService));
         assert!(Role::Auditor.allows(ReadAudit) && !Role::Auditor.allows(ReadStatus));
         for role in Role::ALL {

@@ -23,6 +23,12 @@ pub struct Config {
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     pub signer: KeyConfig,
+    /// The key replacing `signer` during a rotation (`dvn keys rotate`). Loaded and probed
+    /// alongside it; on each chain it signs instead of `signer` once that chain's DVN has it
+    /// in its signer set and no longer has `signer`. Moved to `signer` once every chain has
+    /// rotated.
+    #[serde(default)]
+    pub signer_next: Option<KeyConfig>,
     pub submitter: SubmitterConfig,
     #[serde(default)]
     pub signing: SigningConfig,
@@ -413,7 +419,7 @@ impl PeerConfig {
 }
 
 /// Where a secp256k1 key lives.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "kebab-case")]
 pub enum KeyConfig {
     /// An Ethereum keystore v3 JSON file, with its password from an env var or a file.

@@ -313,6 +313,15 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
 
     check_key(&mut problem, "signer", &config.signer);
+    if let Some(next) = &config.signer_next {
+        check_key(&mut problem, "signer_next", next);
+        if next == &config.signer {
+            problem(
+                "signer_next".into(),
+                "is the same key as signer: a rotation needs a new key".into(),
+            );
+        }
+    }
     check_key(&mut problem, "submitter.key", &config.submitter.key);
     let submitter = &config.submitter;
     if submitter.max_batch == 0 {

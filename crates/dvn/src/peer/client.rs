@@ -8,8 +8,9 @@ use alloy::primitives::{Address, Bytes, Signature, B256};
 use tokio::sync::Semaphore;
 
 use super::protocol::{
-    check_signature, ClaimEntry, ClaimList, ClaimPush, ClaimQuery, PushReply, SignatureList,
-    SignaturePush, MAX_BODY_BYTES, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
+    check_signature, ClaimEntry, ClaimList, ClaimPush, ClaimQuery, PushReply, RotationProposal,
+    SignatureList, SignaturePush, MAX_BODY_BYTES, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH,
+    PROTOCOL_VERSION,
 };
 use crate::config::{PeerConfig, TlsConfig};
 use crate::tls::{Reloading, TlsError};
@@ -203,6 +204,12 @@ impl PeerClient {
             metrics::counter!("dvn_peer_claims_sent_total", "peer" => peer.clone(), "outcome" => outcome).increment(1);
             tracing::debug!(peer = %peer, tx = %body.claim.tx_hash, outcome, "announced pending transaction");
         }
+    }
+
+    /// Sends a signer-rotation proposal to every peer and returns each one's outcome (see
+    /// [`Self::post_to_every_peer`]); a peer that declined logs why.
+    pub async fn propose_rotation(&self, body: &RotationProposal) -> Vec<(String, &'static str)> {
+        self.post_to_every_peer("/v1/rotations", body).await
     }
 
     /// Asks every reachable peer which of `guids` a pending transaction of its own carries

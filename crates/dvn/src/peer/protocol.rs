@@ -88,6 +88,20 @@ pub struct ClaimList {
     pub claims: Vec<ClaimEntry>,
 }
 
+/// `POST /v1/rotations`: the sending region proposes replacing its own signer `remove` with
+/// `add` on `dst_eid`'s DVN, both params expiring at `expiration` (destination block time).
+/// Only the fields travel: each region builds the two `setSigner` params itself, checks them
+/// against the chain and its configuration, and signs only when its operator approves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationProposal {
+    pub version: u8,
+    pub dst_eid: u32,
+    pub add: Address,
+    pub remove: Address,
+    pub expiration: u64,
+}
+
 impl ClaimEntry {
     /// Checks the shape a peer cannot be trusted to keep: a version we speak, some packets,
     /// and no more of them than one message may name.

@@ -11,8 +11,9 @@ use axum::Json;
 
 use super::listener::PeerName;
 use super::protocol::{
-    check_signature, ClaimList, ClaimPush, ClaimQuery, PushReply, Rejection, SignatureEntry,
-    SignatureList, SignaturePush, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
+    check_signature, ClaimList, ClaimPush, ClaimQuery, PushReply, Rejection, RotationProposal,
+    SignatureEntry, SignatureList, SignaturePush, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH,
+    PROTOCOL_VERSION,
 };
 use crate::pipeline::Context;
 
@@ -63,15 +64,23 @@ pub async fn push(
     if push.version != PROTOCOL_VERSION {
         return rejected(Rejection::Version);
     }
-    let packet = match ctx.store.packet_by_call_hash(push.call_hash).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return rejected(Rejection::UnknownHash),
+    // A packet's param, or one of a signer rotation's two.
+    let dst_eid = match ctx.store.packet_by_call_hash(push.call_hash).await {
+        Ok(Some(p)) => p.packet.dst_eid,
+        Ok(None) => match ctx.store.rotation_by_call_hash(push.call_hash).await {
+            Ok(Some(r)) => r.dst_eid,
+            Ok(None) => return rejected(Rejection::UnknownHash),
+            Err(e) => {
+                tracing::warn!("peer push: store unavailable: {e}");
+                return store_unavailable();
+            }
+        },
         Err(e) => {
             tracing::warn!("peer push: store unavailable: {e}");
             return store_unavailable();
         }
     };
-    let Ok(dvn) = ctx.dvn(packet.packet.dst_eid) else {
+    let Ok(dvn) = ctx.dvn(dst_eid) else {
         return rejected(Rejection::UnknownHash);
     };
     let signature = match check_signature(
@@ -244,4 +253,63 @@ pub async fn query_claims(
         version: PROTOCOL_VERSION,
         claims,
     }))
+}
+
+/// `POST /v1/rotations`: a peer proposes replacing its own signer. Checked (it may only remove
+/// its own configured signer; see [`crate::pipeline::rotation::check`]) and recorded for this
+/// region's operator to approve; nothing is signed here until then.
+pub async fn rotation(
+    State(ctx): State<Arc<Context>>,
+    peer: Option<Extension<PeerName>>,
+    body: Result<Json<RotationProposal>, JsonRejection>,
+) -> (StatusCode, Json<PushReply>) {
+    let refuse = |status: StatusCode, reason: &str, label: &'static str| {
+        metrics::counter!("dvn_rotations_rejected_total", "reason" => label).increment(1);
+        (
+            status,
+            Json(PushReply {
+                accepted: false,
+                reason: Some(reason.to_string()),
+            }),
+        )
+    };
+    let proposal = match body {
+        Ok(Json(p)) if p.version == PROTOCOL_VERSION => p,
+        Ok(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "unsupported protocol version",
+                "version",
+            )
+        }
+        Err(e) => {
+            tracing::warn!("peer rotation: malformed request: {e}");
+            return refuse(StatusCode::BAD_REQUEST, "malformed request", "bad_request");
+        }
+    };
+    if ctx.chain(proposal.dst_eid).is_err() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "chain not configured here",
+            "bad_request",
+        );
+    }
+    let region = peer.map(|Extension(PeerName(name))| name);
+    match crate::pipeline::rotation::receive(&ctx, region.as_deref(), &proposal).await {
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            Json(PushReply {
+                accepted: true,
+                reason: None,
+            }),
+        ),
+        Ok(Err(problem)) => {
+            tracing::warn!(peer = ?region, add = %proposal.add, remove = %proposal.remove, "refused a signer rotation proposal: {problem}");
+            refuse(StatusCode::FORBIDDEN, &problem.to_string(), "check_failed")
+        }
+        Err(e) => {
+            tracing::warn!("peer rotation: cannot check it now: {e:#}");
+            store_unavailable()
+        }
+    }
 }

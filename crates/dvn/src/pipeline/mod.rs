@@ -17,6 +17,7 @@
 pub mod claims;
 pub mod expiration;
 pub mod governor;
+pub mod rotation;
 pub mod sign;
 pub mod submit;
 pub mod transactions;
@@ -70,6 +71,8 @@ pub struct Context {
     /// quorum change on chain by the DVN's own multisig).
     pub dvns: RwLock<BTreeMap<u32, DvnInfo>>,
     pub signer: KeyHandle,
+    /// The key replacing `signer` during a rotation (see [`Context::signing_key`]).
+    pub signer_next: Option<KeyHandle>,
     pub submitter: KeyHandle,
     pub peers: PeerClient,
     /// Present when replicas of this region share the submitter role through Redis.
@@ -108,6 +111,29 @@ impl Context {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(eid, info);
+    }
+
+    /// The key this region signs with on chain `eid`: `signer`, or `signer_next` once that
+    /// chain's DVN has it in its signer set and no longer has `signer` (a rotation executed
+    /// there). Per chain, because each chain's DVN rotates by its own transaction.
+    pub fn signing_key(&self, eid: u32) -> &KeyHandle {
+        match self.dvn(eid) {
+            Ok(dvn) => self.signing_key_for(&dvn),
+            Err(_) => &self.signer,
+        }
+    }
+
+    /// [`Self::signing_key`] against a given view of the DVN.
+    pub fn signing_key_for(&self, dvn: &DvnInfo) -> &KeyHandle {
+        match &self.signer_next {
+            Some(next)
+                if dvn.signers.contains(&next.address())
+                    && !dvn.signers.contains(&self.signer.address()) =>
+            {
+                next
+            }
+            _ => &self.signer,
+        }
     }
 
     pub fn tick(&self) -> Duration {

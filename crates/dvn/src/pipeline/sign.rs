@@ -327,7 +327,8 @@ impl SignStage {
             expires,
         );
         let call_hash = unsigned.call_hash();
-        let signature = self.ctx.signer.sign_digest(unsigned.digest()).await?;
+        let key = self.ctx.signing_key(dst.eid());
+        let signature = key.sign_digest(unsigned.digest()).await?;
         let recorded = self
             .ctx
             .store
@@ -336,7 +337,7 @@ impl SignStage {
                 required,
                 expires,
                 call_hash,
-                self.ctx.signer.address(),
+                key.address(),
                 &signature.as_bytes(),
             )
             .await?;
@@ -354,7 +355,7 @@ impl SignStage {
         tracing::info!(guid = %p.guid, nonce = p.nonce, confirmations = required, expiration = expires, "signed");
         self.ctx
             .peers
-            .push_in_background(call_hash, self.ctx.signer.address(), signature);
+            .push_in_background(call_hash, key.address(), signature);
         Ok(Outcome::Signed)
     }
 }

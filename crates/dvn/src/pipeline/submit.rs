@@ -32,6 +32,7 @@ use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
 use futures::StreamExt;
 
 use super::expiration::too_close;
+use super::rotation::Rotations;
 use super::sign::{canonical_problem, destination_done};
 use super::transactions::TxManager;
 use super::turns::{designated, owner, TAKEOVER_MIN_BLOCKS};
@@ -63,6 +64,10 @@ pub struct SubmitStage {
     ready_since: HashMap<B256, u64>,
     /// The life of our transactions on this destination.
     txs: TxManager,
+    /// Signer rotations on this destination: settled here, and ours executed.
+    rotations: Rotations,
+    /// When a failing rotation step was last logged.
+    rotation_warned: Option<Instant>,
     /// Peer claims already reported as holding packets back (logged once each).
     reported_claims: HashSet<B256>,
     /// When a clock-skew warning was last logged.
@@ -80,6 +85,8 @@ impl SubmitStage {
     pub fn new(ctx: Arc<Context>, eid: u32) -> Self {
         Self {
             txs: TxManager::new(Arc::clone(&ctx), eid),
+            rotations: Rotations::new(Arc::clone(&ctx), eid),
+            rotation_warned: None,
             ctx,
             eid,
             last_pull: HashMap::new(),
@@ -102,6 +109,21 @@ impl SubmitStage {
         // turns) until the role is back.
         if !self.ctx.dvn(self.eid)?.submitter_is_admin {
             return Ok(Progress::Idle);
+        }
+        // A rotation of ours with a quorum goes out on its own (one transaction in flight);
+        // one that cannot be read or sent never holds up the packets.
+        match self.rotations.step(&mut self.txs).await {
+            Ok(true) => return Ok(Progress::Busy),
+            Ok(false) => {}
+            Err(e) => {
+                if self
+                    .rotation_warned
+                    .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+                {
+                    self.rotation_warned = Some(Instant::now());
+                    tracing::warn!(chain = self.eid, "signer rotation step failed (retried every step, logged once a minute): {e:#}");
+                }
+            }
         }
         let ready = self.aggregate().await?;
         if ready.is_empty() {
@@ -138,6 +160,7 @@ impl SubmitStage {
         let regions = self.ctx.config.regions();
         let me = self.ctx.config.region_index();
         let takeover = self.ctx.config.submitter.takeover_after_secs;
+        let our_key = self.ctx.signing_key_for(&dvn).address();
         let signed = self
             .ctx
             .store
@@ -212,12 +235,26 @@ impl SubmitStage {
                 continue;
             }
             let mut set = SignatureSet::new(call_hash);
-            for (_, bytes) in self.ctx.store.signatures(call_hash).await? {
+            let mut signed_by_us = false;
+            for (signer, bytes) in self.ctx.store.signatures(call_hash).await? {
+                signed_by_us |= signer == our_key;
                 if let Ok(sig) = dvn_lz::multisig::parse_signature(&bytes) {
                     let _ = set.insert(sig, &dvn.signers);
                 }
             }
             if set.len() < dvn.quorum {
+                if !signed_by_us {
+                    // Signed with a key this region no longer signs with here (a rotation
+                    // executed since): that signature no longer counts, so sign it again.
+                    self.ctx
+                        .store
+                        .retry(
+                            row.expect(),
+                            PacketState::Observed,
+                            "our signer rotated since it was signed: re-signing with the new key",
+                        )
+                        .await?;
+                }
                 continue;
             }
             let ready_at = match row.ready_at_ms {

@@ -178,7 +178,11 @@ impl TxManager {
             tracing::warn!(tx = %row.tx_hash, "broadcast failed, will retry: {e}");
         }
         // Announced after the broadcast: the claim only matters to a region whose turn comes
-        // later, and the peers also ask for claims before they take a packet over.
+        // later, and the peers also ask for claims before they take a packet over. A call
+        // without packets (a signer rotation) claims nothing.
+        if packets.is_empty() {
+            return Ok(true);
+        }
         ctx.peers.announce_claim_in_background(
             self.eid,
             ClaimEntry {
@@ -462,6 +466,7 @@ impl TxManager {
         let cancelled = is_cancel(mined, ctx.submitter.address());
         let mut verified = HashSet::new();
         let mut failures = 0usize;
+        let mut signature_failed = Vec::new();
         for log in receipt.inner.logs() {
             let topic = log.topics().first().copied();
             if log.address() == chain.config.receive_uln
@@ -482,6 +487,11 @@ impl TxManager {
                     // The signer set or quorum may have changed on chain: re-read it before
                     // the packets are aggregated again.
                     ctx.wake.signers.notify_one();
+                    if let Ok(event) =
+                        IDVN::VerifySignaturesFailed::decode_log_data(&log.inner.data)
+                    {
+                        signature_failed.push(event.idx);
+                    }
                 }
             }
         }
@@ -507,6 +517,9 @@ impl TxManager {
             .await?;
         metrics::counter!("dvn_submission_gas_used_total", "chain" => chain.name().to_string())
             .increment(receipt.gas_used);
+        // Which params the DVN skipped for their signatures (the event gives the index into
+        // the mined call's params).
+        let signature_failed = params_at(mined, &signature_failed);
         for sub in same_nonce {
             for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
                 let p = &row.packet;
@@ -541,6 +554,22 @@ impl TxManager {
                     };
                     ctx.store
                         .retry(row.expect(), PacketState::Signed, why)
+                        .await?;
+                    continue;
+                }
+                // Our signatures checked out against the set we knew, so the chain's set or
+                // quorum changed: re-aggregated after the re-read, without using up the
+                // packet's attempts (bounded all the same, should the set keep moving).
+                if signature_failed.contains(&(keccak256(&p.header), p.payload_hash))
+                    && row.attempts + 1 < MAX_ATTEMPTS * 3
+                {
+                    tracing::warn!(guid = %p.guid, "the DVN refused the param's signatures (its signer set or quorum changed?): re-aggregating after re-reading it");
+                    ctx.store
+                        .retry(
+                            row.expect(),
+                            PacketState::Signed,
+                            "signatures refused on chain: signer set re-read, re-aggregating",
+                        )
                         .await?;
                     continue;
                 }
@@ -608,6 +637,24 @@ pub async fn own_claims(ctx: &Context, eid: u32) -> anyhow::Result<Vec<ClaimEntr
         claim.guids.dedup();
     }
     Ok(claims)
+}
+
+/// The packets (header hash, payload hash) of the `verify` params at `indexes` of the
+/// `execute` that `mined` carries; empty when it cannot be decoded.
+fn params_at(mined: &SubmissionRow, indexes: &[U256]) -> HashSet<(B256, B256)> {
+    use alloy::sol_types::SolCall;
+    let Ok(tx) = decode_eip1559(mined) else {
+        return HashSet::new();
+    };
+    let Ok(call) = IDVN::executeCall::abi_decode(&tx.input) else {
+        return HashSet::new();
+    };
+    indexes
+        .iter()
+        .filter_map(|idx| call.params.get(usize::try_from(*idx).ok()?))
+        .filter_map(|param| IReceiveUln302::verifyCall::abi_decode(&param.callData).ok())
+        .map(|v| (keccak256(&v.packetHeader), v.payloadHash))
+        .collect()
 }
 
 fn decode_eip1559(row: &SubmissionRow) -> anyhow::Result<TxEip1559> {
@@ -681,5 +728,39 @@ mod tests {
             ..cancel
         };
         assert!(!is_cancel(&row(call_to_self), own));
+    }
+
+    #[test]
+    fn a_refused_signature_event_names_the_packet_at_its_index() {
+        use alloy::sol_types::SolCall;
+        let header = |nonce| PacketHeader {
+            nonce,
+            src_eid: 30101,
+            sender: B256::repeat_byte(1),
+            dst_eid: 30212,
+            receiver: B256::repeat_byte(2),
+        };
+        let params: Vec<_> = (1..=3)
+            .map(|n| {
+                dvn_lz::UnsignedParam::verify(
+                    212,
+                    Address::repeat_byte(9),
+                    &header(n),
+                    B256::repeat_byte(n as u8),
+                    1,
+                    99,
+                )
+                .into_param(Bytes::new())
+            })
+            .collect();
+        let execute = TxEip1559 {
+            to: TxKind::Call(Address::repeat_byte(2)),
+            input: IDVN::executeCall { params }.abi_encode().into(),
+            ..Default::default()
+        };
+        let found = params_at(&row(execute), &[U256::from(1), U256::from(7)]);
+        let expected = (keccak256(header(2).encode()), B256::repeat_byte(2));
+        assert_eq!(found, HashSet::from([expected]));
+        assert!(params_at(&row(TxEip1559::default()), &[U256::ZERO]).is_empty());
     }
 }

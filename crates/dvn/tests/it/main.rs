@@ -35,6 +35,7 @@ mod peers_io;
 mod pg;
 mod pkcs11;
 mod quorum;
+mod rotation;
 mod rpc_faults;
 mod rpc_quorum;
 mod signer_set;
