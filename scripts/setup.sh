@@ -31,6 +31,10 @@ install_debs() {
   command -v softhsm2-util >/dev/null || missing+=(softhsm2)
   command -v pkcs11-tool >/dev/null || missing+=(opensc)
   command -v promtool >/dev/null || missing+=(prometheus)
+  # The operations stack run for real: a Prometheus scraping live nodes sends the project's
+  # alerts to an Alertmanager; node_exporter feeds the disk panel and alert.
+  command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+  command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
   # faketime: one node with a skewed wall clock (submitter turns must follow block time).

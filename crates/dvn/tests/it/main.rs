@@ -5,6 +5,7 @@
 
 mod admin;
 mod admin_tls;
+mod alerts_live;
 mod audit;
 mod backup;
 mod clock_skew;
@@ -40,6 +41,7 @@ mod rpc_faults;
 mod rpc_quorum;
 mod signer_set;
 mod source_truth;
+mod stack;
 mod startup;
 mod store;
 mod stuck_tx;

@@ -1,0 +1,217 @@
+//! Issue 14 §1: the shipped alert rules and Alertmanager routes, run for real. A Prometheus
+//! scrapes the three devnet nodes, an Alertmanager routes what fires to a webhook; faults are
+//! injected into the live processes the way an operator meets them, and each must arrive as
+//! the right alert, with the right severity, at the right receiver — and resolve after the fix.
+//! A healthy devnet fires nothing but the one alert that is true of it.
+
+use std::time::Duration;
+
+use dvn::signer::pkcs11::Pkcs11Signer;
+use dvn_devnet::nodes::NodeOptions;
+use dvn_devnet::proxy::{ProxyMode, RpcProxy};
+use dvn_devnet::wait::eventually;
+use dvn_devnet::{Devnet, DevnetConfig, Direction, Mining};
+use serde_json::json;
+
+use crate::common::Stand;
+use crate::e2e::TIMEOUT;
+use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
+use crate::stack::{OpsStack, Webhook};
+
+const AWS: usize = 0;
+const ALIYUN: usize = 1;
+const GCP: usize = 2;
+
+/// Waits for `alertname` on `instance` to arrive past `mark` as firing, with `severity`, at
+/// `receiver` (the shipped routes: P0/P1 → pager, P2 → team, P3 → review).
+async fn fires(
+    webhook: &Webhook,
+    stack: &OpsStack,
+    mark: usize,
+    alertname: &str,
+    instance: Option<&str>,
+    severity: &str,
+    receiver: &str,
+) {
+    let Some(alert) = webhook.wait(mark, alertname, instance, "firing").await else {
+        stack.dump();
+        panic!(
+            "{alertname} ({instance:?}) never reached the webhook; received {:?}; Prometheus has {:?}",
+            webhook.since(mark),
+            stack.alerts().await
+        );
+    };
+    assert_eq!(alert.severity(), severity, "{alert:?}");
+    assert_eq!(alert.receiver, receiver, "{alert:?}");
+}
+
+async fn resolves(webhook: &Webhook, mark: usize, alertname: &str, instance: Option<&str>) {
+    let resolved = webhook.wait(mark, alertname, instance, "resolved").await;
+    assert!(
+        resolved.is_some(),
+        "{alertname} ({instance:?}) never resolved; received {:?}",
+        webhook.since(mark)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
+    let hsm = SoftHsm::new();
+    let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
+    let devnet = Devnet::start(DevnetConfig {
+        extra_signers: vec![hsm_signer],
+        // Live chains make blocks whether or not anyone sends: 1 s blocks.
+        mining: Mining::Interval(1.0),
+        ..DevnetConfig::default()
+    })
+    .await
+    .unwrap();
+    // gcp reads chain B through a proxy that can fail, and chain A from three endpoints (two
+    // must agree) of which the third can start to lie.
+    let gcp_b = RpcProxy::start(devnet.b.chain.rpc_url()).await.unwrap();
+    let mut gcp_a = Vec::new();
+    for _ in 0..3 {
+        gcp_a.push(RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap());
+    }
+    let mut stand = Stand::with_devnet(devnet, NodeOptions::default());
+    stand.use_hsm(AWS, &hsm, "aws-signer", hsm_signer);
+    stand.nodes.nodes[GCP]
+        .edit_config(|c| {
+            c["chains"][0]["rpc"] = json!(gcp_a.iter().map(|p| p.url.clone()).collect::<Vec<_>>());
+            c["chains"][0]["rpc_quorum"] = json!(2);
+            c["chains"][1]["rpc"] = json!([gcp_b.url]);
+        })
+        .unwrap();
+    stand.nodes.start(&[AWS, ALIYUN, GCP]).await.unwrap();
+    let stack = OpsStack::start(&stand.nodes.nodes).await;
+    let webhook = stack.webhook.clone();
+    stand.round_trip_both_ways(2).await;
+
+    // Healthy: ten rule evaluations (each rule's `for:` is 2 s here) and nothing pending or
+    // firing but DvnSoleVerifierOApp — true of the devnet, whose OApps require only our DVN —
+    // which the shipped routes send to the daily review as a P3.
+    let start = stack.rule_evaluations().await;
+    let evaluated = eventually(TIMEOUT, Duration::from_millis(500), || async {
+        (stack.rule_evaluations().await >= start + 10.0).then_some(())
+    })
+    .await;
+    assert!(evaluated.is_some(), "Prometheus evaluates the rules");
+    fires(
+        &webhook,
+        &stack,
+        0,
+        "DvnSoleVerifierOApp",
+        None,
+        "P3",
+        "review",
+    )
+    .await;
+    let others: Vec<_> = stack
+        .alerts()
+        .await
+        .into_iter()
+        .filter(|(name, _, _)| name != "DvnSoleVerifierOApp")
+        .collect();
+    assert_eq!(others, vec![], "a healthy devnet fires nothing else");
+    let unexpected: Vec<_> = webhook
+        .since(0)
+        .into_iter()
+        .filter(|d| d.name() != "DvnSoleVerifierOApp")
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+
+    // A node killed: DvnNodeDown (P2) for it; back, resolved.
+    let mark = webhook.mark();
+    stand.nodes.nodes[ALIYUN].kill();
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnNodeDown",
+        Some("aliyun"),
+        "P2",
+        "team",
+    )
+    .await;
+    stand.nodes.start(&[ALIYUN]).await.unwrap();
+    resolves(&webhook, mark, "DvnNodeDown", Some("aliyun")).await;
+
+    // Two killed: the quorum is lost (P1, paged); packets pile up on the survivor, whose
+    // backlog passes 10 while it cannot submit (P2). Both back: verified, both resolved.
+    let mark = webhook.mark();
+    stand.nodes.nodes[ALIYUN].kill();
+    stand.nodes.nodes[GCP].kill();
+    fires(&webhook, &stack, mark, "DvnQuorumLost", None, "P1", "pager").await;
+    let piled = stand
+        .devnet
+        .send_messages(Direction::AToB, 11)
+        .await
+        .unwrap();
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnBacklogHigh",
+        Some("aws"),
+        "P2",
+        "team",
+    )
+    .await;
+    stand.nodes.start(&[ALIYUN, GCP]).await.unwrap();
+    stand.deliver(Direction::AToB, &piled, TIMEOUT).await;
+    resolves(&webhook, mark, "DvnQuorumLost", None).await;
+    resolves(&webhook, mark, "DvnBacklogHigh", Some("aws")).await;
+
+    // aws's HSM goes away: DvnHsmDisconnected (P2); back, resolved.
+    let mark = webhook.mark();
+    hsm.disconnect();
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnHsmDisconnected",
+        Some("aws"),
+        "P2",
+        "team",
+    )
+    .await;
+    hsm.reconnect();
+    resolves(&webhook, mark, "DvnHsmDisconnected", Some("aws")).await;
+
+    // gcp's only endpoint for chain B fails: DvnChainRpcDown (P2); forwarding again, resolved.
+    let mark = webhook.mark();
+    gcp_b.set_mode(ProxyMode::Fail);
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnChainRpcDown",
+        Some("gcp"),
+        "P2",
+        "team",
+    )
+    .await;
+    gcp_b.set_mode(ProxyMode::Forward);
+    resolves(&webhook, mark, "DvnChainRpcDown", Some("gcp")).await;
+
+    // One of gcp's three endpoints for chain A starts to lie while packets flow: outvoted,
+    // and DvnRpcEndpointDisagrees (P2) says which (it stays for its 15-minute window).
+    let mark = webhook.mark();
+    gcp_a[2].edit_faults(|f| f.corrupt = true);
+    let sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 2)
+        .await
+        .unwrap();
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnRpcEndpointDisagrees",
+        Some("gcp"),
+        "P2",
+        "team",
+    )
+    .await;
+    stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+}
