@@ -397,8 +397,11 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let metrics =
-                match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            let metrics = match dvn::telemetry::with_buckets(
+                metrics_exporter_prometheus::PrometheusBuilder::new(),
+            )
+            .and_then(|b| b.install_recorder().map_err(Into::into))
+            {
                     Ok(h) => h,
                     Err(e) => {
                         tracing::error!("metrics: {e}");

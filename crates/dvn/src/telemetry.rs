@@ -14,9 +14,9 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_backlog_oldest_age_seconds", "gauge", "Age of the oldest unverified packet on a path, from its source block time"),
     ("dvn_submitter_balance_eth", "gauge", "Native balance of the submitter account on a chain, in ether"),
     ("dvn_signer_up", "gauge", "1 when the key's HSM/KMS answered its last signature or probe"),
-    ("dvn_signing_seconds", "summary", "Time of one HSM/KMS signing call, per backend and role"),
+    ("dvn_signing_seconds", "histogram", "Time of one HSM/KMS signing call, per backend and role"),
     ("dvn_signing_errors_total", "counter", "Failed signing calls by backend, role and kind (timeout, unavailable, refused)"),
-    ("dvn_verification_latency_seconds", "summary", "From the source block to our PayloadVerified on the destination"),
+    ("dvn_verification_latency_seconds", "histogram", "From the source block to our PayloadVerified on the destination"),
     ("dvn_packets", "gauge", "Packets in the store by state (observed, signed, submitted, verified, skipped, orphaned, invalid, conflict)"),
     ("dvn_packets_observed_total", "counter", "Packets assigned to our DVN seen on a source chain"),
     ("dvn_packets_signed_total", "counter", "Packets this node signed"),
@@ -62,6 +62,50 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_store_disk_free_bytes", "gauge", "SQLite: free space on the store's filesystem (below store.min_free_mb the store counts as down on /ready)"),
     ("dvn_halted_paths", "gauge", "Paths halted by the equivocation guard; only an operator's `dvn path resume` lets them go on"),
 ];
+
+/// Bucket bounds of the latency histograms: exported as buckets (not per-node quantiles) so a
+/// fleet-wide p99 is `histogram_quantile(0.99, sum by (le) (rate(NAME_bucket[5m])))`.
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    // One HSM/KMS call: milliseconds for a local HSM, up to the SLO (5 s) and the timeout.
+    (
+        "dvn_signing_seconds",
+        &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ],
+    ),
+    // Source block to verified: confirmations of seconds (Conflux) to minutes (Ethereum).
+    (
+        "dvn_verification_latency_seconds",
+        &[
+            1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+        ],
+    ),
+];
+
+/// `builder` with [`HISTOGRAM_BUCKETS`] set.
+pub fn with_buckets(
+    mut builder: metrics_exporter_prometheus::PrometheusBuilder,
+) -> anyhow::Result<metrics_exporter_prometheus::PrometheusBuilder> {
+    for (name, buckets) in HISTOGRAM_BUCKETS {
+        builder = builder.set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full((*name).to_string()),
+            buckets,
+        )?;
+    }
+    Ok(builder)
+}
+
+/// Whether a series name (as a rule or panel queries it) is one this node exports: a listed
+/// metric, or a histogram's `_bucket` / `_sum` / `_count`.
+pub fn exports(series: &str) -> bool {
+    METRICS.iter().any(|(name, kind, _)| {
+        *name == series
+            || (*kind == "histogram"
+                && ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| series.strip_suffix(suffix) == Some(*name)))
+    })
+}
 
 /// Registers the help text of every metric with the installed recorder.
 pub fn describe() {

@@ -407,10 +407,8 @@ pub async fn run(config: &Config, options: &DoctorOptions) -> anyhow::Result<Rep
         } else {
             Finding::pass("backlog", format!("{worst_backlog} packets waiting"))
         });
-        let p99 = prom::select(&samples, "dvn_signing_seconds", &[("quantile", "0.99")])
-            .map(|s| s.value)
-            .filter(|v| v.is_finite())
-            .fold(0.0_f64, f64::max);
+        // Since the node started (a rate over a window is the alert's job).
+        let p99 = prom::p99(&samples, "dvn_signing_seconds").unwrap_or(0.0);
         out.push(if p99 >= options.latency_threshold_secs {
             Finding::fail(
                 "signing latency",

@@ -51,6 +51,58 @@ pub fn select<'a>(
     })
 }
 
+/// The highest p99 over the series of histogram `name` (one per label set but `le`), since
+/// the node started, estimated from its cumulative buckets the way Prometheus'
+/// `histogram_quantile` does (linear within the bucket; the highest finite bound when the rank
+/// falls in `+Inf`). None before any observation.
+pub fn p99(samples: &[Sample], name: &str) -> Option<f64> {
+    let bucket = format!("{name}_bucket");
+    // Per label set (without `le`): its (upper bound, cumulative count) buckets.
+    type Buckets = Vec<(f64, f64)>;
+    let mut series: BTreeMap<Vec<(String, String)>, Buckets> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.name == bucket) {
+        let Some(le) = s.labels.get("le").and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let key = s
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "le")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        series.entry(key).or_default().push((le, s.value));
+    }
+    series
+        .into_values()
+        .filter_map(|buckets| quantile(0.99, buckets))
+        .reduce(f64::max)
+}
+
+fn quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> Option<f64> {
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().filter(|(le, _)| le.is_infinite())?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in &buckets {
+        if *count >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let width = count - below;
+            return Some(if width > 0.0 {
+                lower + (le - lower) * (rank - below) / width
+            } else {
+                *le
+            });
+        }
+        (lower, below) = (*le, *count);
+    }
+    Some(lower)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +121,27 @@ mod tests {
             select(&samples, "dvn_ready", &[]).next().unwrap().value,
             1.0
         );
+    }
+
+    #[test]
+    fn p99_from_buckets_as_prometheus_computes_it() {
+        let text = "\
+dvn_signing_seconds_bucket{backend=\"pkcs11\",le=\"0.1\"} 0
+dvn_signing_seconds_bucket{backend=\"pkcs11\",le=\"5\"} 0
+dvn_signing_seconds_bucket{backend=\"pkcs11\",le=\"10\"} 100
+dvn_signing_seconds_bucket{backend=\"pkcs11\",le=\"+Inf\"} 100
+dvn_signing_seconds_bucket{backend=\"keystore\",le=\"0.1\"} 50
+dvn_signing_seconds_bucket{backend=\"keystore\",le=\"+Inf\"} 50
+dvn_signing_seconds_count{backend=\"keystore\"} 50
+";
+        let samples = parse(text);
+        // The slowest series wins: 5 + 5 × 99/100.
+        let p = p99(&samples, "dvn_signing_seconds").unwrap();
+        assert!((p - 9.95).abs() < 1e-9, "{p}");
+        // All in +Inf: the highest finite bound.
+        let over = parse("x_bucket{le=\"1\"} 0\nx_bucket{le=\"+Inf\"} 3\n");
+        assert_eq!(p99(&over, "x"), Some(1.0));
+        assert_eq!(p99(&parse("x_bucket{le=\"+Inf\"} 0\n"), "x"), None);
+        assert_eq!(p99(&samples, "dvn_verification_latency_seconds"), None);
     }
 }

@@ -39,14 +39,7 @@ pub async fn collect(node_url: &str) -> anyhow::Result<Value> {
             );
         }
     }
-    let p99 = |name: &str| {
-        prom::select(&samples, name, &[("quantile", "0.99")])
-            .map(|s| s.value)
-            .filter(|v| v.is_finite())
-            .fold(None, |acc: Option<f64>, v| {
-                Some(acc.map_or(v, |a| a.max(v)))
-            })
-    };
+    let p99 = |name: &str| prom::p99(&samples, name);
     Ok(json!({
         "node": base,
         "ready": ready["ready"],

@@ -285,9 +285,16 @@ impl KeyHandle {
         let (signer, backend) = tokio::time::timeout(timeout, open_backend(config))
             .await
             .map_err(|_| KeyError::Timeout(timeout))??;
-        Ok(Self::from_signer(signer, backend)
+        let key = Self::from_signer(signer, backend)
             .with_role(role)
-            .with_policy(policy.clone()))
+            .with_policy(policy.clone());
+        // Every error kind has a series from the start: a panel or a rate() alert over it
+        // shows 0, not "No data", before the first failure.
+        for kind in ["timeout", "unavailable", "refused"] {
+            metrics::counter!("dvn_signing_errors_total", "backend" => backend, "role" => role, "kind" => kind)
+                .increment(0);
+        }
+        Ok(key)
     }
 
     /// Wraps any alloy signer (tests, embedding).
