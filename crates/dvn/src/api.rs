@@ -28,6 +28,7 @@ pub fn ops_router(ctx: Arc<Context>, metrics: PrometheusHandle, with_admin: bool
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
+        .route("/status", get(status_page))
         .with_state(ApiState {
             ctx: Arc::clone(&ctx),
             metrics,
@@ -171,4 +172,28 @@ pub fn boot_router(
             }),
         )
         .route("/metrics", get(move || async move { metrics.render() }))
+}
+
+/// `/status`: the operator's page (see [`crate::ops::page`]). Shows only what `/ready` and
+/// `/metrics` already show on this listener, plus the latest packets' states.
+async fn status_page(State(state): State<ApiState>) -> axum::response::Html<String> {
+    let snapshot = state.ctx.health.latest();
+    let recent = match state
+        .ctx
+        .store
+        .recent_packets(None, crate::ops::page::RECENT_PACKETS)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::debug!("status page: store unavailable: {e}");
+            Vec::new()
+        }
+    };
+    axum::response::Html(crate::ops::page::render(
+        &state.ctx,
+        snapshot.as_ref(),
+        &recent,
+        &state.metrics.render(),
+    ))
 }

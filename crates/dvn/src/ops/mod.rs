@@ -1,10 +1,11 @@
 //! Operator tools that talk to a running node (and to the chains and the store directly):
 //! `dvn status` (one screen), `dvn doctor` (the manual's daily checklist and troubleshooting
 //! tree), `dvn why <guid>` (where one packet is and what it waits for), and the levers on
-//! stuck packets and halted paths (`dvn path …`, `dvn retry`).
+//! stuck packets and halted paths (`dvn path …`, `dvn retry`); and the `/status` page.
 
 pub mod admin;
 pub mod doctor;
+pub mod page;
 pub mod prom;
 pub mod recover;
 pub mod status;

@@ -13,7 +13,7 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{Devnet, DevnetConfig, Direction, Mining};
 use serde_json::json;
 
-use crate::common::Stand;
+use crate::common::{dvn_cli, equivocate_on_a, Stand};
 use crate::e2e::TIMEOUT;
 use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
 use crate::stack::{OpsStack, Webhook};
@@ -214,6 +214,45 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
     )
     .await;
     stand.deliver(Direction::AToB, &sent, TIMEOUT).await;
+    gcp_a[2].edit_faults(|f| f.corrupt = false);
+
+    // Chain A equivocates under a verified packet: the path halts everywhere (P1, paged);
+    // an operator resumes it on each node (`dvn path resume`), resolved.
+    let mark = webhook.mark();
+    equivocate_on_a(&stand).await;
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnPathHalted",
+        Some("aws"),
+        "P1",
+        "pager",
+    )
+    .await;
+    let (src, dst) = stand.devnet.sides(Direction::AToB);
+    let (src_eid, dst_eid) = (src.eid.to_string(), dst.eid.to_string());
+    let (sender, receiver) = (
+        src.contracts.counter.to_string(),
+        dst.contracts.counter.to_string(),
+    );
+    for node in &stand.nodes.nodes {
+        dvn_cli(&[
+            "path",
+            "resume",
+            "--config",
+            node.config_path.to_str().unwrap(),
+            "--src",
+            &src_eid,
+            "--dst",
+            &dst_eid,
+            "--sender",
+            &sender,
+            "--receiver",
+            &receiver,
+        ]);
+    }
+    resolves(&webhook, mark, "DvnPathHalted", Some("aws")).await;
 }
 
 /// Issue 14 §2: every query of the shipped Grafana dashboard, run through Prometheus against

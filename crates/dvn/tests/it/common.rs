@@ -337,3 +337,27 @@ pub async fn ready_status(node: &dvn_devnet::nodes::DvnNode) -> Option<(u16, ser
     let status = response.status().as_u16();
     Some((status, response.json().await.ok()?))
 }
+
+/// The source chain A equivocates under a verified packet: nonce 1 of a path verified on B,
+/// then a reorg puts another payload at that nonce. Every running node halts the path
+/// (`dvn_halted_paths` 1). Returns the packets sent (the verified one, then its replacement).
+pub async fn equivocate_on_a(stand: &Stand) -> Vec<SentPacket> {
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    let fork = src.chain.snapshot().await.unwrap();
+    let mut sent = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    assert!(crate::source_truth::all_verifiable(stand, Direction::AToB, &sent).await);
+    src.chain.revert(fork).await.unwrap();
+    sent.extend(
+        stand
+            .devnet
+            .send_typed_messages(Direction::AToB, 1, dvn_devnet::contracts::COUNTER_COMPOSED)
+            .await
+            .unwrap(),
+    );
+    src.chain.mine(20).await.unwrap();
+    sent
+}

@@ -43,6 +43,7 @@ mod signer_set;
 mod source_truth;
 mod stack;
 mod startup;
+mod status_page;
 mod store;
 mod stuck_tx;
 mod upgrade;

@@ -17,7 +17,7 @@ use crate::common::{metric_reaches, metric_until};
 use crate::e2e::TIMEOUT;
 
 /// Waits until every packet is at least Verifiable on the destination (no delivery).
-async fn all_verifiable(stand: &Stand, direction: Direction, packets: &[SentPacket]) -> bool {
+pub async fn all_verifiable(stand: &Stand, direction: Direction, packets: &[SentPacket]) -> bool {
     eventually(TIMEOUT, Duration::from_millis(200), || async {
         let (_, dst) = stand.devnet.sides(direction);
         let _ = dst.chain.keep_up_with_wall_clock().await;
