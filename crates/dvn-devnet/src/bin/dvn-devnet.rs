@@ -64,6 +64,17 @@ enum Command {
         /// non-archive RPC nodes.
         #[arg(long)]
         prune_history: Option<u64>,
+        /// Side by side: the one-param-per-`execute` flow simple DVNs use (max_batch 1) and
+        /// ours (--max-batch), alternately on fresh devnets, --rounds times each, so a ratio
+        /// survives a noisy machine.
+        #[arg(long)]
+        compare: bool,
+        /// Runs of each mode with --compare.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Print the figures as JSON (one object) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -108,6 +119,9 @@ async fn main() -> anyhow::Result<()> {
             dvn_bin,
             outage,
             prune_history,
+            compare,
+            rounds,
+            json,
         } => {
             let run = BenchRun {
                 messages,
@@ -115,7 +129,18 @@ async fn main() -> anyhow::Result<()> {
                 outage,
                 prune_history,
             };
-            bench(run, log_dir, locate_dvn(dvn_bin)?).await
+            let dvn_bin = locate_dvn(dvn_bin)?;
+            if compare {
+                compare_modes(run, rounds.max(1), &log_dir, &dvn_bin, json).await
+            } else {
+                let figures = bench(run, log_dir, dvn_bin).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&figures)?);
+                } else {
+                    figures.print();
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -134,6 +159,7 @@ fn locate_dvn(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// What one `bench` invocation measures.
+#[derive(Debug, Clone, Copy)]
 struct BenchRun {
     messages: usize,
     max_batch: usize,
@@ -156,7 +182,7 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 
 /// A burst of `messages` A → B through three real nodes; prints figures, asserts nothing
 /// about speed (the invariants must still hold).
-async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Result<()> {
+async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Result<Figures> {
     let BenchRun {
         messages,
         max_batch,
@@ -220,54 +246,241 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     let report = devnet.check_invariants(direction, &packets).await?;
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
     let gas = execute_gas(&devnet, direction).await?;
-    let rss: Vec<String> = nodes
+    let rpc_requests = nodes.metric_sum("dvn_rpc_requests_total").await;
+    // Per method, for the three nodes together.
+    let mut rpc_by_method: std::collections::BTreeMap<String, f64> = Default::default();
+    for node in &nodes.nodes {
+        let text = node.metrics().await.unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("dvn_rpc_requests_total{"))
+        {
+            let method = line
+                .split("method=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("?");
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            *rpc_by_method.entry(method.to_string()).or_default() += value / messages.max(1) as f64;
+        }
+    }
+    let rss: Vec<(String, Option<f64>)> = nodes
         .nodes
         .iter()
-        .map(|n| {
-            let mib = n.pid().and_then(peak_rss_mib);
-            format!(
-                "{} {}",
-                n.region,
-                mib.map_or("?".into(), |m| format!("{m:.1} MiB"))
-            )
-        })
+        .map(|n| (n.region.clone(), n.pid().and_then(peak_rss_mib)))
         .collect();
-    let window = prune_history.map_or("full history".to_string(), |n| {
-        format!("last {n} states kept")
-    });
-    let mode = if outage {
-        "sent while all nodes were down, then drained"
-    } else {
-        "sent to running nodes"
-    };
-    println!("burst of {messages} packets ethereum → conflux-espace ({mode}; anvil {window}), 3 nodes, quorum 2, max_batch {max_batch}");
-    println!(
-        "  sending took                {:>8.2} s",
-        sent_in.as_secs_f64()
-    );
-    println!(
-        "  first packet verified after {:>8.2} s",
-        first_verified.unwrap_or_default().as_secs_f64()
-    );
-    println!(
-        "  all verified after          {:>8.2} s",
-        verified.as_secs_f64()
-    );
-    println!(
-        "  throughput                  {:>8.1} packets/s (burst start to last verified)",
-        messages as f64 / verified.as_secs_f64()
-    );
-    println!(
-        "  DVN.execute transactions    {:>8}",
-        report.execute_transactions
-    );
-    println!(
-        "  gas per verified packet     {:>8}",
-        gas / messages.max(1) as u64
-    );
-    println!("  peak RSS per node           {}", rss.join(", "));
-    if outage {
-        println!("  (verification times count from the nodes' start: the backlog drain)");
+    Ok(Figures {
+        messages,
+        max_batch,
+        outage,
+        anvil_states: prune_history,
+        sending_secs: sent_in.as_secs_f64(),
+        offered_per_sec: messages as f64 / sent_in.as_secs_f64().max(1e-9),
+        first_verified_secs: first_verified.unwrap_or_default().as_secs_f64(),
+        all_verified_secs: verified.as_secs_f64(),
+        throughput_per_sec: messages as f64 / verified.as_secs_f64().max(1e-9),
+        execute_transactions: report.execute_transactions,
+        gas_per_packet: gas / messages.max(1) as u64,
+        rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
+        rpc_requests_per_packet_by_method: rpc_by_method,
+        peak_rss_mib: rss,
+        conditions: Conditions::now(&dvn_bin),
+    })
+}
+
+/// Under what conditions figures were taken: they move with the machine's load.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Conditions {
+    /// `/proc/loadavg`'s 1-minute figure when the run ended.
+    load_1m: Option<f64>,
+    cores: usize,
+    /// `release` or `debug`, from where the dvn binary was built.
+    dvn_build: &'static str,
+}
+
+impl Conditions {
+    fn now(dvn_bin: &std::path::Path) -> Self {
+        let load_1m = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse().ok());
+        Self {
+            load_1m,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            dvn_build: if dvn_bin.components().any(|c| c.as_os_str() == "release") {
+                "release"
+            } else {
+                "debug"
+            },
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Figures {
+    messages: usize,
+    max_batch: usize,
+    outage: bool,
+    anvil_states: Option<u64>,
+    sending_secs: f64,
+    /// Packets per second the harness actually offered (it sends one transaction at a time).
+    offered_per_sec: f64,
+    first_verified_secs: f64,
+    all_verified_secs: f64,
+    throughput_per_sec: f64,
+    execute_transactions: usize,
+    gas_per_packet: u64,
+    /// JSON-RPC requests the three nodes sent (`dvn_rpc_requests_total`, every endpoint and
+    /// method, idle polling included) per packet.
+    rpc_requests_per_packet: f64,
+    rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
+    peak_rss_mib: Vec<(String, Option<f64>)>,
+    conditions: Conditions,
+}
+
+impl Figures {
+    fn print(&self) {
+        let window = self.anvil_states.map_or("full history".to_string(), |n| {
+            format!("last {n} states kept")
+        });
+        let mode = if self.outage {
+            "sent while all nodes were down, then drained"
+        } else {
+            "sent to running nodes"
+        };
+        println!(
+            "burst of {} packets ethereum → conflux-espace ({mode}; anvil {window}), 3 nodes, quorum 2, max_batch {}",
+            self.messages, self.max_batch
+        );
+        println!(
+            "  sending took                {:>8.2} s ({:.1} packets/s offered)",
+            self.sending_secs, self.offered_per_sec
+        );
+        println!(
+            "  first packet verified after {:>8.2} s",
+            self.first_verified_secs
+        );
+        println!(
+            "  all verified after          {:>8.2} s",
+            self.all_verified_secs
+        );
+        println!(
+            "  throughput                  {:>8.1} packets/s (burst start to last verified)",
+            self.throughput_per_sec
+        );
+        println!(
+            "  DVN.execute transactions    {:>8}",
+            self.execute_transactions
+        );
+        println!("  gas per verified packet     {:>8}", self.gas_per_packet);
+        println!(
+            "  RPC requests per packet     {:>8.1} (three nodes together)",
+            self.rpc_requests_per_packet
+        );
+        let by_method: Vec<String> = self
+            .rpc_requests_per_packet_by_method
+            .iter()
+            .filter(|(_, n)| **n >= 0.05)
+            .map(|(m, n)| format!("{m} {n:.1}"))
+            .collect();
+        println!("    by method                 {}", by_method.join(", "));
+        let rss: Vec<String> = self
+            .peak_rss_mib
+            .iter()
+            .map(|(region, mib)| {
+                format!(
+                    "{region} {}",
+                    mib.map_or("?".into(), |m| format!("{m:.1} MiB"))
+                )
+            })
+            .collect();
+        println!("  peak RSS per node           {}", rss.join(", "));
+        println!(
+            "  conditions                  dvn {} build, {} cores, load {}",
+            self.conditions.dvn_build,
+            self.conditions.cores,
+            self.conditions
+                .load_1m
+                .map_or("?".into(), |l| format!("{l:.2}"))
+        );
+        if self.outage {
+            println!("  (verification times count from the nodes' start: the backlog drain)");
+        }
+    }
+}
+
+/// The baseline (one param per `execute`) and ours, alternately, `rounds` times each.
+async fn compare_modes(
+    run: BenchRun,
+    rounds: usize,
+    log_dir: &std::path::Path,
+    dvn_bin: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let modes = [
+        ("one param per execute", 1),
+        ("batched (ours)", run.max_batch),
+    ];
+    let mut results: Vec<(String, Figures)> = Vec::new();
+    for round in 0..rounds {
+        for (label, max_batch) in modes {
+            let figures = bench(
+                BenchRun { max_batch, ..run },
+                log_dir.join(format!("{max_batch}-{round}")),
+                dvn_bin.to_path_buf(),
+            )
+            .await?;
+            if !json {
+                println!("round {} · {label}:", round + 1);
+                figures.print();
+            }
+            results.push((label.to_string(), figures));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    println!("\nside by side ({rounds} run(s) each, alternating; min–max):");
+    println!("| mode | all verified | throughput | execute txs | gas / packet | RPC requests / packet | peak RSS |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, _) in modes {
+        let of: Vec<&Figures> = results
+            .iter()
+            .filter(|(l, _)| l == label)
+            .map(|(_, f)| f)
+            .collect();
+        let range = |v: Vec<f64>, digits: usize| {
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            if (hi - lo).abs() < 1e-9 {
+                format!("{lo:.digits$}")
+            } else {
+                format!("{lo:.digits$}–{hi:.digits$}")
+            }
+        };
+        println!(
+            "| {label} | {} s | {} packets/s | {} | {} | {} | {} MiB |",
+            range(of.iter().map(|f| f.all_verified_secs).collect(), 2),
+            range(of.iter().map(|f| f.throughput_per_sec).collect(), 1),
+            range(
+                of.iter().map(|f| f.execute_transactions as f64).collect(),
+                0
+            ),
+            range(of.iter().map(|f| f.gas_per_packet as f64).collect(), 0),
+            range(of.iter().map(|f| f.rpc_requests_per_packet).collect(), 1),
+            range(
+                of.iter()
+                    .flat_map(|f| f.peak_rss_mib.iter().filter_map(|(_, m)| *m))
+                    .collect(),
+                1
+            ),
+        );
     }
     Ok(())
 }

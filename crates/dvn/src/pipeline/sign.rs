@@ -58,12 +58,21 @@ pub enum Outcome {
     Done(PacketState, String),
 }
 
-/// Per-step caches: one head / finalized read per chain, one `outboundNonce` per path.
+/// Per-step caches: one head / finalized / latest-time read per chain, one `outboundNonce`
+/// per path, one ULN config per (OApp, remote eid) on each side. A step lasts a moment, so a
+/// config changed on chain is seen by the next step; only what changes per packet (its
+/// receipt, its state on the destination) is read per packet.
 #[derive(Default)]
 struct Views {
     heads: HashMap<u32, u64>,
     finalized: HashMap<u32, u64>,
     outbound: HashMap<PathKey, u64>,
+    latest_time: HashMap<u32, u64>,
+    /// Receive-side configs on the destination, by (receiver, source eid).
+    receive_cfgs: HashMap<(Address, u32), dvn_lz::contracts::UlnConfig>,
+    /// Send-side confirmations on the source today, by (sender, destination eid).
+    send_confirmations: HashMap<(Address, u32), u64>,
+    lazy: LazyNonces,
 }
 
 #[derive(Debug)]
@@ -209,22 +218,41 @@ impl SignStage {
         let dvn = self.ctx.dvn(p.dst_eid)?;
 
         // 1. confirm
-        let receive_cfg = dst
-            .call(
-                dst.config.receive_uln,
-                &IReceiveUln302::getUlnConfigCall {
-                    oapp: receiver,
-                    remoteEid: p.src_eid,
-                },
-                None,
-            )
-            .await?;
+        let receive_cfg = match views.receive_cfgs.get(&(receiver, p.src_eid)) {
+            Some(cfg) => cfg.clone(),
+            None => {
+                let cfg = dst
+                    .call(
+                        dst.config.receive_uln,
+                        &IReceiveUln302::getUlnConfigCall {
+                            oapp: receiver,
+                            remoteEid: p.src_eid,
+                        },
+                        None,
+                    )
+                    .await?;
+                views
+                    .receive_cfgs
+                    .insert((receiver, p.src_eid), cfg.clone());
+                cfg
+            }
+        };
         let sole_verifier = is_sole_verifier(dvn.address, &receive_cfg);
         let send_cfg_call = ISendUln302::getUlnConfigCall {
             oapp: sender,
             remoteEid: p.dst_eid,
         };
-        let send_cfg = src.call(src.config.send_uln, &send_cfg_call, None).await?;
+        let send_confirmations = match views.send_confirmations.get(&(sender, p.dst_eid)) {
+            Some(c) => *c,
+            None => {
+                let c = src
+                    .call(src.config.send_uln, &send_cfg_call, None)
+                    .await?
+                    .confirmations;
+                views.send_confirmations.insert((sender, p.dst_eid), c);
+                c
+            }
+        };
         // The config in force at the send block counts too while the endpoints still hold that
         // state; once they have pruned it, today's is all there is (config changes are rare and
         // the destination's requirement, read above, is what the verification must meet).
@@ -235,7 +263,7 @@ impl SignStage {
             .unwrap_or(0);
         let required = receive_cfg
             .confirmations
-            .max(send_cfg.confirmations)
+            .max(send_confirmations)
             .max(send_cfg_then)
             .max(1);
         let head = match views.heads.get(&p.src_eid) {
@@ -305,14 +333,28 @@ impl SignStage {
         }
 
         // 3. check the destination
-        if let Some((state, why)) =
-            destination_done(dst, dvn.address, &header, p.payload_hash, required).await?
+        if let Some((state, why)) = destination_done_in(
+            dst,
+            dvn.address,
+            &header,
+            p.payload_hash,
+            required,
+            &mut views.lazy,
+        )
+        .await?
         {
             return Ok(Outcome::Done(state, why));
         }
 
         // 4. sign
-        let now = dst.latest_timestamp().await?;
+        let now = match views.latest_time.get(&p.dst_eid) {
+            Some(t) => *t,
+            None => {
+                let t = dst.latest_timestamp().await?;
+                views.latest_time.insert(p.dst_eid, t);
+                t
+            }
+        };
         let expires = expiration(
             p.block_timestamp,
             self.ctx.config.verification.expiration_secs,
@@ -404,6 +446,13 @@ fn is_sole_verifier(our_dvn: Address, cfg: &dvn_lz::contracts::UlnConfig) -> boo
         && cfg.requiredDVNs.first() == Some(&our_dvn)
 }
 
+/// Each path's lazy inbound nonce on the destination, by (receiver, source eid, sender): read
+/// once per sign step (it only grows; a packet at or below it was delivered or skipped). Only
+/// for the sign stage's check, which saves work: a nonce read a moment ago may miss a delivery
+/// and let a done packet be signed, never submitted — the submit stage reads the destination
+/// afresh for every packet right before sending.
+pub type LazyNonces = HashMap<(Address, u32, B256), u64>;
+
 /// Whether the destination already has what this packet needs, and so no signature is due.
 pub async fn destination_done(
     dst: &EvmChain,
@@ -411,6 +460,27 @@ pub async fn destination_done(
     header: &PacketHeader,
     payload_hash: alloy::primitives::B256,
     required: u64,
+) -> anyhow::Result<Option<(PacketState, String)>> {
+    destination_done_in(
+        dst,
+        dvn,
+        header,
+        payload_hash,
+        required,
+        &mut LazyNonces::new(),
+    )
+    .await
+}
+
+/// [`destination_done`], with the paths' lazy nonces read once into `lazy`. Our verification
+/// and the committed payload hash are read per packet (they change per packet).
+pub async fn destination_done_in(
+    dst: &EvmChain,
+    dvn: Address,
+    header: &PacketHeader,
+    payload_hash: alloy::primitives::B256,
+    required: u64,
+    lazy: &mut LazyNonces,
 ) -> anyhow::Result<Option<(PacketState, String)>> {
     let header_hash = keccak256(header.encode());
     let ours = dst
@@ -449,17 +519,25 @@ pub async fn destination_done(
             "already committed on the destination".into(),
         )));
     }
-    let lazy = dst
-        .call(
-            dst.config.endpoint,
-            &IEndpointV2::lazyInboundNonceCall {
-                receiver,
-                srcEid: header.src_eid,
-                sender: header.sender,
-            },
-            None,
-        )
-        .await?;
+    let key = (receiver, header.src_eid, header.sender);
+    let lazy = match lazy.get(&key) {
+        Some(n) => *n,
+        None => {
+            let n = dst
+                .call(
+                    dst.config.endpoint,
+                    &IEndpointV2::lazyInboundNonceCall {
+                        receiver,
+                        srcEid: header.src_eid,
+                        sender: header.sender,
+                    },
+                    None,
+                )
+                .await?;
+            lazy.insert(key, n);
+            n
+        }
+    };
     if header.nonce <= lazy {
         return Ok(Some((
             PacketState::Skipped,

@@ -407,7 +407,10 @@ impl SubmitStage {
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         self.hold_back_claimed(&mut ready).await?;
         let mut batch = Vec::new();
-        // Source heads, read once per batch, for the re-check of not-yet-final packets.
+        // Source heads, read once per batch, for the re-check of not-yet-final packets. (The
+        // destination is read afresh for every packet: once committed, a packet's own
+        // verification is gone from the ULN and only the path's lazy nonce shows it delivered —
+        // a nonce read earlier in the batch can miss that and verify it a second time.)
         let mut source_heads = std::collections::HashMap::new();
         for item in ready {
             // Signed before a reorg, not yet submitted: while the source block could still be
