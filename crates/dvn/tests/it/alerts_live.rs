@@ -2,7 +2,9 @@
 //! scrapes the three devnet nodes, an Alertmanager routes what fires to a webhook; faults are
 //! injected into the live processes the way an operator meets them, and each must arrive as
 //! the right alert, with the right severity, at the right receiver — and resolve after the fix.
-//! A healthy devnet fires nothing but the one alert that is true of it.
+//! A healthy devnet fires nothing but the one alert that is true of it. Covered: all nodes
+//! down (P0); quorum lost, path halted (P1); node down, backlog, HSM, RPC down, lying
+//! endpoint (P2); the sole-verifier alert (P3).
 
 use std::time::Duration;
 
@@ -253,6 +255,24 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         ]);
     }
     resolves(&webhook, mark, "DvnPathHalted", Some("aws")).await;
+
+    // Every region down: DvnAllNodesDown (P0, paged); all back, resolved.
+    let mark = webhook.mark();
+    for node in &mut stand.nodes.nodes {
+        node.kill();
+    }
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnAllNodesDown",
+        None,
+        "P0",
+        "pager",
+    )
+    .await;
+    stand.nodes.start(&[AWS, ALIYUN, GCP]).await.unwrap();
+    resolves(&webhook, mark, "DvnAllNodesDown", None).await;
 }
 
 /// Issue 14 §2: every query of the shipped Grafana dashboard, run through Prometheus against
