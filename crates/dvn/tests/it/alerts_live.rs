@@ -6,16 +6,13 @@
 //! down (P0); quorum lost, path halted (P1); node down, backlog, HSM, RPC down, lying
 //! endpoint (P2); the sole-verifier alert (P3).
 
-use std::time::Duration;
-
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::proxy::{ProxyMode, RpcProxy};
-use dvn_devnet::wait::eventually;
 use dvn_devnet::{Devnet, DevnetConfig, Direction, Mining};
 use serde_json::json;
 
-use crate::common::{dvn_cli, equivocate_on_a, Stand};
+use crate::common::{a_to_b_path_args, dvn_cli, equivocate_on_a, Stand};
 use crate::e2e::TIMEOUT;
 use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
 use crate::stack::{OpsStack, Webhook};
@@ -92,12 +89,7 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
     // Healthy: ten rule evaluations (each rule's `for:` is 2 s here) and nothing pending or
     // firing but DvnSoleVerifierOApp — true of the devnet, whose OApps require only our DVN —
     // which the shipped routes send to the daily review as a P3.
-    let start = stack.rule_evaluations().await;
-    let evaluated = eventually(TIMEOUT, Duration::from_millis(500), || async {
-        (stack.rule_evaluations().await >= start + 10.0).then_some(())
-    })
-    .await;
-    assert!(evaluated.is_some(), "Prometheus evaluates the rules");
+    stack.wait_evaluations(10.0).await;
     fires(
         &webhook,
         &stack,
@@ -232,27 +224,17 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         "pager",
     )
     .await;
-    let (src, dst) = stand.devnet.sides(Direction::AToB);
-    let (src_eid, dst_eid) = (src.eid.to_string(), dst.eid.to_string());
-    let (sender, receiver) = (
-        src.contracts.counter.to_string(),
-        dst.contracts.counter.to_string(),
-    );
+    let path = a_to_b_path_args(&stand);
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
     for node in &stand.nodes.nodes {
-        dvn_cli(&[
+        let mut args = vec![
             "path",
             "resume",
             "--config",
             node.config_path.to_str().unwrap(),
-            "--src",
-            &src_eid,
-            "--dst",
-            &dst_eid,
-            "--sender",
-            &sender,
-            "--receiver",
-            &receiver,
-        ]);
+        ];
+        args.extend_from_slice(&path);
+        dvn_cli(&args);
     }
     resolves(&webhook, mark, "DvnPathHalted", Some("aws")).await;
 
@@ -290,12 +272,7 @@ async fn every_dashboard_query_returns_data_from_live_nodes() {
     let stack = OpsStack::start(&stand.nodes.nodes).await;
     stand.round_trip_both_ways(2).await;
     // rate() needs two scrapes of a counter inside its window.
-    let start = stack.rule_evaluations().await;
-    let evaluated = eventually(TIMEOUT, Duration::from_millis(500), || async {
-        (stack.rule_evaluations().await >= start + 5.0).then_some(())
-    })
-    .await;
-    assert!(evaluated.is_some(), "Prometheus evaluates the rules");
+    stack.wait_evaluations(5.0).await;
 
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(

@@ -361,3 +361,19 @@ pub async fn equivocate_on_a(stand: &Stand) -> Vec<SentPacket> {
     src.chain.mine(20).await.unwrap();
     sent
 }
+
+/// `--src … --dst … --sender … --receiver …` naming the devnet's A → B counter path, as
+/// `dvn path resume` and `dvn admin resume-halted` take it.
+pub fn a_to_b_path_args(stand: &Stand) -> [String; 8] {
+    let (src, dst) = stand.devnet.sides(Direction::AToB);
+    [
+        "--src".into(),
+        src.eid.to_string(),
+        "--dst".into(),
+        dst.eid.to_string(),
+        "--sender".into(),
+        src.contracts.counter.to_string(),
+        "--receiver".into(),
+        dst.contracts.counter.to_string(),
+    ]
+}

@@ -251,27 +251,13 @@ async fn equivocation_after_verification_halts_the_path_until_an_operator_resume
 
     // The operator investigates, then resumes the path on each node: on aws through the admin
     // API (an admin's decision: an operator's token is refused), elsewhere on the host.
-    let (src, dst) = stand.devnet.sides(Direction::AToB);
     for (i, node) in stand.nodes.nodes.iter().enumerate() {
         let config = node.config_path.to_str().unwrap();
         let list = dvn_cli(&["path", "list", "--json", "--config", config]);
         let listed: serde_json::Value = serde_json::from_str(&list).unwrap();
         assert_eq!(listed["halted_paths"][0]["nonce"], 1, "{listed}");
-        let (src_eid, dst_eid) = (src.eid.to_string(), dst.eid.to_string());
-        let (sender, receiver) = (
-            src.contracts.counter.to_string(),
-            dst.contracts.counter.to_string(),
-        );
-        let path = [
-            "--src",
-            &src_eid,
-            "--dst",
-            &dst_eid,
-            "--sender",
-            &sender,
-            "--receiver",
-            &receiver,
-        ];
+        let path = crate::common::a_to_b_path_args(&stand);
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
         if i == 0 {
             let audit = dvn_cli(&["audit", "export", "-c", config]);
             assert!(

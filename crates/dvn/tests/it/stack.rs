@@ -313,6 +313,16 @@ impl OpsStack {
         dvn_devnet::nodes::sum_metric(&text, "prometheus_rule_group_iterations_total")
     }
 
+    /// Waits until Prometheus has evaluated the rules `n` more times.
+    pub async fn wait_evaluations(&self, n: f64) {
+        let start = self.rule_evaluations().await;
+        let evaluated = eventually(ALERT_TIMEOUT, Duration::from_millis(500), || async {
+            (self.rule_evaluations().await >= start + n).then_some(())
+        })
+        .await;
+        assert!(evaluated.is_some(), "Prometheus evaluates the rules");
+    }
+
     /// The alerts Prometheus has pending or firing now: (name, instance, state).
     pub async fn alerts(&self) -> Vec<(String, String, String)> {
         let Some(body) = self.get("/api/v1/alerts").await else {
