@@ -35,6 +35,7 @@ install_debs() {
   # alerts to an Alertmanager; node_exporter feeds the disk panel and alert.
   command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
   command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
+  command -v prometheus-blackbox-exporter >/dev/null || missing+=(prometheus-blackbox-exporter)
   # chromium: the /status page rendered headless (screenshot, DOM).
   command -v chromium >/dev/null || missing+=(chromium)
   command -v redis-server >/dev/null || missing+=(redis-server)

@@ -4,7 +4,7 @@
 //! the right alert, with the right severity, at the right receiver — and resolve after the fix.
 //! A healthy devnet fires nothing but the one alert that is true of it. Covered: all nodes
 //! down (P0); quorum lost, path halted (P1); node down, backlog, HSM, RPC down, lying
-//! endpoint (P2); the sole-verifier alert (P3).
+//! endpoint (P2); the sole-verifier alert and a certificate close to expiry (P3).
 
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
@@ -237,6 +237,40 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         dvn_cli(&args);
     }
     resolves(&webhook, mark, "DvnPathHalted", Some("aws")).await;
+
+    // aws's peer certificate renewed for only 10 days (`dvn certs renew`, picked up without a
+    // restart): DvnCertificateExpiring (P3) from blackbox_exporter's probe; renewed for a
+    // year, resolved.
+    let mark = webhook.mark();
+    let aws = &stand.nodes.nodes[AWS];
+    let target = format!("127.0.0.1:{}", aws.peer_port);
+    let renew = |days: &str| {
+        dvn_cli(&[
+            "certs",
+            "renew",
+            "--dir",
+            aws.tls_dir.to_str().unwrap(),
+            "--name",
+            "aws",
+            "--hosts",
+            "127.0.0.1,localhost",
+            "--days",
+            days,
+        ])
+    };
+    renew("10");
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnCertificateExpiring",
+        Some(&target),
+        "P3",
+        "review",
+    )
+    .await;
+    renew("397");
+    resolves(&webhook, mark, "DvnCertificateExpiring", Some(&target)).await;
 
     // Every region down: DvnAllNodesDown (P0, paged); all back, resolved.
     let mark = webhook.mark();

@@ -1,7 +1,8 @@
 //! The operations stack as an operator runs it, on 127.0.0.1: a real Prometheus (Debian
 //! `prometheus`) scraping the devnet's nodes with the project's own scrape config and alert
 //! rules, a real Alertmanager (`prometheus-alertmanager`) routing with the project's own
-//! config to a webhook this harness owns, and node_exporter for the disk rule and panel.
+//! config to a webhook this harness owns, node_exporter for the disk rule and panel, and
+//! blackbox_exporter with the project's module reading the peer listeners' certificates.
 //!
 //! Only the timings are the test's: 1 s scrape and evaluation, every rule's `for:` cut to 2 s,
 //! no group wait in Alertmanager. Everything else — expressions, labels, severities, routes,
@@ -140,7 +141,8 @@ impl OpsStack {
             let _ = axum::serve(listener, app).await;
         });
 
-        let (prom_port, am_port, node_port) = (
+        let (prom_port, am_port, node_port, blackbox_port) = (
+            free_port().unwrap(),
             free_port().unwrap(),
             free_port().unwrap(),
             free_port().unwrap(),
@@ -177,12 +179,24 @@ impl OpsStack {
                 "node" => {
                     job["static_configs"] = json!([{ "targets": [format!("127.0.0.1:{node_port}")], "labels": { "instance": nodes[0].region } }]);
                 }
-                _ => {}
+                "peer-certificates" => {
+                    job["scrape_interval"] = json!("1s");
+                    job["scrape_timeout"] = json!("1s");
+                    job["static_configs"] = json!([{ "targets": nodes
+                        .iter()
+                        .map(|n| format!("127.0.0.1:{}", n.peer_port))
+                        .collect::<Vec<_>>() }]);
+                    for relabel in job["relabel_configs"].as_array_mut().unwrap() {
+                        if relabel["target_label"] == "__address__" {
+                            relabel["replacement"] = json!(format!("127.0.0.1:{blackbox_port}"));
+                        }
+                    }
+                }
+                other => panic!(
+                    "the shipped scrape config has a job this harness does not know: {other}"
+                ),
             }
         }
-        // No blackbox_exporter here: the certificate rule is covered by its promtool unit test
-        // and `dvn doctor --cert`.
-        jobs.retain(|j| j["job_name"] != "peer-certificates");
         std::fs::write(
             dir.path().join("prometheus.yml"),
             serde_norway::to_string(&prom).unwrap(),
@@ -224,6 +238,17 @@ impl OpsStack {
         let d = |p: &str| dir.path().join(p).display().to_string();
         let processes = vec![
             spawn(
+                "blackbox_exporter",
+                "prometheus-blackbox-exporter",
+                vec![
+                    format!(
+                        "--config.file={}",
+                        deploy("prometheus/blackbox.yml").display()
+                    ),
+                    format!("--web.listen-address=127.0.0.1:{blackbox_port}"),
+                ],
+            ),
+            spawn(
                 "node_exporter",
                 "prometheus-node-exporter",
                 vec![format!("--web.listen-address=127.0.0.1:{node_port}")],
@@ -262,7 +287,8 @@ impl OpsStack {
         let scraped = eventually(ALERT_TIMEOUT, Duration::from_millis(250), || async {
             let targets = stack.get("/api/v1/targets").await?;
             let active = targets["data"]["activeTargets"].as_array()?.clone();
-            (active.len() == nodes.len() + 1 && active.iter().all(|t| t["health"] == "up"))
+            // Each node's /metrics and peer certificate, and node_exporter.
+            (active.len() == 2 * nodes.len() + 1 && active.iter().all(|t| t["health"] == "up"))
                 .then_some(())
         })
         .await;
