@@ -180,7 +180,7 @@ async fn status_page(State(state): State<ApiState>) -> axum::response::Html<Stri
     let snapshot = state.ctx.health.latest();
     let recent = match state
         .ctx
-        .store
+        .reader
         .recent_packets(None, crate::ops::page::RECENT_PACKETS)
         .await
     {

@@ -664,7 +664,9 @@ pub async fn run(
     }
     let listen = config.node.listen;
     let governor = config.governor.clone();
+    let reader = store.reader().await.context("store reader")?;
     let ctx = Arc::new(Context {
+        reader,
         config,
         store,
         chains,
@@ -816,11 +818,10 @@ pub async fn run(
         audit_outvoted_endpoints(&c).await;
         Ok("outvoted endpoints")
     });
-    let reader = ctx.store.reader().await.context("store reader")?;
     let c = Arc::clone(&ctx);
     tasks.spawn(async move {
         let sources = crate::health::Sources {
-            store: &reader,
+            store: &c.reader,
             chains: &c.chains,
             signer: &c.signer,
             submitter: &c.submitter,

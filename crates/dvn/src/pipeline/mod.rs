@@ -66,6 +66,9 @@ pub struct Wakeups {
 pub struct Context {
     pub config: Config,
     pub store: Store,
+    /// The same store through connections of its own, for readers that must never wait
+    /// behind the pipeline or hold it up: the health snapshot, the `/status` page.
+    pub reader: Store,
     pub chains: BTreeMap<u32, EvmChain>,
     /// Our DVN per chain eid, as last read from the chain (followed live: the signer set and
     /// quorum change on chain by the DVN's own multisig).
