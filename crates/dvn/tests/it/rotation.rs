@@ -137,7 +137,12 @@ async fn a_region_rotates_its_signer_into_the_hsm_while_messages_flow() {
     // aliyun's operator approves both (aws + aliyun = 2 of 3): aws executes them.
     for id in &ids {
         let approved = rotate(aliyun, &tokens[1], &["approve", id]);
-        assert_eq!(approved["state"], "approved", "{approved}");
+        // aws may already have executed it (with aliyun's pushed signature) by the time the
+        // answer is read back.
+        assert!(
+            approved["state"] == "approved" || approved["state"] == "executed",
+            "{approved}"
+        );
     }
     for side in [&stand.devnet.a, &stand.devnet.b] {
         let rotated = eventually(TIMEOUT, Duration::from_millis(500), || async {
