@@ -43,7 +43,9 @@ pub const MAX_ROTATION_TTL_SECS: u64 = 7 * 86_400;
 pub const DEFAULT_ROTATION_TTL_SECS: u64 = 86_400;
 /// `execute`s sent for one rotation before it is marked failed.
 const MAX_ATTEMPTS: u64 = 3;
-/// How often the peers are asked for a rotation's signatures while it lacks a quorum.
+/// How often the peers are asked for a rotation's signatures while it lacks a quorum, and how
+/// often open rotations are looked at on chain at all (a proposal may wait a day for its
+/// approvals: three reads per submit tick would add up).
 const PULL_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a proposed rotation is refused (by the proposer before sending, by a peer on receipt
@@ -365,6 +367,7 @@ pub struct Rotations {
     ctx: Arc<Context>,
     eid: u32,
     last_pull: HashMap<B256, Instant>,
+    last_step: Option<Instant>,
 }
 
 impl Rotations {
@@ -373,11 +376,16 @@ impl Rotations {
             ctx,
             eid,
             last_pull: HashMap::new(),
+            last_step: None,
         }
     }
 
     /// True when an `execute` was sent.
     pub async fn step(&mut self, txs: &mut TxManager) -> anyhow::Result<bool> {
+        if self.last_step.is_some_and(|at| at.elapsed() < PULL_EVERY) {
+            return Ok(false);
+        }
+        self.last_step = Some(Instant::now());
         let open: Vec<Rotation> = self
             .ctx
             .store
