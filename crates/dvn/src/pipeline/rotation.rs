@@ -30,8 +30,9 @@ use alloy::primitives::{keccak256, Address, Bytes, B256};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
 use dvn_lz::contracts::IDVN;
-use dvn_lz::{SignatureSet, UnsignedParam};
+use dvn_lz::UnsignedParam;
 
+use super::submit::counted_signatures;
 use super::transactions::TxManager;
 use super::{Context, DvnInfo};
 use crate::peer::protocol::{RotationProposal, PROTOCOL_VERSION};
@@ -485,15 +486,8 @@ impl Rotations {
         dvn: &DvnInfo,
     ) -> anyhow::Result<Option<Bytes>> {
         let hash = param.call_hash();
-        let count = |stored: Vec<(Address, Vec<u8>)>| {
-            let mut set = SignatureSet::new(hash);
-            for (_, bytes) in stored {
-                if let Ok(sig) = dvn_lz::multisig::parse_signature(&bytes) {
-                    let _ = set.insert(sig, &dvn.signers);
-                }
-            }
-            set
-        };
+        let count =
+            |stored: Vec<(Address, Vec<u8>)>| counted_signatures(hash, &stored, &dvn.signers);
         let set = count(self.ctx.store.signatures(hash).await?);
         if set.len() >= dvn.quorum {
             return Ok(Some(set.pack(dvn.quorum)?));

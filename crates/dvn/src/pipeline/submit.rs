@@ -234,14 +234,9 @@ impl SubmitStage {
                     .await?;
                 continue;
             }
-            let mut set = SignatureSet::new(call_hash);
-            let mut signed_by_us = false;
-            for (signer, bytes) in self.ctx.store.signatures(call_hash).await? {
-                signed_by_us |= signer == our_key;
-                if let Ok(sig) = dvn_lz::multisig::parse_signature(&bytes) {
-                    let _ = set.insert(sig, &dvn.signers);
-                }
-            }
+            let stored = self.ctx.store.signatures(call_hash).await?;
+            let signed_by_us = stored.iter().any(|(signer, _)| *signer == our_key);
+            let set = counted_signatures(call_hash, &stored, &dvn.signers);
             if set.len() < dvn.quorum {
                 if !signed_by_us {
                     // Signed with a key this region no longer signs with here (a rotation
@@ -524,6 +519,23 @@ impl SubmitStage {
         ready.retain(|r| !held.contains_key(&r.row.packet.guid));
         Ok(())
     }
+}
+
+/// The stored signatures over `call_hash` that count: each must recover to a member of the
+/// DVN's on-chain signer set over this very hash (one per signer). Packets and signer
+/// rotations are aggregated by this one rule.
+pub fn counted_signatures(
+    call_hash: B256,
+    stored: &[(alloy::primitives::Address, Vec<u8>)],
+    signers: &[alloy::primitives::Address],
+) -> SignatureSet {
+    let mut set = SignatureSet::new(call_hash);
+    for (_, bytes) in stored {
+        if let Ok(sig) = dvn_lz::multisig::parse_signature(bytes) {
+            let _ = set.insert(sig, signers);
+        }
+    }
+    set
 }
 
 impl Stage for SubmitStage {
