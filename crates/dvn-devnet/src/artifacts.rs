@@ -29,6 +29,8 @@ pub enum Contract {
     OmniCounter,
     /// A second send library (no DVNs, no fee events), to register beside SendUln302.
     SimpleMessageLib,
+    /// The compact-calldata front of `DVN.execute`.
+    DvnDecompressor,
 }
 
 impl Contract {
@@ -55,6 +57,10 @@ impl Contract {
             Self::SimpleMessageLib => (
                 PROTOCOL,
                 "messagelib/SimpleMessageLib.sol/SimpleMessageLib.json",
+            ),
+            Self::DvnDecompressor => (
+                MSGLIB,
+                "decompressor/DVNDecompressor.sol/DVNDecompressor.json",
             ),
         };
         format!("{package}/{file}")

@@ -132,6 +132,21 @@ sol! {
         function setDstConfig(DvnDstConfigParam[] _params) external;
     }
 
+    /// `DVNDecompressor`'s constructor arguments (indexes for its DVNs and targets).
+    struct DecompressorDvn {
+        uint16 idx;
+        address addr;
+    }
+
+    struct DecompressorTarget {
+        uint8 idx;
+        address addr;
+    }
+
+    contract DVNDecompressor {
+        constructor(uint32 _vid, DecompressorDvn[] _dvns, DecompressorTarget[] _targets);
+    }
+
     contract DVNFeeLib {
         constructor(uint32 _localEidV2, uint256 _nativeDecimalsRate);
     }

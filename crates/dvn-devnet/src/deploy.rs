@@ -32,7 +32,7 @@ pub struct SideSpec {
 }
 
 /// Addresses of everything deployed on one chain.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Contracts {
     pub endpoint: Address,
     pub send_lib: Address,
@@ -43,6 +43,9 @@ pub struct Contracts {
     pub executor: Address,
     pub dvn: Address,
     pub counter: Address,
+    /// One `DVNDecompressor` per DVN admin (same order), each owned by that admin and holding
+    /// `ADMIN_ROLE` on the DVN; empty unless the devnet was asked for them.
+    pub decompressors: Vec<Address>,
 }
 
 /// Gas the DVN quotes per verification on the remote chain (drives its fee only).
@@ -253,7 +256,57 @@ pub async fn deploy_side(
         executor,
         dvn,
         counter,
+        decompressors: Vec::new(),
     })
+}
+
+/// Deploys one `DVNDecompressor` per DVN admin, from that admin's account (it becomes the
+/// owner, the only account that may call it), with the DVN at index 0 and the receive
+/// library as target 0, and grants each `ADMIN_ROLE` on the DVN (it calls `DVN.execute`).
+pub async fn deploy_decompressors(
+    chain: &Chain,
+    artifacts: &Artifacts,
+    roles: &Roles,
+    vid: u32,
+    contracts: &Contracts,
+) -> anyhow::Result<Vec<Address>> {
+    let mut out = Vec::new();
+    for admin in &roles.dvn_admins {
+        let decompressor = chain
+            .deploy(
+                "DVNDecompressor",
+                *admin,
+                creation_code(
+                    artifacts,
+                    Contract::DvnDecompressor,
+                    &DVNDecompressor::constructorCall {
+                        _vid: vid,
+                        _dvns: vec![DecompressorDvn {
+                            idx: 0,
+                            addr: contracts.dvn,
+                        }],
+                        _targets: vec![DecompressorTarget {
+                            idx: 0,
+                            addr: contracts.receive_lib,
+                        }],
+                    },
+                )?,
+            )
+            .await?;
+        chain
+            .send(
+                *admin,
+                contracts.dvn,
+                &dvn_lz::contracts::IDVN::grantRoleCall {
+                    role: dvn_lz::contracts::ADMIN_ROLE,
+                    account: decompressor,
+                },
+                U256::ZERO,
+            )
+            .await?;
+        out.push(decompressor);
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]

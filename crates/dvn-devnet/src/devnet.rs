@@ -54,6 +54,9 @@ pub struct DevnetConfig {
     /// Run the chains in a session of their own (the demo: a terminal Ctrl-C must not stop
     /// them). Tests leave them in their process group, so a killed test takes them along.
     pub own_session: bool,
+    /// Deploy a `DVNDecompressor` per DVN admin on both chains (see
+    /// [`deploy::deploy_decompressors`]).
+    pub decompressors: bool,
 }
 
 impl Default for DevnetConfig {
@@ -68,6 +71,7 @@ impl Default for DevnetConfig {
             extra_signers: vec![],
             prune_history: None,
             own_session: false,
+            decompressors: false,
         }
     }
 }
@@ -195,10 +199,29 @@ impl Devnet {
         };
         let (roles_a, roles_b) = (roles(&chain_a, DEPLOYER_A)?, roles(&chain_b, DEPLOYER_B)?);
         let (spec_a, spec_b) = (spec(EID_A, EID_B), spec(EID_B, EID_A));
-        let (contracts_a, contracts_b) = tokio::try_join!(
+        let (mut contracts_a, mut contracts_b) = tokio::try_join!(
             deploy::deploy_side(&chain_a, &artifacts, &roles_a, &spec_a),
             deploy::deploy_side(&chain_b, &artifacts, &roles_b, &spec_b),
         )?;
+        if config.decompressors {
+            let (a, b) = tokio::try_join!(
+                deploy::deploy_decompressors(
+                    &chain_a,
+                    &artifacts,
+                    &roles_a,
+                    EID_A % 30_000,
+                    &contracts_a
+                ),
+                deploy::deploy_decompressors(
+                    &chain_b,
+                    &artifacts,
+                    &roles_b,
+                    EID_B % 30_000,
+                    &contracts_b
+                ),
+            )?;
+            (contracts_a.decompressors, contracts_b.decompressors) = (a, b);
+        }
         // Send-side confirmations of A→B live on A, receive-side ones on B (and vice versa).
         tokio::try_join!(
             deploy::wire_side(

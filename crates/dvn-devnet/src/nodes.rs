@@ -36,6 +36,11 @@ pub struct NodeOptions {
     pub poll_interval_ms: u64,
     pub tick_ms: u64,
     pub max_batch: usize,
+    /// `submitter.max_in_flight`.
+    pub max_in_flight: usize,
+    /// Submit through the devnet's `DVNDecompressor`s (each node its own admin's; the devnet
+    /// must have been started with `decompressors`).
+    pub decompressor: bool,
     /// RPC URLs for chain A and chain B (default: each anvil's own URL), and the agreement
     /// threshold (default: all of them).
     pub rpc_a: Vec<String>,
@@ -57,6 +62,8 @@ impl Default for NodeOptions {
             poll_interval_ms: 200,
             tick_ms: 200,
             max_batch: 50,
+            max_in_flight: 4,
+            decompressor: false,
             rpc_a: vec![],
             rpc_b: vec![],
             rpc_quorum: None,
@@ -344,7 +351,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     anyhow::bail!("no free port found in 20000..32000")
 }
 
-fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions) -> Value {
+fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions, node: usize) -> Value {
     let rpc: Vec<String> = if rpc.is_empty() {
         vec![side.chain.rpc_url().to_string()]
     } else {
@@ -363,6 +370,11 @@ fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions) -> Value {
         "dvn": side.contracts.dvn.to_string(),
         "poll_interval_ms": options.poll_interval_ms,
         "rpc_timeout_ms": 5000,
+        "decompressor": options
+            .decompressor
+            .then(|| side.contracts.decompressors.get(node))
+            .flatten()
+            .map(|address| json!({ "address": address.to_string() })),
     })
 }
 
@@ -436,14 +448,15 @@ impl NodeSet {
                 },
                 "store": { "url": store_url },
                 "chains": [
-                    chain_entry(&devnet.a, &options.rpc_a, options),
-                    chain_entry(&devnet.b, &options.rpc_b, options),
+                    chain_entry(&devnet.a, &options.rpc_a, options, i),
+                    chain_entry(&devnet.b, &options.rpc_b, options, i),
                 ],
                 "peers": peers,
                 "signer": { "kind": "env", "var": "DVN_SIGNER_KEY", "allow_plaintext": true },
                 "submitter": {
                     "key": { "kind": "env", "var": "DVN_SUBMITTER_KEY", "allow_plaintext": true },
                     "max_batch": options.max_batch,
+                    "max_in_flight": options.max_in_flight,
                     "takeover_after_secs": options.takeover_after_secs,
                     "replace_after_secs": options.replace_after_secs,
                 },

@@ -5,8 +5,10 @@
 //! - [`assignment`]: pairing `PacketSent` with `DVNFeePaid`; "is this packet ours".
 //! - [`multisig`]: the DVN `execute` hash, EIP-191 digest, signature normalisation and packing.
 //! - [`options`]: type-3 executor options for sending test messages.
+//! - [`compressed`]: the `DVNDecompressor`'s compact `execute` encoding.
 
 pub mod assignment;
+pub mod compressed;
 pub mod contracts;
 pub mod multisig;
 pub mod options;

@@ -22,7 +22,7 @@ use crate::peer::client::PeerClient;
 use crate::pipeline::sign::SignStage;
 use crate::pipeline::submit::SubmitStage;
 use crate::pipeline::watch::Watcher;
-use crate::pipeline::{run_stage, Context, DvnInfo, Wakeups};
+use crate::pipeline::{execute, run_stage, Context, DvnInfo, Wakeups};
 use crate::signer::KeyHandle;
 use crate::store::Store;
 
@@ -44,11 +44,17 @@ pub enum StartupError {
         dvn: Address,
         actual: Vec<Address>,
     },
-    #[error("chain {chain}: the submitter {submitter} lacks ADMIN_ROLE on DVN {dvn}")]
+    #[error("chain {chain}: {caller} (the submitter, or the decompressor it sends through) lacks ADMIN_ROLE on DVN {dvn}")]
     NotAdmin {
         chain: String,
-        submitter: Address,
+        caller: Address,
         dvn: Address,
+    },
+    #[error("chain {chain}: the decompressor {decompressor} {problem}")]
+    Decompressor {
+        chain: String,
+        decompressor: Address,
+        problem: String,
     },
     #[error("chain {chain}: DVN {dvn} reports quorum {quorum} with {signers} signers")]
     BadQuorum {
@@ -212,12 +218,23 @@ pub async fn self_check(
             }
             .into());
         }
+        if let Some(problem) = execute::check_decompressor(chain, dvn, vid, submitter).await? {
+            let decompressor = execute::caller(&chain.config, submitter);
+            return Err(StartupError::Decompressor {
+                chain: name,
+                decompressor,
+                problem,
+            }
+            .into());
+        }
+        // The account DVN.execute sees: the submitter, or the decompressor it sends through.
+        let caller = execute::caller(&chain.config, submitter);
         if !chain
             .call(
                 dvn,
                 &IDVN::hasRoleCall {
                     role: ADMIN_ROLE,
-                    account: submitter,
+                    account: caller,
                 },
                 None,
             )
@@ -225,7 +242,7 @@ pub async fn self_check(
         {
             return Err(StartupError::NotAdmin {
                 chain: name,
-                submitter,
+                caller,
                 dvn,
             }
             .into());
@@ -432,16 +449,8 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
         "the DVN reports quorum {quorum} with {} signers: keeping the previous set",
         signers.len()
     );
-    let submitter_is_admin = chain
-        .call(
-            known.address,
-            &IDVN::hasRoleCall {
-                role: ADMIN_ROLE,
-                account: ctx.submitter.address(),
-            },
-            None,
-        )
-        .await?;
+    let submitter_is_admin =
+        execute::may_execute(chain, known.address, ctx.submitter.address()).await?;
     metrics::gauge!("dvn_submitter_is_admin", "chain" => chain.name().to_string())
         .set(if submitter_is_admin { 1.0 } else { 0.0 });
     if submitter_is_admin != known.submitter_is_admin {

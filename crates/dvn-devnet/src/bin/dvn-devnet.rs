@@ -52,6 +52,14 @@ enum Command {
         /// Most params per DVN.execute.
         #[arg(long, default_value_t = 50)]
         max_batch: usize,
+        /// Most DVN.execute transactions in flight per destination (ours; the baseline sends
+        /// one at a time).
+        #[arg(long, default_value_t = 4)]
+        max_in_flight: usize,
+        /// Submit through LayerZero's DVNDecompressor (compact calldata); with --compare, adds
+        /// it as a mode.
+        #[arg(long)]
+        compressed: bool,
         #[arg(long, default_value = ".devnet-logs/bench")]
         log_dir: PathBuf,
         #[arg(long)]
@@ -64,8 +72,9 @@ enum Command {
         /// non-archive RPC nodes.
         #[arg(long)]
         prune_history: Option<u64>,
-        /// Side by side: the one-param-per-`execute` flow simple DVNs use (max_batch 1) and
-        /// ours (--max-batch), alternately on fresh devnets, --rounds times each, so a ratio
+        /// Side by side: the one-param-per-`execute` flow simple DVNs use (max_batch 1, one
+        /// transaction in flight), batching with one in flight, and ours (--max-batch,
+        /// --max-in-flight), alternately on fresh devnets, --rounds times each, so a ratio
         /// survives a noisy machine.
         #[arg(long)]
         compare: bool,
@@ -115,6 +124,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench {
             messages,
             max_batch,
+            max_in_flight,
+            compressed,
             log_dir,
             dvn_bin,
             outage,
@@ -126,6 +137,8 @@ async fn main() -> anyhow::Result<()> {
             let run = BenchRun {
                 messages,
                 max_batch,
+                max_in_flight,
+                compressed,
                 outage,
                 prune_history,
             };
@@ -163,6 +176,8 @@ fn locate_dvn(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 struct BenchRun {
     messages: usize,
     max_batch: usize,
+    max_in_flight: usize,
+    compressed: bool,
     outage: bool,
     prune_history: Option<u64>,
 }
@@ -186,6 +201,8 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     let BenchRun {
         messages,
         max_batch,
+        max_in_flight,
+        compressed,
         outage,
         prune_history,
     } = run;
@@ -195,11 +212,14 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     let devnet = Devnet::start(DevnetConfig {
         log_dir: Some(log_dir.clone()),
         prune_history,
+        decompressors: compressed,
         ..Default::default()
     })
     .await?;
     let options = NodeOptions {
         max_batch,
+        max_in_flight,
+        decompressor: compressed,
         ..NodeOptions::default()
     };
     let mut nodes = NodeSet::configure(&devnet, &dvn_bin, &log_dir.join("nodes"), &options)?;
@@ -276,6 +296,8 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     Ok(Figures {
         messages,
         max_batch,
+        max_in_flight,
+        compressed,
         outage,
         anvil_states: prune_history,
         sending_secs: sent_in.as_secs_f64(),
@@ -324,6 +346,9 @@ impl Conditions {
 struct Figures {
     messages: usize,
     max_batch: usize,
+    max_in_flight: usize,
+    /// Sent through the DVNDecompressor.
+    compressed: bool,
     outage: bool,
     anvil_states: Option<u64>,
     sending_secs: f64,
@@ -353,8 +378,11 @@ impl Figures {
             "sent to running nodes"
         };
         println!(
-            "burst of {} packets ethereum → conflux-espace ({mode}; anvil {window}), 3 nodes, quorum 2, max_batch {}",
-            self.messages, self.max_batch
+            "burst of {} packets ethereum → conflux-espace ({mode}; anvil {window}), 3 nodes, quorum 2, max_batch {}, max_in_flight {}{}",
+            self.messages,
+            self.max_batch,
+            self.max_in_flight,
+            if self.compressed { ", through DVNDecompressor" } else { "" }
         );
         println!(
             "  sending took                {:>8.2} s ({:.1} packets/s offered)",
@@ -421,16 +449,35 @@ async fn compare_modes(
     dvn_bin: &std::path::Path,
     json: bool,
 ) -> anyhow::Result<()> {
-    let modes = [
-        ("one param per execute", 1),
-        ("batched (ours)", run.max_batch),
-    ];
+    let mut modes = vec![("one param per execute", 1, 1, false)];
+    if run.max_in_flight > 1 {
+        modes.push(("batched, one in flight", run.max_batch, 1, false));
+    }
+    modes.push((
+        "batched, pipelined (ours)",
+        run.max_batch,
+        run.max_in_flight,
+        false,
+    ));
+    if run.compressed {
+        modes.push((
+            "batched, pipelined, DVNDecompressor (ours)",
+            run.max_batch,
+            run.max_in_flight,
+            true,
+        ));
+    }
     let mut results: Vec<(String, Figures)> = Vec::new();
     for round in 0..rounds {
-        for (label, max_batch) in modes {
+        for &(label, max_batch, max_in_flight, compressed) in &modes {
             let figures = bench(
-                BenchRun { max_batch, ..run },
-                log_dir.join(format!("{max_batch}-{round}")),
+                BenchRun {
+                    max_batch,
+                    max_in_flight,
+                    compressed,
+                    ..run
+                },
+                log_dir.join(format!("{max_batch}-{max_in_flight}-{compressed}-{round}")),
                 dvn_bin.to_path_buf(),
             )
             .await?;
@@ -448,7 +495,7 @@ async fn compare_modes(
     println!("\nside by side ({rounds} run(s) each, alternating; min–max):");
     println!("| mode | all verified | throughput | execute txs | gas / packet | RPC requests / packet | peak RSS |");
     println!("|---|---|---|---|---|---|---|");
-    for (label, _) in modes {
+    for &(label, ..) in &modes {
         let of: Vec<&Figures> = results
             .iter()
             .filter(|(l, _)| l == label)

@@ -48,6 +48,12 @@ fn declared() -> Vec<Declared> {
             events: node::IDVN::IDVNEvents::SELECTORS,
         },
         Declared {
+            name: "dvn_lz IDVNDecompressor",
+            artifact: Contract::DvnDecompressor,
+            functions: dvn_lz::compressed::IDVNDecompressor::IDVNDecompressorCalls::SELECTORS,
+            events: &[],
+        },
+        Declared {
             name: "devnet EndpointV2",
             artifact: Contract::EndpointV2,
             functions: devnet::EndpointV2::EndpointV2Calls::SELECTORS,

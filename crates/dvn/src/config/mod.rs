@@ -367,6 +367,23 @@ pub struct ChainConfig {
     /// checks with `cfx_epochNumber` (eSpace RPCs do not show the node's own sync).
     #[serde(default)]
     pub conflux_core_rpc: Option<String>,
+    /// Submit packets on this chain through a `DVNDecompressor` (compact calldata) instead of
+    /// calling the DVN directly. Off when absent.
+    #[serde(default)]
+    pub decompressor: Option<DecompressorConfig>,
+}
+
+/// A `DVNDecompressor` this region's submitter owns, holding `ADMIN_ROLE` on our DVN.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DecompressorConfig {
+    pub address: Address,
+    /// Its index for our DVN (`dvns(index)`).
+    #[serde(default)]
+    pub dvn_index: u16,
+    /// Its index for this chain's `receive_uln` (`targets(index)`).
+    #[serde(default)]
+    pub target_index: u8,
 }
 
 fn default_finality() -> Finality {
@@ -548,6 +565,10 @@ pub struct SubmitterConfig {
     /// Gas ceiling for one `execute` transaction; batches are split below it.
     #[serde(default = "default_max_batch_gas")]
     pub max_batch_gas: u64,
+    /// Most `execute` transactions in flight at once per destination (consecutive nonces).
+    /// Only a full batch goes out behind another: this is what drains a backlog.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// How long the designated submitter has before the next region takes over.
     #[serde(default = "default_takeover_secs")]
     pub takeover_after_secs: u64,
@@ -567,6 +588,9 @@ fn default_max_batch() -> usize {
 }
 fn default_batch_wait_ms() -> u64 {
     1_000
+}
+fn default_max_in_flight() -> usize {
+    4
 }
 fn default_max_batch_gas() -> u64 {
     10_000_000

@@ -14,6 +14,12 @@ pub const MAX_EXPIRATION_SECS: u64 = 86_400;
 /// Shortest accepted expiration: a param must survive aggregation and inclusion.
 pub const MIN_EXPIRATION_SECS: u64 = 60;
 
+/// Most accepted `submitter.max_in_flight`: each transaction in flight is nursed every step.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Most params `DVNDecompressor.execute` takes (its count field is one byte).
+pub const MAX_COMPRESSED_PARAMS: usize = 255;
+
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -71,6 +77,22 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
         if chain.eid == 0 {
             problem(at("eid"), "must not be 0".into());
+        }
+        if let Some(d) = &chain.decompressor {
+            if d.address == Address::ZERO {
+                problem(
+                    at("decompressor.address"),
+                    "must not be the zero address".into(),
+                );
+            }
+            if config.submitter.max_batch > MAX_COMPRESSED_PARAMS {
+                problem(
+                    at("decompressor"),
+                    format!(
+                        "a compressed execute carries at most {MAX_COMPRESSED_PARAMS} params: set submitter.max_batch to {MAX_COMPRESSED_PARAMS} or less"
+                    ),
+                );
+            }
         }
         if !names.insert(chain.name.clone()) {
             problem(
@@ -326,6 +348,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     let submitter = &config.submitter;
     if submitter.max_batch == 0 {
         problem("submitter.max_batch".into(), "must be at least 1".into());
+    }
+    if !(1..=MAX_IN_FLIGHT).contains(&submitter.max_in_flight) {
+        problem(
+            "submitter.max_in_flight".into(),
+            format!("must be between 1 and {MAX_IN_FLIGHT}"),
+        );
     }
     if submitter.max_batch_gas < 100_000 {
         problem(

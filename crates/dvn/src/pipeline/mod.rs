@@ -15,6 +15,7 @@
 //! packets their pending transactions carry ([`claims`]).
 
 pub mod claims;
+pub mod execute;
 pub mod expiration;
 pub mod governor;
 pub mod rotation;
@@ -47,8 +48,9 @@ pub struct DvnInfo {
     pub signers: Vec<Address>,
     pub quorum: usize,
     pub vid: u32,
-    /// Our submitter holds `ADMIN_ROLE` on it (`execute` reverts otherwise). Checked at start,
-    /// then followed: another admin may revoke it.
+    /// Our submitter — or the decompressor it sends through, owned by it — holds
+    /// `ADMIN_ROLE` on it (`execute` reverts otherwise). Checked at start, then followed:
+    /// another admin may revoke it.
     pub submitter_is_admin: bool,
 }
 

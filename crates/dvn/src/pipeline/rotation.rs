@@ -469,7 +469,9 @@ impl Rotations {
                 .with_to(dvn.address)
                 .with_input(input.clone());
             let gas = chain.estimate_gas(&request).await?;
-            if txs.send(input, gas, &[]).await? {
+            // Straight to the DVN (its target is the DVN itself, which a decompressor's
+            // targets need not hold): rotations need the submitter's own ADMIN_ROLE.
+            if txs.send(dvn.address, input, gas, &[]).await? {
                 ctx.store.count_rotation_attempt(rotation.id).await?;
                 tracing::warn!(chain = chain.name(), id = %rotation.id, "signer rotation has a quorum: executing it");
                 return Ok(true);

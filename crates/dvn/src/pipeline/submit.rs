@@ -1,8 +1,9 @@
 //! aggregate → submit: turns `signed` packets with a quorum into one batched `DVN.execute`.
 //!
-//! One submitter runs per destination chain, with at most one transaction in flight (its
-//! nonce is then never ambiguous). Each step first lets the [transaction manager] settle or
-//! nurse what is in flight, then:
+//! One submitter runs per destination chain. Each step first lets the [transaction manager]
+//! settle or nurse what is in flight (up to `submitter.max_in_flight` consecutive nonces;
+//! behind one already in flight only a full batch goes out, so pipelining serves a backlog
+//! and ordinary traffic still gathers into one transaction per block), then:
 //! - **aggregate**: for every `signed` packet, count the stored signatures that recover to the
 //!   destination DVN's on-chain signers over the hash built from our own observation; pull from
 //!   the peers when short;
@@ -26,8 +27,7 @@ use std::time::{Duration, Instant};
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Bytes, B256};
 use alloy::rpc::types::TransactionRequest;
-use alloy::sol_types::SolCall;
-use dvn_lz::contracts::{ExecuteParam, IDVN};
+use dvn_lz::contracts::ExecuteParam;
 use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
 use futures::StreamExt;
 
@@ -36,7 +36,7 @@ use super::rotation::Rotations;
 use super::sign::{canonical_problem, destination_done};
 use super::transactions::TxManager;
 use super::turns::{designated, owner, TAKEOVER_MIN_BLOCKS};
-use super::{claims, Context, Progress, Stage};
+use super::{claims, execute, Context, Progress, Stage};
 use crate::store::{now_ms, Expect, PacketRow, PacketState};
 
 /// How often one packet may trigger a pull from the peers.
@@ -50,6 +50,9 @@ const OTHERS_CHECK_PER_STEP: usize = 20;
 
 /// Clock offset from the destination's latest block time beyond which a warning is logged.
 pub const CLOCK_SKEW_TOLERANCE_SECS: u64 = 120;
+
+/// Pre-send checks (a few reads each) in flight at once while a batch is assembled.
+const CHECK_CONCURRENCY: usize = 8;
 
 /// Signature pulls in flight at once per step.
 const PULL_CONCURRENCY: usize = 16;
@@ -74,6 +77,11 @@ pub struct SubmitStage {
     skew_warned: Option<Instant>,
     /// When each packet another region is to submit was last looked up on the destination.
     last_checked: HashMap<B256, Instant>,
+    /// Packed quorum signatures of signed packets already found to have one, by call hash,
+    /// for the signer set and quorum in `packed_for`: a backlog of thousands is not re-read
+    /// and re-recovered from the store on every step.
+    packed: HashMap<B256, Bytes>,
+    packed_for: (Vec<alloy::primitives::Address>, usize),
 }
 
 struct Ready {
@@ -94,6 +102,8 @@ impl SubmitStage {
             reported_claims: HashSet::new(),
             skew_warned: None,
             last_checked: HashMap::new(),
+            packed: HashMap::new(),
+            packed_for: (Vec::new(), 0),
         }
     }
 
@@ -102,7 +112,8 @@ impl SubmitStage {
         if !self.ctx.holds_submitter_role() {
             return Ok(Progress::Idle);
         }
-        if self.txs.settle_in_flight().await? {
+        let in_flight = self.txs.settle_in_flight().await?;
+        if in_flight >= self.ctx.config.submitter.max_in_flight {
             return Ok(Progress::Idle);
         }
         // Without ADMIN_ROLE every execute reverts: send nothing (the other regions take our
@@ -110,23 +121,32 @@ impl SubmitStage {
         if !self.ctx.dvn(self.eid)?.submitter_is_admin {
             return Ok(Progress::Idle);
         }
-        // A rotation of ours with a quorum goes out on its own (one transaction in flight);
-        // one that cannot be read or sent never holds up the packets.
-        match self.rotations.step(&mut self.txs).await {
-            Ok(true) => return Ok(Progress::Busy),
-            Ok(false) => {}
-            Err(e) => {
-                if self
-                    .rotation_warned
-                    .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
-                {
-                    self.rotation_warned = Some(Instant::now());
-                    tracing::warn!(chain = self.eid, "signer rotation step failed (retried every step, logged once a minute): {e:#}");
+        // A rotation of ours with a quorum goes out on its own, when nothing else of ours is
+        // in flight; one that cannot be read or sent never holds up the packets.
+        if in_flight == 0 {
+            match self.rotations.step(&mut self.txs).await {
+                Ok(true) => return Ok(Progress::Busy),
+                Ok(false) => {}
+                Err(e) => {
+                    if self
+                        .rotation_warned
+                        .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+                    {
+                        self.rotation_warned = Some(Instant::now());
+                        tracing::warn!(chain = self.eid, "signer rotation step failed (retried every step, logged once a minute): {e:#}");
+                    }
                 }
             }
         }
         let ready = self.aggregate().await?;
         if ready.is_empty() {
+            return Ok(Progress::Idle);
+        }
+        let max_batch = self.ctx.config.submitter.max_batch;
+        // Behind a transaction already in flight only a full batch goes out (a backlog
+        // draining); fewer packets wait for it to settle and gather meanwhile, as they would
+        // with one transaction in flight.
+        if in_flight > 0 && ready.len() < max_batch {
             return Ok(Progress::Idle);
         }
         // Let a burst gather into one transaction, up to `batch_wait_ms` after the first.
@@ -136,17 +156,31 @@ impl SubmitStage {
             .min()
             .unwrap_or_else(now_ms);
         let wait = i64::try_from(self.ctx.config.submitter.batch_wait_ms).unwrap_or(i64::MAX);
-        if ready.len() < self.ctx.config.submitter.max_batch
-            && now_ms().saturating_sub(oldest) < wait
-        {
+        if ready.len() < max_batch && now_ms().saturating_sub(oldest) < wait {
             return Ok(Progress::Idle);
+        }
+        let mut ready = ready;
+        self.hold_back_claimed(&mut ready).await?;
+        // As many batches as there are free slots, from this one aggregation: a partial batch
+        // goes out only first, behind nothing of ours.
+        let mut slots = self.ctx.config.submitter.max_in_flight - in_flight;
+        let mut sent = 0;
+        while slots > 0 && !ready.is_empty() && (sent == 0 || ready.len() >= max_batch) {
+            let (went_out, rest) = self.send_batch(ready).await?;
+            ready = rest;
+            if !went_out {
+                break;
+            }
+            sent += 1;
+            slots -= 1;
         }
         // Busy only when a transaction went out: packets held back (a peer's claim, an unknown
         // transaction of our account in flight) wait a tick, not a tight loop of reads.
-        match self.send_batch(ready).await? {
-            true => Ok(Progress::Busy),
-            false => Ok(Progress::Idle),
-        }
+        Ok(if sent > 0 {
+            Progress::Busy
+        } else {
+            Progress::Idle
+        })
     }
 
     /// Signed packets that have a quorum and are this region's to submit now.
@@ -173,6 +207,12 @@ impl SubmitStage {
             .collect();
         self.last_pull
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
+        if self.packed_for.0 != dvn.signers || self.packed_for.1 != dvn.quorum {
+            self.packed.clear();
+            self.packed_for = (dvn.signers.clone(), dvn.quorum);
+        }
+        let open: HashSet<B256> = signed.iter().filter_map(|r| r.call_hash).collect();
+        self.packed.retain(|call_hash, _| open.contains(call_hash));
         self.pull_missing(&signed, &dvn.signers, dvn.quorum).await?;
         self.ready_since
             .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
@@ -234,24 +274,35 @@ impl SubmitStage {
                     .await?;
                 continue;
             }
-            let stored = self.ctx.store.signatures(call_hash).await?;
-            let signed_by_us = stored.iter().any(|(signer, _)| *signer == our_key);
-            let set = counted_signatures(call_hash, &stored, &dvn.signers);
-            if set.len() < dvn.quorum {
-                if !signed_by_us {
-                    // Signed with a key this region no longer signs with here (a rotation
-                    // executed since): that signature no longer counts, so sign it again.
-                    self.ctx
-                        .store
-                        .retry(
-                            row.expect(),
-                            PacketState::Observed,
-                            "our signer rotated since it was signed: re-signing with the new key",
-                        )
-                        .await?;
+            let packed = match self.packed.get(&call_hash) {
+                Some(packed) => Some(packed.clone()),
+                None => {
+                    let stored = self.ctx.store.signatures(call_hash).await?;
+                    let set = counted_signatures(call_hash, &stored, &dvn.signers);
+                    if set.len() >= dvn.quorum {
+                        let packed = set.pack(dvn.quorum)?;
+                        self.packed.insert(call_hash, packed.clone());
+                        Some(packed)
+                    } else if stored.iter().any(|(signer, _)| *signer == our_key) {
+                        None
+                    } else {
+                        // Signed with a key this region no longer signs with here (a rotation
+                        // executed since): that signature no longer counts, so sign it again.
+                        self.ctx
+                            .store
+                            .retry(
+                                row.expect(),
+                                PacketState::Observed,
+                                "our signer rotated since it was signed: re-signing with the new key",
+                            )
+                            .await?;
+                        None
+                    }
                 }
+            };
+            let Some(packed) = packed else {
                 continue;
-            }
+            };
             let ready_at = match row.ready_at_ms {
                 Some(at) => at,
                 None => {
@@ -272,7 +323,6 @@ impl SubmitStage {
                 not_ours.push(row);
                 continue;
             }
-            let packed = set.pack(dvn.quorum)?;
             ready.push(Ready {
                 param: unsigned.into_param(packed),
                 row,
@@ -333,6 +383,9 @@ impl SubmitStage {
             let Some(call_hash) = row.call_hash else {
                 continue;
             };
+            if self.packed.contains_key(&call_hash) {
+                continue;
+            }
             let have = self
                 .ctx
                 .store
@@ -395,77 +448,79 @@ impl SubmitStage {
         }
     }
 
-    /// Checks and batches one `execute` and hands it to the transaction manager. True when a
-    /// transaction was sent.
-    async fn send_batch(&mut self, mut ready: Vec<Ready>) -> anyhow::Result<bool> {
+    /// Checks and batches one `execute` from the front of `ready` and hands it to the
+    /// transaction manager. True when a transaction was sent; and the candidates not looked
+    /// at.
+    async fn send_batch(&mut self, ready: Vec<Ready>) -> anyhow::Result<(bool, Vec<Ready>)> {
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
-        self.hold_back_claimed(&mut ready).await?;
-        let mut batch = Vec::new();
-        // Source heads, read once per batch, for the re-check of not-yet-final packets. (The
-        // destination is read afresh for every packet: once committed, a packet's own
-        // verification is gone from the ULN and only the path's lazy nonce shows it delivered —
-        // a nonce read earlier in the batch can miss that and verify it a second time.)
-        let mut source_heads = std::collections::HashMap::new();
-        for item in ready {
-            // Signed before a reorg, not yet submitted: while the source block could still be
-            // reorganised away, the source receipt is re-checked first. An orphan is never
-            // submitted (the watcher brings the packet back if it is re-included).
-            let p = &item.row.packet;
-            let src = ctx.chain(p.src_eid)?;
-            let src_head = match source_heads.get(&p.src_eid) {
-                Some(h) => *h,
-                None => {
-                    let h = src.head().await?;
-                    source_heads.insert(p.src_eid, h);
-                    h
-                }
-            };
-            if src_head.saturating_sub(p.block_number) < src.config.max_reorg_depth {
-                if let Some(why) = canonical_problem(src, p).await? {
-                    tracing::warn!(guid = %p.guid, "signed packet orphaned before submission: {why}");
-                    self.ctx
-                        .store
-                        .transition(item.row.expect(), PacketState::Orphaned, Some(&why))
-                        .await?;
-                    continue;
-                }
+        let max_batch = self.ctx.config.submitter.max_batch;
+        // Source heads, read once per batch, for the re-check of not-yet-final packets.
+        let mut source_heads = HashMap::new();
+        for item in &ready {
+            let src_eid = item.row.packet.src_eid;
+            if let std::collections::hash_map::Entry::Vacant(e) = source_heads.entry(src_eid) {
+                e.insert(ctx.chain(src_eid)?.head().await?);
             }
-            // Read after the claims: a claim lapses once its transaction's nonce is used, and
-            // if that transaction verified the packet, this read sees it.
-            let header = PacketHeader::decode(&item.row.packet.header)?;
-            let required = item.row.confirmations.unwrap_or(1);
-            if let Some((state, why)) = destination_done(
-                chain,
-                dvn.address,
-                &header,
-                item.row.packet.payload_hash,
-                required,
+        }
+        let source_heads = Arc::new(source_heads);
+        let mut batch = Vec::new();
+        let mut candidates = ready.into_iter();
+        while batch.len() < max_batch {
+            let chunk: Vec<Ready> = candidates.by_ref().take(max_batch - batch.len()).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            // Each packet's checks are independent reads: run them side by side (in order),
+            // then apply what they found one by one.
+            // (Owned inputs: a stream of borrowing futures trips the compiler's `Send` check.)
+            let eid = self.eid;
+            let verdicts: Vec<anyhow::Result<Option<Verdict>>> = futures::stream::iter(
+                chunk
+                    .iter()
+                    .map(|item| item.row.clone())
+                    .collect::<Vec<_>>(),
             )
-            .await?
-            {
-                tracing::info!(guid = %item.row.packet.guid, "{why}");
+            .map(|row| {
+                let (ctx, heads) = (Arc::clone(&ctx), Arc::clone(&source_heads));
+                async move { still_to_submit(&ctx, eid, &row, &heads).await }
+            })
+            .buffered(CHECK_CONCURRENCY)
+            .collect()
+            .await;
+            for (item, verdict) in chunk.into_iter().zip(verdicts) {
+                let Some(verdict) = verdict? else {
+                    batch.push(item);
+                    continue;
+                };
+                let guid = item.row.packet.guid;
+                match &verdict {
+                    Verdict::Orphaned(why) => {
+                        tracing::warn!(%guid, "signed packet orphaned before submission: {why}")
+                    }
+                    Verdict::Done(_, why) => tracing::info!(%guid, "{why}"),
+                }
+                let (state, why) = match verdict {
+                    Verdict::Orphaned(why) => (PacketState::Orphaned, why),
+                    Verdict::Done(state, why) => (state, why),
+                };
                 self.ctx
                     .store
                     .transition(item.row.expect(), state, Some(&why))
                     .await?;
-                continue;
-            }
-            batch.push(item);
-            if batch.len() >= self.ctx.config.submitter.max_batch {
-                break;
             }
         }
+        let rest: Vec<Ready> = candidates.collect();
         if batch.is_empty() {
-            return Ok(false);
+            return Ok((false, rest));
         }
         let from = self.ctx.submitter.address();
-        let (input, gas) = loop {
+        let (to, input, gas) = loop {
             let params: Vec<ExecuteParam> = batch.iter().map(|r| r.param.clone()).collect();
-            let input = Bytes::from(IDVN::executeCall { params }.abi_encode());
+            let (to, input) = execute::call(&chain.config, dvn.address, params)?;
             let request = TransactionRequest::default()
                 .with_from(from)
-                .with_to(dvn.address)
+                .with_to(to)
                 .with_input(input.clone());
             let gas = match chain.estimate_gas(&request).await {
                 Ok(gas) => gas,
@@ -477,12 +532,12 @@ impl SubmitStage {
                 }
             };
             if gas <= self.ctx.config.submitter.max_batch_gas || batch.len() == 1 {
-                break (input, gas);
+                break (to, input, gas);
             }
             batch.truncate(batch.len().div_ceil(2));
         };
         let packets: Vec<Expect> = batch.iter().map(|r| r.row.expect()).collect();
-        self.txs.send(input, gas, &packets).await
+        Ok((self.txs.send(to, input, gas, &packets).await?, rest))
     }
 
     /// Takes out of `ready` every packet a standing peer claim holds back (another region's
@@ -519,6 +574,46 @@ impl SubmitStage {
         ready.retain(|r| !held.contains_key(&r.row.packet.guid));
         Ok(())
     }
+}
+
+/// Why a packet ready to batch is not sent after all.
+enum Verdict {
+    /// Its source block was reorganised away (the watcher brings it back if re-included).
+    Orphaned(String),
+    /// The destination already shows it verified or delivered.
+    Done(PacketState, String),
+}
+
+/// The last checks right before a packet goes into a batch, read afresh:
+/// - signed before a reorg, not yet submitted: while the source block could still be
+///   reorganised away, the source receipt is re-checked; an orphan is never submitted;
+/// - the destination, read after the claims (a claim lapses once its transaction's nonce is
+///   used, and if that transaction verified the packet, this read sees it). Read for every
+///   packet, never cached per batch: once committed, a packet's own verification is gone from
+///   the ULN and only the path's lazy nonce shows it delivered — a nonce read earlier in the
+///   batch can miss that and verify it a second time.
+async fn still_to_submit(
+    ctx: &Context,
+    eid: u32,
+    row: &PacketRow,
+    source_heads: &HashMap<u32, u64>,
+) -> anyhow::Result<Option<Verdict>> {
+    let p = &row.packet;
+    let src = ctx.chain(p.src_eid)?;
+    let src_head = source_heads.get(&p.src_eid).copied().unwrap_or(u64::MAX);
+    if src_head.saturating_sub(p.block_number) < src.config.max_reorg_depth {
+        if let Some(why) = canonical_problem(src, p).await? {
+            return Ok(Some(Verdict::Orphaned(why)));
+        }
+    }
+    let (chain, dvn) = (ctx.chain(eid)?, ctx.dvn(eid)?);
+    let header = PacketHeader::decode(&p.header)?;
+    let required = row.confirmations.unwrap_or(1);
+    Ok(
+        destination_done(chain, dvn.address, &header, p.payload_hash, required)
+            .await?
+            .map(|(state, why)| Verdict::Done(state, why)),
+    )
 }
 
 /// The stored signatures over `call_hash` that count: each must recover to a member of the

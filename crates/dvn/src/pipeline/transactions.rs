@@ -4,8 +4,11 @@
 //! transaction reaches the chain and what its receipt means.
 //!
 //! Rules it keeps:
-//! - **One nonce in flight** per destination, every transaction persisted before it is
-//!   broadcast (a crash in between re-broadcasts the same bytes).
+//! - **Consecutive nonces in flight**, at most `submitter.max_in_flight` per destination, each
+//!   carrying its own packets (a packet moves `signed` → `submitted` with the row that
+//!   carries it, atomically, so no two transactions of ours carry one packet); every
+//!   transaction persisted before it is broadcast (a crash in between re-broadcasts the same
+//!   bytes). Only the lowest waiting nonce is fee-bumped: the ones above it wait on it.
 //! - **A mined `execute` is not a verification**: each packet counts as verified only by its
 //!   `PayloadVerified` log from our DVN (or by the destination's state); otherwise it is
 //!   classified and sent back: expired → re-sign for the next window, anything else (bad
@@ -34,7 +37,7 @@ use dvn_lz::contracts::{IReceiveUln302, IDVN};
 use dvn_lz::PacketHeader;
 
 use super::sign::destination_done;
-use super::{turns, Context};
+use super::{execute, turns, Context};
 use crate::peer::protocol::ClaimEntry;
 use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
 
@@ -111,21 +114,31 @@ impl TxManager {
     /// recorded (and so will be broadcast, now or by the next steps).
     pub async fn send(
         &mut self,
+        to: Address,
         input: Bytes,
         gas: u64,
         packets: &[Expect],
     ) -> anyhow::Result<bool> {
         let ctx = Arc::clone(&self.ctx);
-        let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
+        let chain = ctx.chain(self.eid)?;
         let from = ctx.submitter.address();
-        // Nothing of ours is in flight in this store (the stage settles that first). If the
-        // chain still sees a transaction of our account pending, this store does not know it:
-        // a replica of this region with a store of its own sent it before the lease moved
-        // here (or it was sent by hand). Ours would take the next nonce and both could land,
-        // so wait until it is mined; its packets then show verified on the destination.
+        // Our next nonce follows our own transactions in flight (settled first by the stage),
+        // or the mined one. If the chain sees more of our account pending than that, this
+        // store does not know one of them: a replica of this region with a store of its own
+        // sent it before the lease moved here (or it was sent by hand). Ours would take the
+        // next nonce and both could land, so wait until it is mined; its packets then show
+        // verified on the destination.
+        let ours_next = ctx
+            .store
+            .pending_submissions(self.eid)
+            .await?
+            .iter()
+            .map(|s| s.account_nonce + 1)
+            .max();
         let mined = chain.mined_nonce(from).await?;
-        let nonce = chain.pending_nonce(from).await?;
-        if nonce > mined {
+        let nonce = ours_next.map_or(mined, |next| next.max(mined));
+        let pending = chain.pending_nonce(from).await?;
+        if pending > nonce {
             if self.reported_unknown != Some(mined) {
                 self.reported_unknown = Some(mined);
                 metrics::counter!("dvn_unknown_pending_waits_total", "chain" => chain.name().to_string()).increment(1);
@@ -133,7 +146,7 @@ impl TxManager {
                     chain = chain.name(),
                     account = %from,
                     mined,
-                    pending = nonce,
+                    pending,
                     "a transaction of our account this node did not send is pending (another replica's?): waiting until it is mined"
                 );
             }
@@ -148,7 +161,7 @@ impl TxManager {
             gas_limit: gas.saturating_mul(6) / 5,
             max_fee_per_gas: max_fee,
             max_priority_fee_per_gas: priority,
-            to: TxKind::Call(dvn.address),
+            to: TxKind::Call(to),
             value: U256::ZERO,
             access_list: Default::default(),
             input,
@@ -211,92 +224,147 @@ impl TxManager {
         })
     }
 
-    /// Settles or nurses the in-flight submission. Returns true while one is in flight.
-    pub async fn settle_in_flight(&mut self) -> anyhow::Result<bool> {
+    /// Settles or nurses every in-flight submission, nonce by nonce from the lowest. Returns
+    /// how many nonces are still in flight.
+    pub async fn settle_in_flight(&mut self) -> anyhow::Result<usize> {
         let ctx = Arc::clone(&self.ctx);
         let pending = ctx.store.pending_submissions(self.eid).await?;
         let Some(first) = pending.first() else {
-            return Ok(false);
+            self.nonce_taken_since.clear();
+            self.reported_stuck.clear();
+            return Ok(0);
         };
         let chain = ctx.chain(self.eid)?;
         let own = ctx.submitter.address();
-        let nonce = first.account_nonce;
-        let same_nonce: Vec<&SubmissionRow> = pending
-            .iter()
-            .filter(|s| s.account_nonce == nonce)
-            .collect();
+        let mut nonces: Vec<u64> = pending.iter().map(|s| s.account_nonce).collect();
+        nonces.dedup();
+        self.nonce_taken_since
+            .retain(|n, _| *n >= first.account_nonce);
+        self.reported_stuck
+            .retain(|tx| pending.iter().any(|s| s.tx_hash == *tx));
         // The account's mined nonce is read *before* the receipts: if one of ours is mined by
         // the time we read the nonce, its receipt is visible to the reads after it. (Reading
         // them the other way round raced: a transaction mined between the two reads looked
         // like another transaction had taken our nonce, and its packets were needlessly
         // submitted again.)
         let mined = chain.mined_nonce(own).await?;
-        for sub in &same_nonce {
-            if let Some(receipt) = chain.receipt(sub.tx_hash).await? {
-                self.settle_receipt(&same_nonce, sub, &receipt).await?;
-                return Ok(false);
-            }
-        }
-        // Nothing of ours mined. If a transaction with our nonce was mined anyway, it was not
-        // one of ours (the key was used elsewhere): ours can never land, so retry the packets.
-        // Only once that has held for NONCE_TAKEN_BLOCKS destination blocks: a node may report
-        // the account's new nonce a moment before it serves the receipt (seen on anvil right
-        // after a send).
-        self.nonce_taken_since.retain(|n, _| *n >= nonce);
-        self.reported_stuck
-            .retain(|tx| same_nonce.iter().any(|s| s.tx_hash == *tx));
-        if mined > nonce {
-            let head = chain.head().await?;
-            let since = *self.nonce_taken_since.entry(nonce).or_insert(head);
-            if head < since + NONCE_TAKEN_BLOCKS {
-                return Ok(true);
-            }
-            self.nonce_taken_since.remove(&nonce);
-            for sub in &same_nonce {
-                ctx.store.finish_submission(sub.tx_hash, "dropped").await?;
-                for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
-                    ctx.store
-                        .retry(
-                            row.expect(),
-                            PacketState::Signed,
-                            "submission dropped: its nonce was used by another transaction",
-                        )
-                        .await?;
+        let mut in_flight = 0;
+        // Only the lowest nonce still waiting can be stuck; those above it wait on it, so
+        // bumping their fees would buy nothing.
+        let mut lowest_waiting = true;
+        for nonce in nonces {
+            let same_nonce: Vec<&SubmissionRow> = pending
+                .iter()
+                .filter(|s| s.account_nonce == nonce)
+                .collect();
+            // A nonce at or above the mined one could have been mined only after that read:
+            // its receipt is looked for on the next step (the lowest one is looked for now, as
+            // a single transaction in flight always was).
+            if nonce < mined || lowest_waiting {
+                if let Some((sub, receipt)) = self.mined_receipt(&same_nonce).await? {
+                    self.settle_receipt(&same_nonce, sub, &receipt).await?;
+                    continue;
                 }
             }
-            tracing::warn!(
-                nonce,
-                "nonce used by another transaction: retrying the packets"
-            );
-            return Ok(false);
+            if nonce < mined {
+                if self.nonce_taken(&same_nonce, nonce).await? {
+                    in_flight += 1;
+                }
+                continue;
+            }
+            in_flight += 1;
+            self.nurse(&same_nonce, own, lowest_waiting).await?;
+            lowest_waiting = false;
         }
-        let newest = same_nonce
-            .iter()
-            .max_by_key(|s| s.created_at_ms)
-            .copied()
-            .unwrap_or(first);
-        if !ctx.may_broadcast().await {
+        Ok(in_flight)
+    }
+
+    /// The first of `same_nonce` with a receipt, and that receipt.
+    async fn mined_receipt<'a>(
+        &self,
+        same_nonce: &[&'a SubmissionRow],
+    ) -> anyhow::Result<Option<(&'a SubmissionRow, TransactionReceipt)>> {
+        let chain = self.ctx.chain(self.eid)?;
+        for sub in same_nonce {
+            if let Some(receipt) = chain.receipt(sub.tx_hash).await? {
+                return Ok(Some((sub, receipt)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `nonce` is used on chain and none of our transactions with it has a receipt: it was not
+    /// one of ours (the key was used elsewhere), so ours can never land and the packets are
+    /// retried. Only once that has held for [`NONCE_TAKEN_BLOCKS`] destination blocks: a node
+    /// may report the account's new nonce a moment before it serves the receipt (seen on
+    /// anvil right after a send). True while still waiting for that.
+    async fn nonce_taken(
+        &mut self,
+        same_nonce: &[&SubmissionRow],
+        nonce: u64,
+    ) -> anyhow::Result<bool> {
+        let ctx = Arc::clone(&self.ctx);
+        let head = ctx.chain(self.eid)?.head().await?;
+        let since = *self.nonce_taken_since.entry(nonce).or_insert(head);
+        if head < since + NONCE_TAKEN_BLOCKS {
             return Ok(true);
+        }
+        self.nonce_taken_since.remove(&nonce);
+        for sub in same_nonce {
+            ctx.store.finish_submission(sub.tx_hash, "dropped").await?;
+            for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
+                ctx.store
+                    .retry(
+                        row.expect(),
+                        PacketState::Signed,
+                        "submission dropped: its nonce was used by another transaction",
+                    )
+                    .await?;
+            }
+        }
+        tracing::warn!(
+            nonce,
+            "nonce used by another transaction: retrying the packets"
+        );
+        Ok(false)
+    }
+
+    /// Keeps one unmined nonce going: withdraws it when its packets must not land from us any
+    /// more, re-broadcasts it, and (when it is the lowest waiting, so nothing of ours holds it
+    /// up) replaces it with higher fees once it is stuck.
+    async fn nurse(
+        &mut self,
+        same_nonce: &[&SubmissionRow],
+        own: Address,
+        lowest_waiting: bool,
+    ) -> anyhow::Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let chain = ctx.chain(self.eid)?;
+        let Some(newest) = same_nonce.iter().max_by_key(|s| s.created_at_ms).copied() else {
+            return Ok(());
+        };
+        if !ctx.may_broadcast().await {
+            return Ok(());
         }
         // Once withdrawn, the cancel is what is nursed (re-broadcast, fee-bumped); the
         // decisions to withdraw are taken once.
         if !same_nonce.iter().any(|s| is_cancel(s, own)) {
-            if let Some(reason) = self.reason_to_cancel(&same_nonce).await? {
+            if let Some(reason) = self.reason_to_cancel(same_nonce).await? {
                 self.replace(newest, same_nonce.len(), Replacement::Cancel)
                     .await?;
                 metrics::counter!("dvn_submission_cancels_total", "chain" => chain.name().to_string(), "reason" => reason.label()).increment(1);
-                return Ok(true);
+                return Ok(());
             }
         }
         // Re-broadcast (a crash may have come between persisting and broadcasting; the pool
         // may have dropped it); the same bytes cannot be mined twice.
         let _ = chain.broadcast(&newest.raw_tx).await;
         let age = now_ms().saturating_sub(newest.created_at_ms);
-        if age > replace_after_ms(&ctx) {
+        if lowest_waiting && age > replace_after_ms(&ctx) {
             self.replace(newest, same_nonce.len(), Replacement::SameCall)
                 .await?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Whether the pending `execute` must be withdrawn, and why. Its packets stay attached to
@@ -497,18 +565,9 @@ impl TxManager {
         }
         // A reverted execute: the usual cause is a submitter that lost ADMIN_ROLE. Then the
         // packets were never tried, so no attempt is used up; the role is re-read at once.
+        // Today's state: no decision reads historical state.
         let lost_admin = !receipt.status()
-            && !chain
-                .call(
-                    dvn.address,
-                    &IDVN::hasRoleCall {
-                        role: dvn_lz::contracts::ADMIN_ROLE,
-                        account: ctx.submitter.address(),
-                    },
-                    // Today's state: no decision reads historical state.
-                    None,
-                )
-                .await?;
+            && !execute::may_execute(chain, dvn.address, ctx.submitter.address()).await?;
         if !receipt.status() {
             ctx.wake.signers.notify_one();
         }
@@ -646,13 +705,13 @@ fn params_at(mined: &SubmissionRow, indexes: &[U256]) -> HashSet<(B256, B256)> {
     let Ok(tx) = decode_eip1559(mined) else {
         return HashSet::new();
     };
-    let Ok(call) = IDVN::executeCall::abi_decode(&tx.input) else {
+    let Some(call_data) = execute::mined_call_data(&tx.input) else {
         return HashSet::new();
     };
     indexes
         .iter()
-        .filter_map(|idx| call.params.get(usize::try_from(*idx).ok()?))
-        .filter_map(|param| IReceiveUln302::verifyCall::abi_decode(&param.callData).ok())
+        .filter_map(|idx| call_data.get(usize::try_from(*idx).ok()?))
+        .filter_map(|data| IReceiveUln302::verifyCall::abi_decode(data).ok())
         .map(|v| (keccak256(&v.packetHeader), v.payloadHash))
         .collect()
 }
