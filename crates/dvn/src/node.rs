@@ -513,6 +513,61 @@ async fn refresh_signer_set(ctx: &Context, chain: &EvmChain) -> anyhow::Result<(
     Ok(())
 }
 
+/// Runs `attempt` until it succeeds, a failure that `transient` does not excuse, or
+/// cancellation (`None`); transient failures are logged and shown as the not-ready reason
+/// ("`what` yet: error") and retried with backoff (1 s doubling to 30 s).
+async fn until_reachable<T, E, F, Fut>(
+    what: &str,
+    reason: &std::sync::Mutex<String>,
+    cancel: &CancellationToken,
+    transient: impl Fn(&E) -> bool,
+    mut attempt: F,
+) -> anyhow::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
+    *reason.lock().unwrap_or_else(|e| e.into_inner()) = format!("{what}: trying");
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(Some(value)),
+            Err(e) if transient(&e) => {
+                let e: anyhow::Error = e.into();
+                let text = format!("{what} yet: {e:#}");
+                tracing::warn!(retry_in = ?backoff, "{text}");
+                *reason.lock().unwrap_or_else(|e| e.into_inner()) = text;
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A store that does not answer yet (refused, timed out, a server still starting) rather than
+/// one that is wrong (bad URL, failed migration, refused credentials).
+fn store_unreachable(e: &crate::store::StoreError) -> bool {
+    match e {
+        crate::store::StoreError::Database(e) => match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+            // PostgreSQL `cannot_connect_now`: starting up or shutting down.
+            sqlx::Error::Database(db) => db.code().as_deref() == Some("57P03"),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A chain read that failed for the endpoints' sake, not a mismatch found.
+fn chain_unreachable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::chain::ChainError>().is_some()
+}
+
 /// A listening socket bound once for the life of the process. The start-up server and the
 /// running node each accept on their own handle of it, so the port is never released between
 /// them (a rebind could lose it to another process).
@@ -538,11 +593,6 @@ pub async fn run(
     metrics: PrometheusHandle,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::connect_with(
-        &config.store.url,
-        Duration::from_millis(config.store.statement_timeout_ms),
-    )
-    .await?;
     let signer = KeyHandle::load(&config.signer, "signer", &config.signing)
         .await
         .context("signer key")?;
@@ -589,58 +639,83 @@ pub async fn run(
         Some(addr) => Some(HeldSocket::bind(addr).context("admin listener")?),
         None => None,
     };
-    let dvns = {
-        // Serve /health, /ready and /metrics while checking the chains: with the RPC endpoints
-        // unreachable the node stays up, not ready, and retries — an exit would loop under a
-        // container or systemd restart policy. A definite mismatch (wrong chain, not a
-        // signer, …) still refuses to start.
-        let reason = Arc::new(std::sync::Mutex::new("checking the chains".to_string()));
+    // Serve /health, /ready and /metrics while the store, Redis and the chains are reached
+    // and checked: with any of them not answering yet (a container stack starting in any
+    // order, an RPC outage) the node stays up, not ready, and retries — an exit would loop
+    // under a container or systemd restart policy. A definite mismatch (wrong chain, not a
+    // signer, a bad store URL, …) still refuses to start.
+    let reason = Arc::new(std::sync::Mutex::new("starting".to_string()));
+    let boot_cancel = CancellationToken::new();
+    let boot = {
         let listener = ops_socket.listener()?;
-        let boot_cancel = CancellationToken::new();
         let app = crate::api::boot_router(
             config.node.name.clone(),
             Arc::clone(&reason),
             metrics.clone(),
         );
         let stop = boot_cancel.clone();
-        let boot = tokio::spawn(async move {
+        tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
-        });
-        let mut backoff = Duration::from_secs(1);
-        let checked = loop {
-            let next = signer_next.as_ref().map(KeyHandle::address);
-            match self_check(
-                &config,
-                &chains,
-                signer.address(),
-                next,
-                submitter.address(),
-            )
-            .await
-            {
-                Ok(dvns) => break Ok(dvns),
-                Err(e) if e.downcast_ref::<crate::chain::ChainError>().is_some() => {
-                    let text = format!("start-up check cannot read the chains yet: {e:#}");
-                    tracing::warn!(retry_in = ?backoff, "{text}");
-                    *reason.lock().unwrap_or_else(|e| e.into_inner()) = text;
-                    tokio::select! {
-                        _ = cancel.cancelled() => break Err(None),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                Err(e) => break Err(Some(e)),
-            }
+        })
+    };
+    let booted = async {
+        let statement_timeout = Duration::from_millis(config.store.statement_timeout_ms);
+        let Some(store) = until_reachable(
+            "start-up cannot reach the store",
+            &reason,
+            &cancel,
+            store_unreachable,
+            || Store::connect_with(&config.store.url, statement_timeout),
+        )
+        .await?
+        else {
+            return Ok(None);
         };
-        boot_cancel.cancel();
-        let _ = boot.await;
-        match checked {
-            Ok(dvns) => dvns,
-            Err(None) => return Ok(()),
-            Err(Some(e)) => return Err(e),
-        }
+        let lease = match &config.redis {
+            Some(redis) => {
+                let ttl = Duration::from_millis(redis.lease_ttl_ms);
+                // Every error of an established URL is a connection error: retried.
+                match until_reachable(
+                    "start-up cannot reach Redis",
+                    &reason,
+                    &cancel,
+                    |_| true,
+                    || Lease::connect(&redis.url, &config.node.name, ttl),
+                )
+                .await?
+                {
+                    Some(lease) => Some(lease),
+                    None => return Ok(None),
+                }
+            }
+            None => None,
+        };
+        let next = signer_next.as_ref().map(KeyHandle::address);
+        let dvns = until_reachable(
+            "start-up check cannot read the chains",
+            &reason,
+            &cancel,
+            chain_unreachable,
+            || {
+                self_check(
+                    &config,
+                    &chains,
+                    signer.address(),
+                    next,
+                    submitter.address(),
+                )
+            },
+        )
+        .await?;
+        anyhow::Ok(dvns.map(|dvns| (store, lease, dvns)))
+    }
+    .await;
+    boot_cancel.cancel();
+    let _ = boot.await;
+    let Some((store, lease, dvns)) = booted? else {
+        return Ok(());
     };
     let peers = PeerClient::new(&config.peers, config.tls.as_ref()).context("peer TLS")?;
     // Loaded before anything listens: a bad certificate file refuses the start.
@@ -654,17 +729,6 @@ pub async fn run(
         Some(files) => Some(Arc::new(
             crate::tls::Reloading::new(files, crate::tls::server_config).context("admin TLS")?,
         )),
-        None => None,
-    };
-    let lease = match &config.redis {
-        Some(redis) => Some(
-            Lease::connect(
-                &redis.url,
-                &config.node.name,
-                Duration::from_millis(redis.lease_ttl_ms),
-            )
-            .await?,
-        ),
         None => None,
     };
     crate::telemetry::zero_init(config.chains.iter().map(|c| c.name.as_str()));

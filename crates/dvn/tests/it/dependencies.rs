@@ -2,7 +2,8 @@
 //! lost, nothing verified twice, `/ready` showed it. A lock held past the statement timeout:
 //! the node's statements are cancelled (not stuck), retried, and it resumes by itself. The
 //! SQLite store's disk full: the node stays up, shows it, the others verify; space freed, it
-//! resumes by itself.
+//! resumes by itself. A node started before its PostgreSQL and Redis (a container stack
+//! comes up in any order) waits for them, alive and not ready, then runs.
 
 use std::process::Command;
 
@@ -10,9 +11,10 @@ use dvn_devnet::nodes::{NodeOptions, REGIONS};
 use dvn_devnet::{DevnetConfig, Direction};
 use serde_json::json;
 
-use crate::common::{log_until, metric_until};
+use crate::common::{log_until, metric_until, ready_status};
 use crate::common::{SmallDisk, Stand};
 use crate::e2e::TIMEOUT;
+use crate::lease::RedisServer;
 use crate::pg::PrivatePostgres;
 
 fn psql(pg: &PrivatePostgres, db: &str, sql: &str) -> std::process::Child {
@@ -177,4 +179,67 @@ async fn a_full_sqlite_disk_is_shown_loses_nothing_and_heals_by_itself() {
     }
     let report = stand.assert_invariants(Direction::AToB, &all).await;
     assert_eq!(report.duplicates, vec![]);
+}
+
+/// podman-compose ignores `depends_on: condition: service_healthy`, and a restart policy
+/// without backoff turns an exit into a loop: a node whose store and Redis are not up yet must
+/// stay alive, not ready, saying what it waits for — and run once they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_its_store_and_redis_waits_for_them_then_runs() {
+    let mut pg = PrivatePostgres::start().await;
+    assert!(psql(&pg, "postgres", "create database aws")
+        .wait()
+        .unwrap()
+        .success());
+    pg.stop();
+    let mut redis = RedisServer::start().await;
+    redis.stop();
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/aws", pg.port);
+    stand.nodes.nodes[0]
+        .edit_config(|c| {
+            c["store"] = json!({ "url": url });
+            c["redis"] = json!({ "url": redis.url, "lease_ttl_ms": 2000 });
+        })
+        .unwrap();
+    stand.nodes.start(&[1, 2]).await.unwrap();
+    stand.nodes.start_answering(&[0]).await.unwrap();
+    let waits_for = |what: &'static str| {
+        let node = &stand.nodes.nodes[0];
+        async move {
+            dvn_devnet::wait::eventually(TIMEOUT, std::time::Duration::from_millis(200), || async {
+                let (status, body) = ready_status(node).await?;
+                let reason = body["reason"].as_str().unwrap_or_default().to_string();
+                (status == 503 && reason.contains(what)).then_some(reason)
+            })
+            .await
+        }
+    };
+    let reason = waits_for("cannot reach the store").await;
+    assert!(reason.is_some(), "not waiting for the store");
+    pg.resume().await;
+    let reason = waits_for("cannot reach Redis").await;
+    assert!(
+        reason.is_some(),
+        "not waiting for Redis once the store is up"
+    );
+    redis.restart().await;
+    let ready =
+        dvn_devnet::wait::eventually(TIMEOUT, std::time::Duration::from_millis(200), || async {
+            (ready_status(&stand.nodes.nodes[0]).await?.0 == 200).then_some(())
+        })
+        .await;
+    if ready.is_none() {
+        stand.dump_logs();
+        panic!("the node did not become ready once its store and Redis were up");
+    }
+    // With aliyun down, a quorum needs aws: it runs on the late store and lease.
+    stand.nodes.nodes[1].kill();
+    let packets = stand
+        .devnet
+        .send_messages(Direction::AToB, 4)
+        .await
+        .unwrap();
+    stand.deliver(Direction::AToB, &packets, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, &packets).await;
 }

@@ -18,14 +18,14 @@ use crate::common::{warp_to_slot, Stand};
 use crate::e2e::TIMEOUT;
 
 /// A private redis-server on 127.0.0.1 for this test only (never the machine's shared one).
-struct RedisServer {
+pub struct RedisServer {
     child: Child,
-    url: String,
+    pub url: String,
     port: u16,
 }
 
 impl RedisServer {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -35,13 +35,13 @@ impl RedisServer {
     }
 
     /// Stops it at once (a crash, a network cut).
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// A fresh server on the same port (Redis keeps nothing here: every lease is gone).
-    async fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.stop();
         *self = Self::start_on(self.port).await;
     }
