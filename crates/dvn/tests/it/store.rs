@@ -575,6 +575,62 @@ async fn prune_keeps_what_is_open_recent_or_waiting(store: Store) {
     assert_eq!(reader.count_by_state().await.unwrap().len(), 3);
 }
 
+/// What the rows say, state by state (listed through the operator view, not the counts).
+async fn counted_by_listing(store: &Store) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for state in PacketState::ALL {
+        let n = store
+            .recent_packets(Some(state), 10_000)
+            .await
+            .unwrap()
+            .len();
+        if n > 0 {
+            out.push((state.as_str().to_string(), i64::try_from(n).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn counts_follow_every_insert_move_and_delete(store: Store) {
+    let packets: Vec<NewPacket> = (100..160).map(|n| packet(n, 0xa1)).collect();
+    store
+        .record_scan(30101, &packets, &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.count_by_state().await.unwrap(),
+        vec![("observed".to_string(), 60)]
+    );
+    // Two moves race on every snapshot (one wins each), all packets at once.
+    let mut rows = Vec::new();
+    for p in &packets {
+        rows.push(store.packet(p.guid).await.unwrap().unwrap());
+    }
+    let targets = [
+        PacketState::Signed,
+        PacketState::Orphaned,
+        PacketState::Skipped,
+        PacketState::Invalid,
+    ];
+    let moves = rows.iter().enumerate().flat_map(|(i, row)| {
+        [targets[i % 4], targets[(i + 1) % 4]].map(|to| store.transition(row.expect(), to, None))
+    });
+    let results = futures::future::join_all(moves).await;
+    assert_eq!(results.iter().filter(|r| *r.as_ref().unwrap()).count(), 60);
+    assert_eq!(
+        store.count_by_state().await.unwrap(),
+        counted_by_listing(&store).await
+    );
+    // Finished packets go with the retention period; the counts follow the deletes.
+    assert!(store.prune(dvn::store::now_ms() + 1).await.unwrap() > 0);
+    let after = store.count_by_state().await.unwrap();
+    assert_eq!(after, counted_by_listing(&store).await);
+    assert!(after
+        .iter()
+        .all(|(state, _)| state == "signed" || state == "invalid"));
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -610,6 +666,7 @@ both_backends!(
     illegal_moves_are_refused_and_halted_paths_round_trip,
     deferred_packets_leave_the_page_and_paths_share_it,
     prune_keeps_what_is_open_recent_or_waiting,
+    counts_follow_every_insert_move_and_delete,
 );
 
 #[tokio::test]
