@@ -10,26 +10,49 @@ INSERT INTO packet_counts (state, n) VALUES
     ('skipped', 0), ('orphaned', 0), ('invalid', 0), ('conflict', 0);
 UPDATE packet_counts SET n = (SELECT COUNT(*) FROM packets WHERE packets.state = packet_counts.state);
 
--- One statement per change, touching both rows of a state change at once: PostgreSQL locks
--- them in index order, so two transactions moving packets between the same states cannot
--- deadlock on the counts.
-CREATE FUNCTION packet_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Per statement, not per row: every update of a row leaves a new version of it until the
+-- transaction ends, so a statement touching many packets (a prune, a restore) that updated the
+-- counts once per packet would walk an ever longer chain of versions — quadratic. With
+-- transition tables each statement applies one net change per state.
+CREATE FUNCTION packet_counts_apply(changes BIGINT[], states TEXT[]) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE packet_counts c SET n = c.n + d.delta
+      FROM (SELECT s AS state, SUM(x) AS delta FROM unnest(states, changes) AS u(s, x)
+            GROUP BY s HAVING SUM(x) <> 0) d
+     WHERE c.state = d.state;
+$$;
+
+CREATE FUNCTION packet_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        UPDATE packet_counts SET n = n + 1 WHERE state = NEW.state;
-    ELSIF TG_OP = 'DELETE' THEN
-        UPDATE packet_counts SET n = n - 1 WHERE state = OLD.state;
-    ELSE
-        UPDATE packet_counts
-           SET n = n + CASE WHEN state = NEW.state THEN 1 ELSE -1 END
-         WHERE state IN (OLD.state, NEW.state);
-    END IF;
+    PERFORM packet_counts_apply(array_agg(1::BIGINT), array_agg(state)) FROM new_rows;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER packet_counts_insert_delete AFTER INSERT OR DELETE ON packets
-    FOR EACH ROW EXECUTE FUNCTION packet_counts_follow();
-CREATE TRIGGER packet_counts_update AFTER UPDATE OF state ON packets
-    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
-    EXECUTE FUNCTION packet_counts_follow();
+CREATE FUNCTION packet_counts_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM packet_counts_apply(array_agg(-1::BIGINT), array_agg(state)) FROM old_rows;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION packet_counts_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM packet_counts_apply(array_agg(x), array_agg(s)) FROM (
+        SELECT state AS s, 1::BIGINT AS x FROM new_rows
+        UNION ALL
+        SELECT state, -1::BIGINT FROM old_rows
+    ) moved;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER packet_counts_insert AFTER INSERT ON packets
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION packet_counts_inserted();
+CREATE TRIGGER packet_counts_delete AFTER DELETE ON packets
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION packet_counts_deleted();
+CREATE TRIGGER packet_counts_update AFTER UPDATE ON packets
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION packet_counts_updated();
