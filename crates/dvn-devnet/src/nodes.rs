@@ -93,6 +93,12 @@ pub struct DvnNode {
 }
 
 impl DvnNode {
+    /// The environment the process gets (its keys, for a devnet node): for running the same
+    /// configuration elsewhere, e.g. in a container.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// Starts the process (no-op when running).
     pub fn start(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {

@@ -96,6 +96,17 @@ impl Stand {
         (a_to_b, b_to_a)
     }
 
+    /// Stops the node at `down` and verifies `n` fresh A → B messages with the other two: each
+    /// quorum then needs both of them. Asserts I1–I3; returns what was sent.
+    pub async fn verify_with_one_down(&mut self, down: usize, n: usize) -> Vec<SentPacket> {
+        self.nodes.nodes[down].kill();
+        let packets = self.devnet.send_messages(Direction::AToB, n).await.unwrap();
+        self.deliver(Direction::AToB, &packets, crate::e2e::TIMEOUT)
+            .await;
+        self.assert_invariants(Direction::AToB, &packets).await;
+        packets
+    }
+
     pub fn dump_logs(&self) {
         for node in &self.nodes.nodes {
             let log = std::fs::read_to_string(&node.log_path).unwrap_or_default();

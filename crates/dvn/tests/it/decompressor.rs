@@ -45,8 +45,8 @@ async fn verifying_transactions_sent_to(stand: &Stand, direction: Direction) -> 
     to
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn packets_verified_through_each_regions_decompressor_exactly_once() {
+/// A devnet with a decompressor per region on both chains, nodes configured to use theirs.
+async fn stand_with_decompressors() -> Stand {
     let devnet = DevnetConfig {
         decompressors: true,
         ..DevnetConfig::default()
@@ -55,7 +55,12 @@ async fn packets_verified_through_each_regions_decompressor_exactly_once() {
         decompressor: true,
         ..NodeOptions::default()
     };
-    let mut stand = Stand::new(devnet, options).await;
+    Stand::new(devnet, options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_verified_through_each_regions_decompressor_exactly_once() {
+    let mut stand = stand_with_decompressors().await;
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
     stand.round_trip_both_ways(12).await;
     for direction in [Direction::AToB, Direction::BToA] {
@@ -72,15 +77,7 @@ async fn packets_verified_through_each_regions_decompressor_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompressor_the_region_may_not_use_is_refused_at_start() {
-    let devnet = DevnetConfig {
-        decompressors: true,
-        ..DevnetConfig::default()
-    };
-    let options = NodeOptions {
-        decompressor: true,
-        ..NodeOptions::default()
-    };
-    let mut stand = Stand::new(devnet, options).await;
+    let mut stand = stand_with_decompressors().await;
     let aliyuns = stand.devnet.a.contracts.decompressors[1];
     let original = std::fs::read_to_string(&stand.nodes.nodes[0].config_path).unwrap();
     // Another region's decompressor: only its owner may call it.

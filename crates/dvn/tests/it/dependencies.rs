@@ -234,12 +234,5 @@ async fn a_node_started_before_its_store_and_redis_waits_for_them_then_runs() {
         panic!("the node did not become ready once its store and Redis were up");
     }
     // With aliyun down, a quorum needs aws: it runs on the late store and lease.
-    stand.nodes.nodes[1].kill();
-    let packets = stand
-        .devnet
-        .send_messages(Direction::AToB, 4)
-        .await
-        .unwrap();
-    stand.deliver(Direction::AToB, &packets, TIMEOUT).await;
-    stand.assert_invariants(Direction::AToB, &packets).await;
+    stand.verify_with_one_down(1, 4).await;
 }

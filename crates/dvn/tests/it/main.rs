@@ -13,6 +13,7 @@ mod common;
 mod config_check;
 mod confirmations;
 mod conflux;
+mod container;
 mod crash;
 mod decompressor;
 mod dependencies;
