@@ -205,8 +205,9 @@ impl SubmitStage {
             .into_iter()
             .filter(|r| !holds.holds(&r.packet.path()))
             .collect();
-        self.last_pull
-            .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
+        // Sets, not scans: a catch-up holds thousands of signed packets.
+        let guids: HashSet<B256> = signed.iter().map(|r| r.packet.guid).collect();
+        self.last_pull.retain(|guid, _| guids.contains(guid));
         if self.packed_for.0 != dvn.signers || self.packed_for.1 != dvn.quorum {
             self.packed.clear();
             self.packed_for = (dvn.signers.clone(), dvn.quorum);
@@ -214,8 +215,7 @@ impl SubmitStage {
         let open: HashSet<B256> = signed.iter().filter_map(|r| r.call_hash).collect();
         self.packed.retain(|call_hash, _| open.contains(call_hash));
         self.pull_missing(&signed, &dvn.signers, dvn.quorum).await?;
-        self.ready_since
-            .retain(|guid, _| signed.iter().any(|r| r.packet.guid == *guid));
+        self.ready_since.retain(|guid, _| guids.contains(guid));
         let mut ready = Vec::new();
         let mut not_ours = Vec::new();
         for row in signed {
