@@ -4,12 +4,15 @@
 //! the right alert, with the right severity, at the right receiver — and resolve after the fix.
 //! A healthy devnet fires nothing but the one alert that is true of it. Covered: all nodes
 //! down (P0); quorum lost, path halted (P1); node down, backlog, HSM, RPC down, lying
-//! endpoint (P2); the sole-verifier alert and a certificate close to expiry (P3).
+//! endpoint, submitter without `ADMIN_ROLE` (P2); the sole-verifier alert and a certificate
+//! close to expiry (P3).
 
+use alloy::primitives::U256;
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::proxy::{ProxyMode, RpcProxy};
 use dvn_devnet::{Devnet, DevnetConfig, Direction, Mining};
+use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
 use serde_json::json;
 
 use crate::common::{a_to_b_path_args, dvn_cli, equivocate_on_a, Stand};
@@ -187,6 +190,40 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
     .await;
     gcp_b.set_mode(ProxyMode::Forward);
     resolves(&webhook, mark, "DvnChainRpcDown", Some("gcp")).await;
+
+    // Another admin revokes aws's submitter's ADMIN_ROLE on chain B's DVN:
+    // DvnSubmitterNotAdmin (P2) — aws submits nothing there, the others take its turns;
+    // granted back, resolved.
+    let mark = webhook.mark();
+    let b = &stand.devnet.b;
+    let (aws_submitter, other_admin) = (b.roles.dvn_admins[AWS], b.roles.dvn_admins[ALIYUN]);
+    let revoke = IDVN::revokeRoleCall {
+        role: ADMIN_ROLE,
+        account: aws_submitter,
+    };
+    b.chain
+        .send(other_admin, b.contracts.dvn, &revoke, U256::ZERO)
+        .await
+        .unwrap();
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnSubmitterNotAdmin",
+        Some("aws"),
+        "P2",
+        "team",
+    )
+    .await;
+    let grant = IDVN::grantRoleCall {
+        role: ADMIN_ROLE,
+        account: aws_submitter,
+    };
+    b.chain
+        .send(other_admin, b.contracts.dvn, &grant, U256::ZERO)
+        .await
+        .unwrap();
+    resolves(&webhook, mark, "DvnSubmitterNotAdmin", Some("aws")).await;
 
     // One of gcp's three endpoints for chain A starts to lie while packets flow: outvoted,
     // and DvnRpcEndpointDisagrees (P2) says which (it stays for its 15-minute window).
