@@ -4,8 +4,8 @@
 //! the right alert, with the right severity, at the right receiver — and resolve after the fix.
 //! A healthy devnet fires nothing but the one alert that is true of it. Covered: all nodes
 //! down (P0); quorum lost, path halted (P1); node down, backlog, HSM, RPC down, lying
-//! endpoint, submitter without `ADMIN_ROLE` (P2); the sole-verifier alert and a certificate
-//! close to expiry (P3).
+//! endpoint, submitter without `ADMIN_ROLE` (P2); the sole-verifier alert, a peer down and a
+//! certificate close to expiry (P3).
 
 use alloy::primitives::U256;
 use dvn::signer::pkcs11::Pkcs11Signer;
@@ -130,8 +130,20 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         "team",
     )
     .await;
+    // …and the regions that can no longer reach it say so: DvnPeerDown (P3) from aws.
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnPeerDown",
+        Some("aws"),
+        "P3",
+        "review",
+    )
+    .await;
     stand.nodes.start(&[ALIYUN]).await.unwrap();
     resolves(&webhook, mark, "DvnNodeDown", Some("aliyun")).await;
+    resolves(&webhook, mark, "DvnPeerDown", Some("aws")).await;
 
     // Two killed: the quorum is lost (P1, paged); packets pile up on the survivor, whose
     // backlog passes 10 while it cannot submit (P2). Both back: verified, both resolved.
