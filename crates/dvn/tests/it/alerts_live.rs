@@ -3,8 +3,8 @@
 //! injected into the live processes the way an operator meets them, and each must arrive as
 //! the right alert, with the right severity, at the right receiver — and resolve after the fix.
 //! A healthy devnet fires nothing but the one alert that is true of it. Covered: all nodes
-//! down (P0); quorum lost, path halted (P1); node down, backlog, HSM, RPC down, lying
-//! endpoint, submitter without `ADMIN_ROLE` (P2); the sole-verifier alert, a peer down and a
+//! down (P0); quorum lost, path halted (P1); node down, not ready, backlog, HSM, RPC down,
+//! lying endpoint, submitter without `ADMIN_ROLE` (P2); the sole-verifier alert, a peer down and a
 //! certificate close to expiry (P3).
 
 use alloy::primitives::U256;
@@ -184,8 +184,20 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         "team",
     )
     .await;
+    // Without its signing key aws is not ready either: DvnNotReady (P2).
+    fires(
+        &webhook,
+        &stack,
+        mark,
+        "DvnNotReady",
+        Some("aws"),
+        "P2",
+        "team",
+    )
+    .await;
     hsm.reconnect();
     resolves(&webhook, mark, "DvnHsmDisconnected", Some("aws")).await;
+    resolves(&webhook, mark, "DvnNotReady", Some("aws")).await;
 
     // gcp's only endpoint for chain B fails: DvnChainRpcDown (P2); forwarding again, resolved.
     let mark = webhook.mark();
