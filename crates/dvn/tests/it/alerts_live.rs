@@ -7,15 +7,13 @@
 //! lying endpoint, submitter without `ADMIN_ROLE` (P2); the sole-verifier alert, a peer down and a
 //! certificate close to expiry (P3).
 
-use alloy::primitives::U256;
 use dvn::signer::pkcs11::Pkcs11Signer;
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::proxy::{ProxyMode, RpcProxy};
 use dvn_devnet::{Devnet, DevnetConfig, Direction, Mining};
-use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
 use serde_json::json;
 
-use crate::common::{a_to_b_path_args, dvn_cli, equivocate_on_a, Stand};
+use crate::common::{a_to_b_path_args, dvn_cli, equivocate_on_a, set_admin_role, Stand};
 use crate::e2e::TIMEOUT;
 use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
 use crate::stack::{OpsStack, Webhook};
@@ -221,14 +219,7 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
     let mark = webhook.mark();
     let b = &stand.devnet.b;
     let (aws_submitter, other_admin) = (b.roles.dvn_admins[AWS], b.roles.dvn_admins[ALIYUN]);
-    let revoke = IDVN::revokeRoleCall {
-        role: ADMIN_ROLE,
-        account: aws_submitter,
-    };
-    b.chain
-        .send(other_admin, b.contracts.dvn, &revoke, U256::ZERO)
-        .await
-        .unwrap();
+    set_admin_role(b, other_admin, aws_submitter, false).await;
     fires(
         &webhook,
         &stack,
@@ -239,14 +230,7 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         "team",
     )
     .await;
-    let grant = IDVN::grantRoleCall {
-        role: ADMIN_ROLE,
-        account: aws_submitter,
-    };
-    b.chain
-        .send(other_admin, b.contracts.dvn, &grant, U256::ZERO)
-        .await
-        .unwrap();
+    set_admin_role(b, other_admin, aws_submitter, true).await;
     resolves(&webhook, mark, "DvnSubmitterNotAdmin", Some("aws")).await;
 
     // One of gcp's three endpoints for chain A starts to lie while packets flow: outvoted,

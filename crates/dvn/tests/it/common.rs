@@ -342,6 +342,29 @@ pub async fn warp_to_slot(stand: &Stand, region: u64) {
     stand.devnet.a.chain.set_time(slot * 60 + 1).await.unwrap();
 }
 
+/// Another DVN admin (`by`) grants or revokes `account`'s `ADMIN_ROLE` on `side`'s DVN — as an
+/// admin of a live DVN can, behind the nodes' back.
+pub async fn set_admin_role(
+    side: &dvn_devnet::Side,
+    by: alloy::primitives::Address,
+    account: alloy::primitives::Address,
+    grant: bool,
+) {
+    use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
+    let (dvn, zero) = (side.contracts.dvn, alloy::primitives::U256::ZERO);
+    let role = ADMIN_ROLE;
+    let sent = if grant {
+        side.chain
+            .send(by, dvn, &IDVN::grantRoleCall { role, account }, zero)
+            .await
+    } else {
+        side.chain
+            .send(by, dvn, &IDVN::revokeRoleCall { role, account }, zero)
+            .await
+    };
+    sent.unwrap();
+}
+
 /// A node's `/ready`: its HTTP status and JSON body (None while it does not answer).
 pub async fn ready_status(node: &dvn_devnet::nodes::DvnNode) -> Option<(u16, serde_json::Value)> {
     let response = reqwest::get(format!("{}/ready", node.url())).await.ok()?;

@@ -14,9 +14,8 @@ use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
 use dvn_lz::{SignatureSet, UnsignedParam};
 
-use crate::common::{metric_until, Stand};
+use crate::common::{metric_until, set_admin_role, Stand};
 use crate::e2e::TIMEOUT;
-use dvn_lz::contracts::{ADMIN_ROLE, IDVN};
 
 sol! {
     interface IDvnSelf {
@@ -111,18 +110,7 @@ async fn a_revoked_admin_role_is_followed_and_costs_no_packet() {
     let admin = (victim + 1) % 3;
     let (victim_submitter, other_admin) =
         (dst.roles.dvn_admins[victim], dst.roles.dvn_admins[admin]);
-    dst.chain
-        .send(
-            other_admin,
-            dst.contracts.dvn,
-            &IDVN::revokeRoleCall {
-                role: ADMIN_ROLE,
-                account: victim_submitter,
-            },
-            U256::ZERO,
-        )
-        .await
-        .unwrap();
+    set_admin_role(dst, other_admin, victim_submitter, false).await;
     let packets = stand
         .devnet
         .send_messages(Direction::AToB, 3)
@@ -146,18 +134,7 @@ async fn a_revoked_admin_role_is_followed_and_costs_no_packet() {
     assert_eq!(sent, 0.0, "{victim_name} sent nothing without the role");
 
     // The role granted back: followed by the periodic re-read.
-    dst.chain
-        .send(
-            other_admin,
-            dst.contracts.dvn,
-            &IDVN::grantRoleCall {
-                role: ADMIN_ROLE,
-                account: victim_submitter,
-            },
-            U256::ZERO,
-        )
-        .await
-        .unwrap();
+    set_admin_role(dst, other_admin, victim_submitter, true).await;
     let back = metric_until(
         node,
         "dvn_submitter_is_admin",
