@@ -1,9 +1,10 @@
 //! A GCP Cloud KMS stand-in: the REST calls a DVN key needs
-//! (`GET /v1/{keyVersion}/publicKey`, `POST /v1/{keyVersion}:asymmetricSign`) behind bearer
-//! tokens, and an OAuth2 token endpoint doing the service-account flow: it verifies the
-//! client's RS256 JWT assertion (issuer, audience, scope, expiry, signature by the service
-//! account's key) before issuing a token. The service-account key file it writes is the same
-//! shape Google issues, with `token_uri` pointing here.
+//! (`GET /v1/{keyVersion}/publicKey`, `POST /v1/{keyVersion}:asymmetricSign`, with or without
+//! the `$alt=json;enum-encoding=int` query Google's client library adds) behind bearer tokens
+//! that are self-signed service-account JWTs, as Google accepts them from its libraries: each
+//! request's token is checked (RS256 signature by the service account's key, key id, issuer,
+//! subject, Cloud KMS scope, issue and expiry times). The service-account key file it writes is
+//! the same shape Google issues.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use aws_lc_rs::signature::{KeyPair, RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_204
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Form, Json};
+use axum::Json;
 use base64::Engine;
 use serde_json::json;
 
@@ -26,13 +27,14 @@ pub const KEY_VERSION: &str =
     "projects/dvn-test/locations/global/keyRings/dvn/cryptoKeys/gcp-signer/cryptoKeyVersions/1";
 const CLIENT_EMAIL: &str = "dvn-node@dvn-test.iam.gserviceaccount.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloudkms";
+const PRIVATE_KEY_ID: &str = "stand-in-key-1";
 
 #[derive(Debug)]
 struct Inner {
     key: KmsKey,
     /// PKCS#1 RSAPublicKey of the service account.
     account_public: Vec<u8>,
-    token_uri: Mutex<String>,
+    /// Tokens that passed, so a token is verified once, as a cache would.
     tokens: Mutex<HashSet<String>>,
     sign_requests: AtomicUsize,
     health: HealthSwitch,
@@ -73,7 +75,7 @@ fn service_account_json(account: &RsaKeyPair, token_uri: &str) -> anyhow::Result
     Ok(serde_json::to_string_pretty(&json!({
         "type": "service_account",
         "project_id": "dvn-test",
-        "private_key_id": "stand-in-key-1",
+        "private_key_id": PRIVATE_KEY_ID,
         "private_key": pem("PRIVATE KEY", der.as_ref()),
         "client_email": CLIENT_EMAIL,
         "client_id": "100000000000000000001",
@@ -91,17 +93,14 @@ impl GcpKmsStandIn {
         let inner = Arc::new(Inner {
             key,
             account_public: account.public_key().as_ref().to_vec(),
-            token_uri: Mutex::default(),
             tokens: Mutex::default(),
             sign_requests: AtomicUsize::new(0),
             health: HealthSwitch::default(),
         });
         let app = axum::Router::new()
-            .route("/token", axum::routing::post(token))
             .route("/v1/{*rest}", axum::routing::get(kms_get).post(kms_post))
             .with_state(Arc::clone(&inner));
         let (url, task) = super::serve(app).await?;
-        *inner.token_uri.lock().unwrap_or_else(|e| e.into_inner()) = format!("{url}/token");
         Ok(Self {
             url,
             health: inner.health.clone(),
@@ -148,103 +147,81 @@ impl GcpKmsStandIn {
     }
 }
 
-fn oauth_error(description: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": "invalid_grant", "error_description": description })),
-    )
-        .into_response()
-}
-
 fn b64url(segment: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(segment.trim_end_matches('='))
         .ok()
 }
 
-/// The JWT-bearer grant (RFC 7523) as Google's token endpoint does it.
-async fn token(
-    State(inner): State<Arc<Inner>>,
-    Form(form): Form<std::collections::HashMap<String, String>>,
-) -> Response {
-    if let Some(response) = inner.health.intercept().await {
-        return response;
-    }
-    if form.get("grant_type").map(String::as_str)
-        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
-    {
-        return oauth_error("unsupported grant_type");
-    }
-    let Some(assertion) = form.get("assertion") else {
-        return oauth_error("no assertion");
-    };
-    let parts: Vec<&str> = assertion.split('.').collect();
+/// Whether `token` is a self-signed JWT of the service account, for Cloud KMS, valid now.
+fn self_signed_jwt_valid(inner: &Inner, token: &str) -> bool {
+    let parts: Vec<&str> = token.split('.').collect();
     let [header, claims, signature] = parts[..] else {
-        return oauth_error("malformed JWT");
+        return false;
     };
     let (Some(header_json), Some(claims_json), Some(signature)) =
         (b64url(header), b64url(claims), b64url(signature))
     else {
-        return oauth_error("malformed JWT encoding");
+        return false;
     };
     let signed = format!("{header}.{claims}");
     let key = UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &inner.account_public);
     if key.verify(signed.as_bytes(), &signature).is_err() {
-        return oauth_error("Invalid JWT Signature.");
+        return false;
     }
     let (Ok(header), Ok(claims)) = (
         serde_json::from_slice::<serde_json::Value>(&header_json),
         serde_json::from_slice::<serde_json::Value>(&claims_json),
     ) else {
-        return oauth_error("JWT is not JSON");
+        return false;
     };
-    let token_uri = inner
-        .token_uri
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
     let now = chrono::Utc::now().timestamp();
-    if header["alg"] != "RS256"
-        || claims["iss"] != CLIENT_EMAIL
-        || claims["aud"] != token_uri.as_str()
-        || !claims["scope"]
-            .as_str()
-            .is_some_and(|s| s.split(' ').any(|s| s == SCOPE))
-        || claims["exp"].as_i64().is_none_or(|exp| exp < now)
-        || claims["iat"].as_i64().is_none_or(|iat| iat > now + 300)
-    {
-        return oauth_error("JWT claims rejected");
-    }
-    let access = alloy::hex::encode(rand::random::<[u8; 32]>());
-    inner
-        .tokens
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(access.clone());
-    Json(json!({ "access_token": access, "expires_in": 3599, "token_type": "Bearer" }))
-        .into_response()
+    let scoped = claims["scope"]
+        .as_str()
+        .is_some_and(|s| s.split(' ').any(|s| s == SCOPE));
+    header["alg"] == "RS256"
+        && header["kid"] == PRIVATE_KEY_ID
+        && claims["iss"] == CLIENT_EMAIL
+        && claims["sub"] == CLIENT_EMAIL
+        && scoped
+        && claims["exp"].as_i64().is_some_and(|exp| exp >= now)
+        && claims["iat"].as_i64().is_some_and(|iat| iat <= now + 300)
 }
 
+/// Google's error body: HTTP code, message and the canonical status name.
 fn api_error(status: StatusCode, message: &str) -> Response {
+    let name = match status.as_u16() {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        503 => "UNAVAILABLE",
+        _ => "INTERNAL",
+    };
     (
         status,
-        Json(json!({ "error": { "code": status.as_u16(), "message": message } })),
+        Json(json!({ "error": { "code": status.as_u16(), "message": message, "status": name } })),
     )
         .into_response()
 }
 
 fn authorised(inner: &Inner, headers: &HeaderMap) -> bool {
-    let bearer = headers
+    let Some(bearer) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    bearer.is_some_and(|t| {
-        inner
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(t)
-    })
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let mut tokens = inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
+    if tokens.contains(bearer) {
+        return true;
+    }
+    let valid = self_signed_jwt_valid(inner, bearer);
+    if valid {
+        tokens.insert(bearer.to_string());
+    }
+    valid
 }
 
 /// The outage switch, then the bearer token: what every KMS call passes first.

@@ -1,13 +1,18 @@
-//! GCP Cloud KMS / Cloud HSM keys of algorithm `EC_SIGN_SECP256K1_SHA256`, through the Cloud
-//! KMS REST API (`cryptoKeyVersions.getPublicKey`, `cryptoKeyVersions.asymmetricSign` with a
-//! digest). Authentication is OAuth2 by `gcp_auth`: a service-account key file when configured,
-//! else the default chain (`GOOGLE_APPLICATION_CREDENTIALS`, the metadata server on GCE/GKE,
-//! gcloud's user credentials). The REST API keeps the build free of a gRPC stack.
-
-use std::sync::Arc;
+//! GCP Cloud KMS / Cloud HSM keys of algorithm `EC_SIGN_SECP256K1_SHA256`, through Google's
+//! own client library (`google-cloud-kms-v1`, which speaks the Cloud KMS REST API:
+//! `cryptoKeyVersions.getPublicKey` and `cryptoKeyVersions.asymmetricSign` with a digest).
+//! Credentials come from `google-cloud-auth`: a service-account key file when configured
+//! (self-signed JWTs, as Google's libraries do), else Application Default Credentials
+//! (`GOOGLE_APPLICATION_CREDENTIALS`, the metadata server on GCE/GKE, gcloud's user
+//! credentials). The library's own retries are off: [`super::KeyHandle`] owns timeouts and
+//! retries for every backend alike.
 
 use alloy::primitives::{Address, B256};
-use base64::Engine;
+use google_cloud_auth::credentials::{self, service_account, Credentials};
+use google_cloud_gax::retry_policy::NeverRetry;
+use google_cloud_kms_v1::client::KeyManagementService;
+use google_cloud_kms_v1::model::crypto_key_version::CryptoKeyVersionAlgorithm;
+use google_cloud_kms_v1::model::Digest;
 
 use super::kms::{self, KmsBackend, KmsError};
 
@@ -18,64 +23,86 @@ pub const ALGORITHM: &str = "EC_SIGN_SECP256K1_SHA256";
 
 #[derive(Clone)]
 pub struct GcpKms {
-    http: reqwest::Client,
-    endpoint: String,
+    client: KeyManagementService,
     /// `projects/…/locations/…/keyRings/…/cryptoKeys/…/cryptoKeyVersions/N`.
     key_version: String,
-    auth: Arc<dyn gcp_auth::TokenProvider>,
 }
 
 impl std::fmt::Debug for GcpKms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GcpKms")
-            .field("endpoint", &self.endpoint)
             .field("key_version", &self.key_version)
             .finish()
     }
 }
 
-fn credentials(e: gcp_auth::Error) -> KmsError {
+fn credentials_error(detail: impl std::fmt::Display) -> KmsError {
     KmsError::Credentials {
         service: SERVICE,
-        detail: e.to_string(),
+        detail: detail.to_string(),
     }
 }
 
+/// A service-account key file (the only kind a file may name here; any other credential type
+/// goes through `GOOGLE_APPLICATION_CREDENTIALS`), else Application Default Credentials.
+fn load_credentials(file: Option<&std::path::Path>) -> Result<Credentials, KmsError> {
+    let Some(path) = file else {
+        return credentials::Builder::default()
+            .with_scopes([SCOPE])
+            .build()
+            .map_err(credentials_error);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| credentials_error(format!("cannot read {}: {e}", path.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| credentials_error(format!("{} is not JSON: {e}", path.display())))?;
+    if json["type"] != "service_account" {
+        return Err(credentials_error(format!(
+            "{} is not a service-account key file (type {}); leave credentials_file unset and \
+             point GOOGLE_APPLICATION_CREDENTIALS at it instead",
+            path.display(),
+            json["type"]
+        )));
+    }
+    service_account::Builder::new(json)
+        .with_access_specifier(service_account::AccessSpecifier::from_scopes([SCOPE]))
+        .build()
+        .map_err(credentials_error)
+}
+
 impl GcpKms {
-    /// Authenticates, reads the key version's public key, and returns the backend and address.
+    /// Builds the client, reads the key version's public key, and returns the backend and
+    /// address.
     pub async fn open(
         key_version: &str,
         credentials_file: Option<&std::path::Path>,
         endpoint: Option<&str>,
-        http: reqwest::Client,
     ) -> Result<(Self, Address), KmsError> {
-        let auth: Arc<dyn gcp_auth::TokenProvider> = match credentials_file {
-            Some(path) => {
-                Arc::new(gcp_auth::CustomServiceAccount::from_file(path).map_err(credentials)?)
-            }
-            None => gcp_auth::provider().await.map_err(credentials)?,
-        };
+        let client = KeyManagementService::builder()
+            .with_endpoint(endpoint.unwrap_or(DEFAULT_ENDPOINT).trim_end_matches('/'))
+            .with_credentials(load_credentials(credentials_file)?)
+            .with_retry_policy(NeverRetry)
+            .build()
+            .await
+            .map_err(|e| KmsError::Unavailable {
+                service: SERVICE,
+                detail: format!("cannot build the client: {e}"),
+            })?;
         let kms = Self {
-            http,
-            endpoint: endpoint
-                .unwrap_or(DEFAULT_ENDPOINT)
-                .trim_end_matches('/')
-                .to_string(),
+            client,
             key_version: key_version.to_string(),
-            auth,
         };
-        #[derive(serde::Deserialize)]
-        struct PublicKey {
-            pem: String,
-            #[serde(default)]
-            algorithm: String,
-        }
-        let url = format!("{}/v1/{}/publicKey", kms.endpoint, kms.key_version);
-        let key: PublicKey = kms.send(kms.http.get(url)).await?;
-        if key.algorithm != ALGORITHM {
+        let key = kms
+            .client
+            .get_public_key()
+            .set_name(&kms.key_version)
+            .send()
+            .await
+            .map_err(|e| kms.error(e))?;
+        if key.algorithm != CryptoKeyVersionAlgorithm::EcSignSecp256K1Sha256 {
             return Err(kms.key_error(format!(
-                "algorithm is {:?}, must be {ALGORITHM}",
-                key.algorithm
+                "algorithm is {}, must be {ALGORITHM}",
+                key.algorithm.name().unwrap_or("unknown")
             )));
         }
         let address = kms::address_of_spki_pem(&key.pem)
@@ -91,45 +118,52 @@ impl GcpKms {
         }
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<T, KmsError> {
-        let token = self.auth.token(&[SCOPE]).await.map_err(|e| match e {
-            // A token endpoint that cannot be reached is an outage, not a credentials problem.
-            gcp_auth::Error::Http(..) => KmsError::Unavailable {
-                service: SERVICE,
-                detail: e.to_string(),
-            },
-            other => credentials(other),
-        })?;
-        let response = request
-            .bearer_auth(token.as_str())
-            .send()
-            .await
-            .map_err(kms::transport_error(SERVICE))?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(kms::status_error(SERVICE, &self.key_version, status, &text));
+    /// Sorts the library's error into the kinds callers act on: an outage is retried, a refusal
+    /// or a missing key is not.
+    fn error(&self, e: google_cloud_kms_v1::Error) -> KmsError {
+        let detail = e.to_string();
+        if let Some(code) = e.http_status_code() {
+            return kms::status_kind(SERVICE, &self.key_version, code, detail);
         }
-        kms::json_body(SERVICE, response).await
+        // Credentials that cannot make a header: a token endpoint or metadata server that cannot
+        // be reached is an outage; a key file that cannot sign is not.
+        if let Some(credentials) = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<google_cloud_gax::error::CredentialsError>())
+        {
+            return if credentials.is_transient() {
+                KmsError::Unavailable {
+                    service: SERVICE,
+                    detail,
+                }
+            } else {
+                credentials_error(detail)
+            };
+        }
+        if e.is_deserialization() {
+            return KmsError::BadResponse {
+                service: SERVICE,
+                detail,
+            };
+        }
+        KmsError::Unavailable {
+            service: SERVICE,
+            detail,
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl KmsBackend for GcpKms {
     async fn sign_digest(&self, digest: B256) -> Result<Vec<u8>, KmsError> {
-        #[derive(serde::Deserialize)]
-        struct Signed {
-            signature: String,
-        }
-        let url = format!("{}/v1/{}:asymmetricSign", self.endpoint, self.key_version);
         // Cloud KMS does not hash a supplied digest; the field name only says its length.
-        let body = serde_json::json!({
-            "digest": { "sha256": base64::engine::general_purpose::STANDARD.encode(digest) }
-        });
-        let signed: Signed = self.send(self.http.post(url).json(&body)).await?;
-        kms::base64_field(SERVICE, "signature", &signed.signature)
+        let signed = self
+            .client
+            .asymmetric_sign()
+            .set_name(&self.key_version)
+            .set_digest(Digest::new().set_sha256(digest.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(signed.signature.to_vec())
     }
 }

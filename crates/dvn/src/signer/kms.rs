@@ -160,7 +160,13 @@ pub(crate) fn status_error(
         "HTTP {status}: {}",
         body.chars().take(300).collect::<String>()
     );
-    match status.as_u16() {
+    status_kind(service, key, status.as_u16(), detail)
+}
+
+/// The error kind an HTTP status code means: refused credentials or permission (401, 403), a
+/// missing or unusable key (400, 404), else an outage worth retrying.
+pub(crate) fn status_kind(service: &'static str, key: &str, code: u16, detail: String) -> KmsError {
+    match code {
         401 | 403 => KmsError::Denied { service, detail },
         400 | 404 => KmsError::Key {
             service,

@@ -216,7 +216,6 @@ async fn open_backend(
                 key_version,
                 credentials_file.as_deref(),
                 endpoint.as_deref(),
-                kms_http_client()?,
             )
             .await?;
             (
