@@ -101,13 +101,14 @@ impl Governor {
         None
     }
 
-    /// True when `path` already had its share of signatures in the last minute.
-    pub fn over_rate(&mut self, path: &PathKey, now: Instant) -> bool {
+    /// How many more signatures `path` may have now: its share of the window less what the
+    /// last minute already took (`usize::MAX` with no cap).
+    pub fn room(&mut self, path: &PathKey, now: Instant) -> usize {
         if self.per_minute == 0 {
-            return false;
+            return usize::MAX;
         }
         let Some(times) = self.signed.get_mut(path) else {
-            return false;
+            return self.per_minute;
         };
         while times
             .front()
@@ -115,7 +116,7 @@ impl Governor {
         {
             times.pop_front();
         }
-        times.len() >= self.per_minute
+        self.per_minute.saturating_sub(times.len())
     }
 
     /// Counts a signature on `path`.
@@ -182,15 +183,15 @@ mod tests {
         let mut g = governor(vec![], vec![], 2);
         let t0 = Instant::now();
         let (busy, quiet) = (path(1, 1), path(1, 2));
-        for _ in 0..2 {
-            assert!(!g.over_rate(&busy, t0));
+        for left in [2, 1] {
+            assert_eq!(g.room(&busy, t0), left);
             g.record(busy, t0);
         }
-        assert!(g.over_rate(&busy, t0 + Duration::from_secs(59)));
-        assert!(
-            !g.over_rate(&quiet, t0),
-            "one busy path does not hold another"
-        );
-        assert!(!g.over_rate(&busy, t0 + WINDOW));
+        assert_eq!(g.room(&busy, t0 + Duration::from_secs(59)), 0);
+        assert_eq!(g.room(&quiet, t0), 2, "one busy path does not hold another");
+        assert_eq!(g.room(&busy, t0 + WINDOW), 2);
+        let mut uncapped = governor(vec![], vec![], 0);
+        uncapped.record(busy, t0);
+        assert_eq!(uncapped.room(&busy, t0), usize::MAX);
     }
 }

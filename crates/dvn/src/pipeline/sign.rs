@@ -16,7 +16,10 @@
 //! stricter of today's and the one in force at the send block while that is still readable.
 //!
 //! A packet whose checks fail backs off on its own (doubling, up to a minute) and the page
-//! moves on: it never holds up the packets behind it. Paths with a halted equivocation guard
+//! moves on: it never holds up the packets behind it. Up to [`SIGN_CONCURRENCY`] packets of a
+//! page are checked and signed side by side (each packet's own reads stay in order); what many
+//! packets share — configs, heads, nonces, blocks, receipts — is read once per step, by the
+//! first packet that needs it, while the others wait for that one read. Paths with a halted equivocation guard
 //! are not signed at all.
 //! 3. **check** — skip what the destination no longer needs (our verification already there,
 //!    or committed, or delivered);
@@ -24,12 +27,17 @@
 //!    before it is shared with the peers.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::primitives::{keccak256, Address, B256};
+use alloy::rpc::types::TransactionReceipt;
 use dvn_lz::contracts::{IEndpointV2, IReceiveUln302, ISendUln302};
 use dvn_lz::{packets_in_transaction, PacketHeader, UnsignedParam};
+use futures::StreamExt;
+use tokio::sync::OnceCell;
 
 use super::expiration::expiration;
 use super::{Context, Progress, Stage};
@@ -39,6 +47,10 @@ use crate::store::{now_ms, NewPacket, PacketRow, PacketState, PathKey};
 
 /// Most packets examined per step.
 const BATCH: usize = 500;
+
+/// Packets checked and signed at once within a step: enough to hide RPC round trips during a
+/// catch-up, few enough that a step's reads stay a modest burst for a rate-limited endpoint.
+pub const SIGN_CONCURRENCY: usize = 16;
 
 /// Longest a packet whose checks keep failing waits between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -58,22 +70,63 @@ pub enum Outcome {
     Done(PacketState, String),
 }
 
+/// A per-step, single-flight cache: the first caller of a key reads it, callers of the same
+/// key meanwhile wait for that read instead of sending their own; a failed read is not kept
+/// (the next caller tries again).
+struct Shared<K, V>(Mutex<HashMap<K, Arc<OnceCell<V>>>>);
+
+impl<K, V> Default for Shared<K, V> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> Shared<K, V> {
+    async fn get_or<E, F, Fut>(&self, key: K, read: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let cell = Arc::clone(
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key)
+                .or_default(),
+        );
+        cell.get_or_try_init(read).await.cloned()
+    }
+}
+
 /// Per-step caches: one head / finalized / latest-time read per chain, one `outboundNonce`
-/// per path, one ULN config per (OApp, remote eid) on each side. A step lasts a moment, so a
-/// config changed on chain is seen by the next step; only what changes per packet (its
-/// receipt, its state on the destination) is read per packet.
+/// per path, one ULN config per (OApp, remote eid) on each side, one send-side config per
+/// (OApp, remote eid, block), one block hash per block and one receipt per transaction. A
+/// step lasts a moment, so a config changed on chain is seen by the next step; only what
+/// changes per packet (its state on the destination) is read per packet.
 #[derive(Default)]
 struct Views {
-    heads: HashMap<u32, u64>,
-    finalized: HashMap<u32, u64>,
-    outbound: HashMap<PathKey, u64>,
-    latest_time: HashMap<u32, u64>,
+    heads: Shared<u32, u64>,
+    finalized: Shared<u32, u64>,
+    /// The path's `outboundNonce`, re-read when a packet is beyond the one read.
+    outbound: Mutex<HashMap<PathKey, u64>>,
+    latest_time: Shared<u32, u64>,
     /// Receive-side configs on the destination, by (receiver, source eid).
-    receive_cfgs: HashMap<(Address, u32), dvn_lz::contracts::UlnConfig>,
+    receive_cfgs: Shared<(Address, u32), dvn_lz::contracts::UlnConfig>,
     /// Send-side confirmations on the source today, by (sender, destination eid).
-    send_confirmations: HashMap<(Address, u32), u64>,
-    lazy: LazyNonces,
+    send_confirmations: Shared<(Address, u32), u64>,
+    /// Send-side confirmations in force at a block, by (sender, destination eid, block);
+    /// 0 when the endpoints no longer hold that state.
+    send_confirmations_at: Shared<(Address, u32, u64), u64>,
+    /// Canonical block hashes, by (chain eid, number).
+    blocks: Shared<(u32, u64), B256>,
+    /// Agreed receipts, by (chain eid, transaction): one per transaction, however many
+    /// packets it sent.
+    receipts: Shared<(u32, B256), Option<Arc<TransactionReceipt>>>,
+    lazy: Mutex<LazyNonces>,
 }
+
+/// What processing one packet came to, with the packet it was.
+type Processed<'a> = (&'a PacketRow, anyhow::Result<Outcome>);
 
 #[derive(Debug)]
 pub struct SignStage {
@@ -117,13 +170,15 @@ impl SignStage {
         let holds = self.ctx.store.holds().await?;
         let mut held = 0usize;
         let mut rate_limited = 0usize;
-        let mut views = Views::default();
+        let views = Views::default();
         let mut moved = false;
         let mut failed: Vec<(B256, String)> = Vec::new();
+        // First, in order and alone: holds, the governor's refusals and its rate cap. A path
+        // admits at most the room its window has left, so signing side by side never exceeds it.
+        let now = std::time::Instant::now();
+        let mut admitted: Vec<&PacketRow> = Vec::new();
+        let mut room: HashMap<PathKey, usize> = HashMap::new();
         for row in &packets {
-            if self.ctx.cancel.is_cancelled() {
-                break;
-            }
             let path = row.packet.path();
             if holds.holds(&path) {
                 held += 1;
@@ -147,15 +202,38 @@ impl SignStage {
                 }
                 continue;
             }
-            if self.governor.over_rate(&path, std::time::Instant::now()) {
+            let left = room
+                .entry(path)
+                .or_insert_with(|| self.governor.room(&path, now));
+            if *left == 0 {
                 rate_limited += 1;
                 continue;
             }
-            let outcome = self.process(row, &mut views).await;
+            *left -= 1;
+            admitted.push(row);
+        }
+        // Side by side, at most SIGN_CONCURRENCY at once (a hand-fed `FuturesUnordered`: the
+        // stream combinators over borrowing closures trip the compiler's `Send` check).
+        let mut finished: Vec<Processed<'_>> = Vec::with_capacity(admitted.len());
+        let mut queue = admitted.into_iter();
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < SIGN_CONCURRENCY && !self.ctx.cancel.is_cancelled() {
+                let Some(row) = queue.next() else { break };
+                running.push(self.process_waking(row, &views));
+            }
+            match running.next().await {
+                Some(done) => finished.push(done),
+                None => break,
+            }
+        }
+        drop(running);
+        for (row, outcome) in finished {
             match outcome {
                 Ok(Outcome::Waiting(_)) => {}
                 Ok(Outcome::Signed) => {
-                    self.governor.record(path, std::time::Instant::now());
+                    self.governor
+                        .record(row.packet.path(), std::time::Instant::now());
                     moved = true;
                 }
                 Ok(Outcome::Done(state, why)) => {
@@ -195,7 +273,17 @@ impl SignStage {
         Ok(Progress::Idle)
     }
 
-    async fn process(&self, row: &PacketRow, views: &mut Views) -> anyhow::Result<Outcome> {
+    /// [`Self::process`], waking the submitter as soon as the packet is signed: it can start
+    /// on it while the rest of the page is signed.
+    async fn process_waking<'a>(&self, row: &'a PacketRow, views: &Views) -> Processed<'a> {
+        let outcome = self.process(row, views).await;
+        if matches!(outcome, Ok(Outcome::Signed)) {
+            self.ctx.wake.submit.notify_one();
+        }
+        (row, outcome)
+    }
+
+    async fn process(&self, row: &PacketRow, views: &Views) -> anyhow::Result<Outcome> {
         let p = &row.packet;
         let header = match PacketHeader::decode(&p.header) {
             Ok(h) => h,
@@ -218,92 +306,112 @@ impl SignStage {
         let dvn = self.ctx.dvn(p.dst_eid)?;
 
         // 1. confirm
-        let receive_cfg = match views.receive_cfgs.get(&(receiver, p.src_eid)) {
-            Some(cfg) => cfg.clone(),
-            None => {
-                let cfg = dst
-                    .call(
-                        dst.config.receive_uln,
-                        &IReceiveUln302::getUlnConfigCall {
-                            oapp: receiver,
-                            remoteEid: p.src_eid,
-                        },
-                        None,
-                    )
-                    .await?;
-                views
-                    .receive_cfgs
-                    .insert((receiver, p.src_eid), cfg.clone());
-                cfg
-            }
-        };
+        let receive_cfg = views
+            .receive_cfgs
+            .get_or((receiver, p.src_eid), || async {
+                dst.call(
+                    dst.config.receive_uln,
+                    &IReceiveUln302::getUlnConfigCall {
+                        oapp: receiver,
+                        remoteEid: p.src_eid,
+                    },
+                    None,
+                )
+                .await
+            })
+            .await?;
         let sole_verifier = is_sole_verifier(dvn.address, &receive_cfg);
         let send_cfg_call = ISendUln302::getUlnConfigCall {
             oapp: sender,
             remoteEid: p.dst_eid,
         };
-        let send_confirmations = match views.send_confirmations.get(&(sender, p.dst_eid)) {
-            Some(c) => *c,
-            None => {
-                let c = src
-                    .call(src.config.send_uln, &send_cfg_call, None)
-                    .await?
-                    .confirmations;
-                views.send_confirmations.insert((sender, p.dst_eid), c);
-                c
-            }
-        };
+        let send_confirmations = views
+            .send_confirmations
+            .get_or((sender, p.dst_eid), || async {
+                src.call(src.config.send_uln, &send_cfg_call, None)
+                    .await
+                    .map(|c| c.confirmations)
+            })
+            .await?;
         // The config in force at the send block counts too while the endpoints still hold that
         // state; once they have pruned it, today's is all there is (config changes are rare and
         // the destination's requirement, read above, is what the verification must meet).
-        let send_cfg_then = src
-            .call(src.config.send_uln, &send_cfg_call, Some(p.block_number))
+        let send_cfg_then = views
+            .send_confirmations_at
+            .get_or((sender, p.dst_eid, p.block_number), || async {
+                Ok::<_, std::convert::Infallible>(
+                    src.call(src.config.send_uln, &send_cfg_call, Some(p.block_number))
+                        .await
+                        .map(|c| c.confirmations)
+                        .unwrap_or(0),
+                )
+            })
             .await
-            .map(|c| c.confirmations)
             .unwrap_or(0);
         let required = receive_cfg
             .confirmations
             .max(send_confirmations)
             .max(send_cfg_then)
             .max(1);
-        let head = match views.heads.get(&p.src_eid) {
-            Some(h) => *h,
-            None => {
+        let head = views
+            .heads
+            .get_or(p.src_eid, || async {
                 let h = src.head().await?;
-                views.heads.insert(p.src_eid, h);
                 metrics::gauge!("dvn_confirm_head", "chain" => src.name().to_string())
                     .set(h as f64);
-                h
-            }
-        };
+                Ok::<_, crate::chain::ChainError>(h)
+            })
+            .await?;
         let depth = (head + 1).saturating_sub(p.block_number);
         if depth < required {
             return Ok(Outcome::Waiting("confirmations"));
         }
         if src.config.finality != Finality::Confirmations {
-            let finalized = match views.finalized.get(&p.src_eid) {
-                Some(f) => *f,
-                None => {
-                    let f = match src.config.finality {
-                        Finality::Safe => src.safe().await?,
-                        _ => src.finalized().await?,
-                    };
-                    views.finalized.insert(p.src_eid, f);
-                    f
-                }
-            };
+            let finalized = views
+                .finalized
+                .get_or(p.src_eid, || async {
+                    match src.config.finality {
+                        Finality::Safe => src.safe().await,
+                        _ => src.finalized().await,
+                    }
+                })
+                .await?;
             if p.block_number > finalized {
                 return Ok(Outcome::Waiting("finality"));
             }
         }
 
         // 2. canonical re-read
-        if let Some(reason) = canonical_problem(src, p).await? {
+        let receipt = views
+            .receipts
+            .get_or((p.src_eid, p.tx_hash), || async {
+                Ok::<_, crate::chain::ChainError>(src.receipt(p.tx_hash).await?.map(Arc::new))
+            })
+            .await?;
+        if let Some(reason) = receipt_problem(src, p, receipt.as_deref()) {
             return Ok(Outcome::Done(PacketState::Orphaned, reason));
         }
+        let canonical = views
+            .blocks
+            .get_or((p.src_eid, p.block_number), || async {
+                src.block(p.block_number).await.map(|(hash, _)| hash)
+            })
+            .await?;
+        if canonical != p.block_hash {
+            return Ok(Outcome::Done(
+                PacketState::Orphaned,
+                "source block is no longer canonical".into(),
+            ));
+        }
         let path = p.path();
-        let sent = match views.outbound.get(&path) {
-            Some(n) if *n >= p.nonce => *n,
+        let known = views
+            .outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&path)
+            .copied();
+        let sent = match known {
+            Some(n) if n >= p.nonce => n,
             _ => {
                 let n = src
                     .call(
@@ -316,7 +424,9 @@ impl SignStage {
                         None,
                     )
                     .await?;
-                views.outbound.insert(path, n);
+                let mut outbound = views.outbound.lock().unwrap_or_else(|e| e.into_inner());
+                let kept = outbound.entry(path).or_insert(n);
+                *kept = (*kept).max(n);
                 n
             }
         };
@@ -331,7 +441,6 @@ impl SignStage {
                 ),
             ));
         }
-
         // 3. check the destination
         if let Some((state, why)) = destination_done_in(
             dst,
@@ -339,7 +448,7 @@ impl SignStage {
             &header,
             p.payload_hash,
             required,
-            &mut views.lazy,
+            &views.lazy,
         )
         .await?
         {
@@ -347,14 +456,10 @@ impl SignStage {
         }
 
         // 4. sign
-        let now = match views.latest_time.get(&p.dst_eid) {
-            Some(t) => *t,
-            None => {
-                let t = dst.latest_timestamp().await?;
-                views.latest_time.insert(p.dst_eid, t);
-                t
-            }
-        };
+        let now = views
+            .latest_time
+            .get_or(p.dst_eid, || dst.latest_timestamp())
+            .await?;
         let expires = expiration(
             p.block_timestamp,
             self.ctx.config.verification.expiration_secs,
@@ -404,19 +509,26 @@ impl SignStage {
 
 /// `Some(reason)` when the packet's source transaction is no longer canonical as stored.
 pub async fn canonical_problem(src: &EvmChain, p: &NewPacket) -> anyhow::Result<Option<String>> {
-    let Some(receipt) = src.receipt(p.tx_hash).await? else {
-        return Ok(Some(
-            "source transaction no longer on the canonical chain".into(),
-        ));
-    };
-    if receipt.block_hash != Some(p.block_hash) {
-        return Ok(Some(
-            "source transaction moved to another block (reorg)".into(),
-        ));
+    let receipt = src.receipt(p.tx_hash).await?;
+    if let Some(reason) = receipt_problem(src, p, receipt.as_ref()) {
+        return Ok(Some(reason));
     }
     let (canonical, _) = src.block(p.block_number).await?;
-    if canonical != p.block_hash {
-        return Ok(Some("source block is no longer canonical".into()));
+    Ok((canonical != p.block_hash).then(|| "source block is no longer canonical".into()))
+}
+
+/// `Some(reason)` when the agreed receipt of the packet's transaction (`None`: there is none)
+/// no longer holds the packet as stored: at the same block, for our DVN, by the same library.
+fn receipt_problem(
+    src: &EvmChain,
+    p: &NewPacket,
+    receipt: Option<&TransactionReceipt>,
+) -> Option<String> {
+    let Some(receipt) = receipt else {
+        return Some("source transaction no longer on the canonical chain".into());
+    };
+    if receipt.block_hash != Some(p.block_hash) {
+        return Some("source transaction moved to another block (reorg)".into());
     }
     let logs: Vec<_> = receipt
         .inner
@@ -433,7 +545,7 @@ pub async fn canonical_problem(src: &EvmChain, p: &NewPacket) -> anyhow::Result<
                 && sent.is_assigned_to(src.config.dvn)
                 && sent.send_library == src.config.send_uln
         });
-    Ok((!still_there).then(|| "the receipt no longer holds this packet for our DVN".into()))
+    (!still_there).then(|| "the receipt no longer holds this packet for our DVN".into())
 }
 
 /// Whether the OApp's receive config makes our DVN the *only* verifier of its path (1-of-1:
@@ -467,7 +579,7 @@ pub async fn destination_done(
         header,
         payload_hash,
         required,
-        &mut LazyNonces::new(),
+        &Mutex::new(LazyNonces::new()),
     )
     .await
 }
@@ -480,7 +592,7 @@ pub async fn destination_done_in(
     header: &PacketHeader,
     payload_hash: alloy::primitives::B256,
     required: u64,
-    lazy: &mut LazyNonces,
+    lazy: &Mutex<LazyNonces>,
 ) -> anyhow::Result<Option<(PacketState, String)>> {
     let header_hash = keccak256(header.encode());
     let ours = dst
@@ -520,8 +632,13 @@ pub async fn destination_done_in(
         )));
     }
     let key = (receiver, header.src_eid, header.sender);
-    let lazy = match lazy.get(&key) {
-        Some(n) => *n,
+    let known = lazy
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .copied();
+    let lazy = match known {
+        Some(n) => n,
         None => {
             let n = dst
                 .call(
@@ -534,7 +651,9 @@ pub async fn destination_done_in(
                     None,
                 )
                 .await?;
-            lazy.insert(key, n);
+            lazy.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, n);
             n
         }
     };
@@ -579,5 +698,38 @@ mod tests {
         assert!(!is_sole_verifier(US, &cfg(vec![US, THEM], vec![], 0)));
         assert!(!is_sole_verifier(US, &cfg(vec![US], vec![THEM], 1)));
         assert!(!is_sole_verifier(US, &cfg(vec![THEM], vec![], 0)));
+    }
+
+    #[tokio::test]
+    async fn a_shared_read_is_sent_once_for_all_waiting_and_a_failed_one_is_not_kept() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache: Shared<u32, u64> = Shared::default();
+        let reads = AtomicUsize::new(0);
+        let (gate, opened) = tokio::sync::oneshot::channel::<()>();
+        let opened = tokio::sync::Mutex::new(Some(opened));
+        let read = || async {
+            reads.fetch_add(1, Ordering::SeqCst);
+            if let Some(opened) = opened.lock().await.take() {
+                opened.await.ok();
+            }
+            Ok::<_, String>(7)
+        };
+        // Sixteen callers of one key while the first read is held open: one read for all.
+        let callers = futures::future::join_all((0..16).map(|_| cache.get_or(1, read)));
+        let (answers, ()) = tokio::join!(callers, async {
+            tokio::task::yield_now().await;
+            gate.send(()).ok();
+        });
+        assert!(answers.iter().all(|a| a == &Ok(7)));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+
+        assert_eq!(
+            cache.get_or(2, || async { Err("down".to_string()) }).await,
+            Err("down".into())
+        );
+        assert_eq!(
+            cache.get_or(2, || async { Ok::<_, String>(9) }).await,
+            Ok(9)
+        );
     }
 }
