@@ -745,11 +745,25 @@ impl Store {
     }
 
     /// Number of packets per state (for status and metrics), as the triggers of migration
-    /// 0008 keep them: no scan of the history.
+    /// 0008 keep them: no scan of the history. On PostgreSQL the triggers append changes
+    /// (migration 0009): they are folded into one row per state here, in one statement (rows
+    /// a concurrent fold already took are skipped by the other, so nothing counts twice).
     pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT state, n FROM packet_counts WHERE n <> 0 ORDER BY state")
-            .fetch_all(&self.pool)
+        if !self.is_sqlite() {
+            sqlx::query(
+                "WITH gone AS (DELETE FROM packet_counts RETURNING state, n) \
+                 INSERT INTO packet_counts (state, n) \
+                 SELECT state, SUM(n) FROM gone GROUP BY state",
+            )
+            .execute(&self.pool)
             .await?;
+        }
+        let rows = sqlx::query(
+            "SELECT state, CAST(SUM(n) AS BIGINT) AS n FROM packet_counts \
+             GROUP BY state HAVING SUM(n) <> 0 ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r: &AnyRow| Ok((r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?)))
             .collect()
