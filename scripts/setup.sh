@@ -21,6 +21,18 @@ install_devnet_packages() {
   echo "$want" > "$stamp"
 }
 
+# --- pinned npm packages checking the Grafana dashboard against Grafana's published types ------
+install_dashboard_check() {
+  local dir="$root/deploy/grafana/schema-check" stamp="$root/deploy/grafana/schema-check/node_modules/.dvn-lock.sha256"
+  local want; want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return
+  fi
+  say "installing pinned npm packages into deploy/grafana/schema-check/node_modules"
+  (cd "$dir" && npm ci --no-progress --loglevel=error >/dev/null)
+  echo "$want" > "$stamp"
+}
+
 # --- Debian packages the test suites use -------------------------------------------------------
 # softhsm2 + opensc: a real PKCS#11 token for the HSM signer tests.
 # prometheus: promtool, to check alert rules and the metrics exposition.
@@ -88,6 +100,7 @@ install_python_tools() {
 
 install_devnet_packages
 if [[ "$mode" == all ]]; then
+  install_dashboard_check
   install_python_tools
   install_debs
   start_services

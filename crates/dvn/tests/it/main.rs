@@ -15,6 +15,7 @@ mod confirmations;
 mod conflux;
 mod container;
 mod crash;
+mod dashboard_schema;
 mod decompressor;
 mod dependencies;
 mod dr_drill;
