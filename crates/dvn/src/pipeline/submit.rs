@@ -214,10 +214,21 @@ impl SubmitStage {
         }
         let open: HashSet<B256> = signed.iter().filter_map(|r| r.call_hash).collect();
         self.packed.retain(|call_hash, _| open.contains(call_hash));
-        self.pull_missing(&signed, &dvn.signers, dvn.quorum).await?;
+        // The stored signatures of every packet not yet known to have a quorum, in a few
+        // queries; what the pulls bring is added to them.
+        let unpacked: Vec<B256> = open
+            .iter()
+            .filter(|h| !self.packed.contains_key(*h))
+            .copied()
+            .collect();
+        let mut stored = self.ctx.store.signatures_of(&unpacked).await?;
+        self.pull_missing(&signed, &mut stored, &dvn.signers, dvn.quorum)
+            .await?;
         self.ready_since.retain(|guid, _| guids.contains(guid));
         let mut ready = Vec::new();
         let mut not_ours = Vec::new();
+        let mut newly_ready = Vec::new();
+        let ready_now = now_ms();
         for row in signed {
             let (Some(call_hash), Some(expires), Some(confirmations)) =
                 (row.call_hash, row.expiration, row.confirmations)
@@ -277,8 +288,8 @@ impl SubmitStage {
             let packed = match self.packed.get(&call_hash) {
                 Some(packed) => Some(packed.clone()),
                 None => {
-                    let stored = self.ctx.store.signatures(call_hash).await?;
-                    let set = counted_signatures(call_hash, &stored, &dvn.signers);
+                    let stored = stored.get(&call_hash).map(Vec::as_slice).unwrap_or(&[]);
+                    let set = counted_signatures(call_hash, stored, &dvn.signers);
                     if set.len() >= dvn.quorum {
                         let packed = set.pack(dvn.quorum)?;
                         self.packed.insert(call_hash, packed.clone());
@@ -306,9 +317,8 @@ impl SubmitStage {
             let ready_at = match row.ready_at_ms {
                 Some(at) => at,
                 None => {
-                    let at = now_ms();
-                    self.ctx.store.mark_ready(row.packet.guid, at).await?;
-                    at
+                    newly_ready.push(row.packet.guid);
+                    ready_now
                 }
             };
             let mut row = row;
@@ -328,6 +338,10 @@ impl SubmitStage {
                 row,
             });
         }
+        self.ctx
+            .store
+            .mark_ready_all(&newly_ready, ready_now)
+            .await?;
         self.check_others_done(chain, dvn.address, not_ours).await?;
         Ok(ready)
     }
@@ -375,6 +389,7 @@ impl SubmitStage {
     async fn pull_missing(
         &mut self,
         rows: &[PacketRow],
+        stored: &mut HashMap<B256, Vec<(alloy::primitives::Address, Vec<u8>)>>,
         signers: &[alloy::primitives::Address],
         quorum: usize,
     ) -> anyhow::Result<()> {
@@ -386,14 +401,11 @@ impl SubmitStage {
             if self.packed.contains_key(&call_hash) {
                 continue;
             }
-            let have = self
-                .ctx
-                .store
-                .signatures(call_hash)
-                .await?
-                .iter()
-                .filter(|(signer, _)| signers.contains(signer))
-                .count();
+            let have = stored.get(&call_hash).map_or(0, |sigs| {
+                sigs.iter()
+                    .filter(|(signer, _)| signers.contains(signer))
+                    .count()
+            });
             if have < quorum && self.should_pull(row.packet.guid) {
                 wanted.push(call_hash);
             }
@@ -406,10 +418,15 @@ impl SubmitStage {
             .await;
         for (call_hash, found) in pulled {
             for (peer, signer, sig) in found {
+                let bytes = sig.as_bytes();
                 self.ctx
                     .store
-                    .insert_signature(call_hash, signer, &sig.as_bytes(), &peer)
+                    .insert_signature(call_hash, signer, &bytes, &peer)
                     .await?;
+                stored
+                    .entry(call_hash)
+                    .or_default()
+                    .push((signer, bytes.to_vec()));
             }
         }
         Ok(())

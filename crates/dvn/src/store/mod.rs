@@ -12,6 +12,7 @@ mod rotations;
 mod rows;
 mod state;
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::{Address, B256};
@@ -38,6 +39,22 @@ const RECENT_IN_STATE: &str =
 /// How often one observation is re-read and re-applied when a concurrent writer moved the row
 /// between the read and the write.
 const OBSERVE_ATTEMPTS: usize = 3;
+
+/// Most values bound in one `IN (…)` list (SQLite allows 32,766 variables a statement).
+const IN_LIST_CHUNK: usize = 500;
+
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    placeholders_from(1, n)
+}
+
+/// `$first, …, $(first + n - 1)`.
+fn placeholders_from(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// How many blocks of scan checkpoints are kept behind the cursor (the reorg walk-back never
 /// needs more than a chain's `max_reorg_depth`).
@@ -836,6 +853,57 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// Every stored signature over each of `call_hashes`, by hash (hashes with none are
+    /// absent): a few queries for a page of thousands instead of one each, which on SQLite's
+    /// single connection would each queue behind the other stages' writes.
+    pub async fn signatures_of(
+        &self,
+        call_hashes: &[B256],
+    ) -> Result<HashMap<B256, Vec<(Address, Vec<u8>)>>, StoreError> {
+        let mut found: HashMap<B256, Vec<(Address, Vec<u8>)>> = HashMap::new();
+        for chunk in call_hashes.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
+                "SELECT call_hash, signer, signature FROM signatures WHERE call_hash IN ({})",
+                placeholders(chunk.len())
+            );
+            let query = chunk
+                .iter()
+                // Only numbered placeholders are formatted in; every value is bound.
+                .fold(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), |q, hash| {
+                    q.bind(hash.to_vec())
+                });
+            for r in query.fetch_all(&self.pool).await? {
+                found
+                    .entry(rows::b256_col(&r, "call_hash")?)
+                    .or_default()
+                    .push((
+                        rows::address_col(&r, "signer")?,
+                        r.try_get::<Vec<u8>, _>("signature")?,
+                    ));
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`Self::mark_ready`] for many packets at once (one statement, one commit per chunk).
+    pub async fn mark_ready_all(&self, guids: &[B256], at_ms: i64) -> Result<(), StoreError> {
+        for chunk in guids.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
+                "UPDATE packets SET ready_at_ms = $1 WHERE ready_at_ms IS NULL AND guid IN ({})",
+                placeholders_from(2, chunk.len())
+            );
+            let query = chunk
+                .iter()
+                // Only numbered placeholders are formatted in; every value is bound.
+                .fold(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(at_ms),
+                    |q, guid| q.bind(guid.to_vec()),
+                );
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     /// Notes when a signed packet first had a quorum (the takeover clock starts there).

@@ -631,6 +631,58 @@ async fn counts_follow_every_insert_move_and_delete(store: Store) {
         .all(|(state, _)| state == "signed" || state == "invalid"));
 }
 
+async fn signatures_and_readiness_are_read_and_marked_for_many_packets_at_once(store: Store) {
+    // More hashes than one IN list takes: the reads are chunked.
+    let hashes: Vec<B256> = (0u64..620)
+        .map(|i| B256::left_padding_from(&i.to_be_bytes()))
+        .collect();
+    for (i, hash) in hashes.iter().enumerate().filter(|(i, _)| i % 3 != 2) {
+        let signer = Address::repeat_byte(1 + (i % 2) as u8);
+        store
+            .insert_signature(*hash, signer, &[i as u8; 65], "peer")
+            .await
+            .unwrap();
+        if i % 3 == 0 {
+            store
+                .insert_signature(*hash, Address::repeat_byte(9), &[7; 65], "peer")
+                .await
+                .unwrap();
+        }
+    }
+    let unknown = B256::repeat_byte(0xfe);
+    let mut asked = hashes.clone();
+    asked.push(unknown);
+    let found = store.signatures_of(&asked).await.unwrap();
+    for (i, hash) in hashes.iter().enumerate() {
+        let mut got = found.get(hash).cloned().unwrap_or_default();
+        got.sort();
+        let mut want = store.signatures(*hash).await.unwrap();
+        want.sort();
+        assert_eq!(got, want, "hash {i}");
+        assert_eq!(got.len(), [2, 1, 0][i % 3], "hash {i}");
+    }
+    assert!(!found.contains_key(&unknown));
+    assert!(store.signatures_of(&[]).await.unwrap().is_empty());
+
+    let packets: Vec<NewPacket> = (200..210).map(|n| packet(n, 0xa1)).collect();
+    store
+        .record_scan(30101, &packets, &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let guids: Vec<B256> = packets.iter().map(|p| p.guid).collect();
+    store.mark_ready_all(&guids[..4], 1_000).await.unwrap();
+    // A second mark never moves the first: the takeover clock starts once.
+    store.mark_ready_all(&guids[..8], 2_000).await.unwrap();
+    let mut ready = Vec::new();
+    for guid in &guids {
+        ready.push(store.packet(*guid).await.unwrap().unwrap().ready_at_ms);
+    }
+    assert_eq!(
+        ready,
+        [[Some(1_000); 4].as_slice(), &[Some(2_000); 4], &[None; 2]].concat()
+    );
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -667,6 +719,7 @@ both_backends!(
     deferred_packets_leave_the_page_and_paths_share_it,
     prune_keeps_what_is_open_recent_or_waiting,
     counts_follow_every_insert_move_and_delete,
+    signatures_and_readiness_are_read_and_marked_for_many_packets_at_once,
 );
 
 #[tokio::test]
