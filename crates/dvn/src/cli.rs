@@ -5,12 +5,20 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// What `dvn --version` prints: a debug build says so (it is several times slower; benchmarks
+/// read this to state what they measured).
+const VERSION: &str = if cfg!(debug_assertions) {
+    concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// `dvn --config /app/config.yaml --debug` (the operator manual's form, no subcommand) runs
 /// the node, exactly as `dvn run --config … --debug` does.
 #[derive(Debug, Parser)]
 #[command(
     name = "dvn",
-    version,
+    version = VERSION,
     about = "LayerZero V2 DVN node",
     args_conflicts_with_subcommands = true
 )]

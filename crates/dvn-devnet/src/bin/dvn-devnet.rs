@@ -348,10 +348,14 @@ impl Conditions {
         Self {
             load_1m,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            dvn_build: if dvn_bin.components().any(|c| c.as_os_str() == "release") {
-                "release"
-            } else {
-                "debug"
+            // As the binary says of itself (`dvn --version` names a debug build).
+            dvn_build: match std::process::Command::new(dvn_bin)
+                .arg("--version")
+                .output()
+            {
+                Ok(out) if String::from_utf8_lossy(&out.stdout).contains("debug build") => "debug",
+                Ok(out) if out.status.success() => "release",
+                _ => "unknown",
             },
         }
     }
