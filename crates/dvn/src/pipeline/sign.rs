@@ -119,9 +119,9 @@ struct Views {
     send_confirmations_at: Shared<(Address, u32, u64), u64>,
     /// Canonical block hashes, by (chain eid, number).
     blocks: Shared<(u32, u64), B256>,
-    /// Agreed receipts, by (chain eid, transaction): one per transaction, however many
-    /// packets it sent.
-    receipts: Shared<(u32, B256), Option<Arc<TransactionReceipt>>>,
+    /// What agreed receipts hold for us, by (chain eid, transaction): one read per
+    /// transaction, however many packets it sent.
+    receipts: Shared<(u32, B256), Option<Arc<ReceiptPackets>>>,
     lazy: Mutex<LazyNonces>,
 }
 
@@ -385,10 +385,13 @@ impl SignStage {
         let receipt = views
             .receipts
             .get_or((p.src_eid, p.tx_hash), || async {
-                Ok::<_, crate::chain::ChainError>(src.receipt(p.tx_hash).await?.map(Arc::new))
+                let receipt = src.receipt(p.tx_hash).await?;
+                Ok::<_, crate::chain::ChainError>(
+                    receipt.map(|r| Arc::new(ReceiptPackets::of(src, &r))),
+                )
             })
             .await?;
-        if let Some(reason) = receipt_problem(src, p, receipt.as_deref()) {
+        if let Some(reason) = receipt_problem(p, receipt.as_deref()) {
             return Ok(Outcome::Done(PacketState::Orphaned, reason));
         }
         let canonical = views
@@ -510,41 +513,59 @@ impl SignStage {
 /// `Some(reason)` when the packet's source transaction is no longer canonical as stored.
 pub async fn canonical_problem(src: &EvmChain, p: &NewPacket) -> anyhow::Result<Option<String>> {
     let receipt = src.receipt(p.tx_hash).await?;
-    if let Some(reason) = receipt_problem(src, p, receipt.as_ref()) {
+    let held = receipt.map(|r| ReceiptPackets::of(src, &r));
+    if let Some(reason) = receipt_problem(p, held.as_ref()) {
         return Ok(Some(reason));
     }
     let (canonical, _) = src.block(p.block_number).await?;
     Ok((canonical != p.block_hash).then(|| "source block is no longer canonical".into()))
 }
 
+/// What a source transaction's agreed receipt says for our DVN: its block, and the packets it
+/// sent through our send library with our DVN assigned (guid, payload hash) — all the checks
+/// need, kept instead of the receipt itself while a page is processed.
+#[derive(Debug, Clone)]
+pub struct ReceiptPackets {
+    block_hash: Option<B256>,
+    ours: Vec<(B256, B256)>,
+}
+
+impl ReceiptPackets {
+    fn of(src: &EvmChain, receipt: &TransactionReceipt) -> Self {
+        let logs: Vec<_> = receipt
+            .inner
+            .logs()
+            .iter()
+            .map(|l| l.inner.clone())
+            .collect();
+        let ours = packets_in_transaction(src.config.endpoint, &logs)
+            .into_iter()
+            .flatten()
+            .filter(|sent| {
+                sent.is_assigned_to(src.config.dvn) && sent.send_library == src.config.send_uln
+            })
+            .map(|sent| (sent.packet.guid, sent.packet.payload_hash()))
+            .collect();
+        Self {
+            block_hash: receipt.block_hash,
+            ours,
+        }
+    }
+}
+
 /// `Some(reason)` when the agreed receipt of the packet's transaction (`None`: there is none)
 /// no longer holds the packet as stored: at the same block, for our DVN, by the same library.
-fn receipt_problem(
-    src: &EvmChain,
-    p: &NewPacket,
-    receipt: Option<&TransactionReceipt>,
-) -> Option<String> {
+fn receipt_problem(p: &NewPacket, receipt: Option<&ReceiptPackets>) -> Option<String> {
     let Some(receipt) = receipt else {
         return Some("source transaction no longer on the canonical chain".into());
     };
     if receipt.block_hash != Some(p.block_hash) {
         return Some("source transaction moved to another block (reorg)".into());
     }
-    let logs: Vec<_> = receipt
-        .inner
-        .logs()
+    let still_there = receipt
+        .ours
         .iter()
-        .map(|l| l.inner.clone())
-        .collect();
-    let still_there = packets_in_transaction(src.config.endpoint, &logs)
-        .into_iter()
-        .flatten()
-        .any(|sent| {
-            sent.packet.guid == p.guid
-                && sent.packet.payload_hash() == p.payload_hash
-                && sent.is_assigned_to(src.config.dvn)
-                && sent.send_library == src.config.send_uln
-        });
+        .any(|(guid, payload_hash)| *guid == p.guid && *payload_hash == p.payload_hash);
     (!still_there).then(|| "the receipt no longer holds this packet for our DVN".into())
 }
 

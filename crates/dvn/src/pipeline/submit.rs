@@ -42,6 +42,11 @@ use crate::store::{now_ms, Expect, PacketRow, PacketState};
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
 
+/// How long after a packet was first seen a pull may be sent for it: the peers push their
+/// signatures as they make them, so a pull is for the one a push lost, not a race with it (in
+/// a catch-up, pulling every packet the moment it is signed doubled the signature traffic).
+const PULL_AFTER: Duration = Duration::from_secs(3);
+
 /// How often a packet another region is to submit is looked up on the destination.
 const OTHERS_CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -416,19 +421,18 @@ impl SubmitStage {
             .buffer_unordered(PULL_CONCURRENCY)
             .collect()
             .await;
+        let mut found_all = Vec::new();
         for (call_hash, found) in pulled {
             for (peer, signer, sig) in found {
-                let bytes = sig.as_bytes();
-                self.ctx
-                    .store
-                    .insert_signature(call_hash, signer, &bytes, &peer)
-                    .await?;
+                let bytes = sig.as_bytes().to_vec();
                 stored
                     .entry(call_hash)
                     .or_default()
-                    .push((signer, bytes.to_vec()));
+                    .push((signer, bytes.clone()));
+                found_all.push((call_hash, signer, bytes, peer));
             }
         }
+        self.ctx.store.insert_signatures(&found_all).await?;
         Ok(())
     }
 
@@ -454,11 +458,19 @@ impl SubmitStage {
         }
     }
 
+    /// Whether to pull `guid`'s signatures now: not before [`PULL_AFTER`] from when this
+    /// stage first found it short of a quorum, then at most once per [`PULL_EVERY`].
     fn should_pull(&mut self, guid: B256) -> bool {
         let now = Instant::now();
         match self.last_pull.get(&guid) {
-            Some(at) if now.duration_since(*at) < PULL_EVERY => false,
-            _ => {
+            // Seen for the first time: count as if pulled, so the first pull is PULL_AFTER away.
+            None => {
+                self.last_pull
+                    .insert(guid, now + PULL_AFTER.saturating_sub(PULL_EVERY));
+                false
+            }
+            Some(at) if now.saturating_duration_since(*at) < PULL_EVERY => false,
+            Some(_) => {
                 self.last_pull.insert(guid, now);
                 true
             }
@@ -528,6 +540,24 @@ impl SubmitStage {
             }
         }
         let rest: Vec<Ready> = candidates.collect();
+        // Whose turn, read afresh right before sending: under a backlog a step can outlast the
+        // quiet half of a turn window (its reads queue behind the other stages' writes), and a
+        // turn checked at the step's start may have passed to another region meanwhile —
+        // sending then would race that region's transaction (seen in a 10k catch-up: 40
+        // packets verified twice).
+        let now = chain.latest_timestamp().await?;
+        let regions = self.ctx.config.regions().len();
+        let me = self.ctx.config.region_index();
+        let takeover = self.ctx.config.submitter.takeover_after_secs;
+        let before = batch.len();
+        batch.retain(|r| owner(r.row.packet.block_timestamp, now, regions, takeover) == Some(me));
+        if batch.len() < before {
+            tracing::info!(
+                chain = chain.name(),
+                packets = before - batch.len(),
+                "the turn passed on while the batch was checked: left to its new owner"
+            );
+        }
         if batch.is_empty() {
             return Ok((false, rest));
         }

@@ -839,6 +839,26 @@ impl Store {
         rows::insert_signature(&mut conn, call_hash, signer, signature, source).await
     }
 
+    /// [`Self::insert_signature`] for many signatures in one transaction (one commit): what a
+    /// round of pulls brings. The number newly stored.
+    pub async fn insert_signatures(
+        &self,
+        signatures: &[(B256, Address, Vec<u8>, String)],
+    ) -> Result<usize, StoreError> {
+        if signatures.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for (call_hash, signer, signature, source) in signatures {
+            if rows::insert_signature(&mut tx, *call_hash, *signer, signature, source).await? {
+                stored += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
     /// Every stored signature over `call_hash`.
     pub async fn signatures(&self, call_hash: B256) -> Result<Vec<(Address, Vec<u8>)>, StoreError> {
         let rows = sqlx::query("SELECT signer, signature FROM signatures WHERE call_hash = $1")
