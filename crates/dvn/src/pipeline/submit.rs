@@ -42,11 +42,6 @@ use crate::store::{now_ms, Expect, PacketRow, PacketState};
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
 
-/// How long after a packet was first seen a pull may be sent for it: the peers push their
-/// signatures as they make them, so a pull is for the one a push lost, not a race with it (in
-/// a catch-up, pulling every packet the moment it is signed doubled the signature traffic).
-const PULL_AFTER: Duration = Duration::from_secs(3);
-
 /// How often a packet another region is to submit is looked up on the destination.
 const OTHERS_CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -458,19 +453,11 @@ impl SubmitStage {
         }
     }
 
-    /// Whether to pull `guid`'s signatures now: not before [`PULL_AFTER`] from when this
-    /// stage first found it short of a quorum, then at most once per [`PULL_EVERY`].
     fn should_pull(&mut self, guid: B256) -> bool {
         let now = Instant::now();
         match self.last_pull.get(&guid) {
-            // Seen for the first time: count as if pulled, so the first pull is PULL_AFTER away.
-            None => {
-                self.last_pull
-                    .insert(guid, now + PULL_AFTER.saturating_sub(PULL_EVERY));
-                false
-            }
-            Some(at) if now.saturating_duration_since(*at) < PULL_EVERY => false,
-            Some(_) => {
+            Some(at) if now.duration_since(*at) < PULL_EVERY => false,
+            _ => {
                 self.last_pull.insert(guid, now);
                 true
             }
