@@ -301,6 +301,21 @@ impl Chain {
             .map_err(|e| ChainError::from_rpc("anvil_mine", e))
     }
 
+    /// Mines one block stamped exactly `timestamp` (later than the latest block's); the chain's
+    /// clock runs on from there.
+    pub async fn mine_at(&self, timestamp: u64) -> Result<(), ChainError> {
+        self.next_block_at(timestamp).await?;
+        self.mine(1).await
+    }
+
+    /// Stamps the next block (mined by a transaction or on demand) exactly `timestamp`.
+    pub async fn next_block_at(&self, timestamp: u64) -> Result<(), ChainError> {
+        self.provider
+            .raw_request::<_, ()>("evm_setNextBlockTimestamp".into(), (timestamp,))
+            .await
+            .map_err(|e| ChainError::from_rpc("evm_setNextBlockTimestamp", e))
+    }
+
     /// Mines a block if the chain's clock is behind the wall clock: keeps an idle automine chain
     /// ticking like a live one without running its clock ahead (anvil stamps each block at
     /// least a second after the last).
@@ -356,10 +371,24 @@ impl Chain {
 
     /// All logs with `topic0` emitted by `address`, from genesis to the head.
     pub async fn logs(&self, address: Address, topic0: B256) -> Result<Vec<Log>, ChainError> {
-        let filter = Filter::new()
+        self.logs_in(address, topic0, 0, None).await
+    }
+
+    /// Logs with `topic0` emitted by `address` in blocks `from..=to` (`None`: the head).
+    pub async fn logs_in(
+        &self,
+        address: Address,
+        topic0: B256,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<Log>, ChainError> {
+        let mut filter = Filter::new()
             .address(address)
             .event_signature(topic0)
-            .from_block(0);
+            .from_block(from);
+        if let Some(to) = to {
+            filter = filter.to_block(to);
+        }
         self.provider
             .get_logs(&filter)
             .await

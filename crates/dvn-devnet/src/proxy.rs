@@ -2,7 +2,9 @@
 //! failing (HTTP 503) and stopped (port closed), make its `eth_getLogs` answers go bad in
 //! the ways real providers do (see [`LogFaults`]), or hold transactions back: accepted as a
 //! node accepts them, but kept until the test releases them (a transaction stuck somewhere
-//! between its sender and the chain, that may still land later).
+//! between its sender and the chain, that may still land later), or hold back the answers to
+//! one contract function's `eth_call`s (a read made now whose answer arrives late: see
+//! [`RpcProxy::hold_call_answers`]).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,12 +78,25 @@ struct TxHold {
     held: Vec<String>,
 }
 
+/// `eth_call`s of one function selector: counted, and while holding, their answers kept back.
+#[derive(Debug)]
+struct CallGate {
+    selector: [u8; 4],
+    /// Answers passed back to the caller.
+    answered: usize,
+    /// Answers waiting for a release.
+    held: usize,
+    /// `true` while answers are held; a release sets `false`, waking every waiting answer.
+    holding: tokio::sync::watch::Sender<bool>,
+}
+
 #[derive(Clone)]
 struct Shared {
     upstream: String,
     mode: Arc<AtomicU8>,
     faults: Arc<Mutex<LogFaults>>,
     hold: Arc<Mutex<TxHold>>,
+    gate: Arc<Mutex<Option<CallGate>>>,
     client: alloy::transports::http::reqwest::Client,
 }
 
@@ -93,6 +108,7 @@ pub struct RpcProxy {
     mode: Arc<AtomicU8>,
     faults: Arc<Mutex<LogFaults>>,
     hold: Arc<Mutex<TxHold>>,
+    gate: Arc<Mutex<Option<CallGate>>>,
     task: JoinHandle<()>,
 }
 
@@ -104,11 +120,13 @@ impl RpcProxy {
         let mode = Arc::new(AtomicU8::new(ProxyMode::Forward as u8));
         let faults = Arc::new(Mutex::new(LogFaults::default()));
         let hold = Arc::new(Mutex::new(TxHold::default()));
+        let gate = Arc::new(Mutex::new(None));
         let shared = Shared {
             upstream: upstream.to_string(),
             mode: Arc::clone(&mode),
             faults: Arc::clone(&faults),
             hold: Arc::clone(&hold),
+            gate: Arc::clone(&gate),
             client: Default::default(),
         };
         let app = Router::new().route("/", post(forward)).with_state(shared);
@@ -121,8 +139,47 @@ impl RpcProxy {
             mode,
             faults,
             hold,
+            gate,
             task,
         })
+    }
+
+    /// From now on, counts the `eth_call`s whose calldata starts with `selector` (one contract
+    /// function), forwarding them as usual; replaces an earlier watch (releasing what it held).
+    pub fn watch_calls(&self, selector: [u8; 4]) {
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = gate.take() {
+            old.holding.send_replace(false);
+        }
+        *gate = Some(CallGate {
+            selector,
+            answered: 0,
+            held: 0,
+            holding: tokio::sync::watch::channel(false).0,
+        });
+    }
+
+    /// While `on`, every watched call is still forwarded at once (the chain is read now), but
+    /// its answer is kept here until [`RpcProxy::release_call_answers`]: a read whose answer
+    /// arrives late, as over a slow link, and describes the chain as it was when read.
+    pub fn hold_call_answers(&self, on: bool) {
+        if let Some(gate) = self.gate.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            gate.holding.send_replace(on);
+        }
+    }
+
+    /// Lets every held answer go back to its caller and stops holding.
+    pub fn release_call_answers(&self) {
+        self.hold_call_answers(false);
+    }
+
+    /// Watched calls answered so far, and answers held now.
+    pub fn watched_calls(&self) -> (usize, usize) {
+        self.gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or((0, 0), |g| (g.answered, g.held))
     }
 
     /// From now on, every transaction sent to `to` (`eth_sendRawTransaction`) is answered with
@@ -238,6 +295,7 @@ async fn forward(
             let status =
                 StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let bytes = response.bytes().await.unwrap_or_default();
+            hold_watched_answer(&shared.gate, &body).await;
             let log_faults = LogFaults {
                 conflux_quirks: false,
                 ..faults
@@ -274,6 +332,45 @@ fn hold_transaction(hold: &Mutex<TxHold>, request: &[u8]) -> Option<Bytes> {
     hold.held.push(raw_hex);
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": request["id"], "result": hash });
     serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
+/// When `request` is a watched call: waits while answers are held, then counts the answer.
+async fn hold_watched_answer(gate: &Mutex<Option<CallGate>>, request: &[u8]) {
+    let mut holding = {
+        let mut gate = gate.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(gate) = gate.as_mut() else {
+            return;
+        };
+        if !is_call_to(request, gate.selector) {
+            return;
+        }
+        if !*gate.holding.borrow() {
+            gate.answered += 1;
+            return;
+        }
+        gate.held += 1;
+        gate.holding.subscribe()
+    };
+    // Released, or the watch replaced (its sender dropped): either way the answer goes back.
+    let _ = holding.wait_for(|on| !*on).await;
+    if let Some(gate) = gate.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        gate.held = gate.held.saturating_sub(1);
+        gate.answered += 1;
+    }
+}
+
+/// Whether `request` is an `eth_call` whose calldata starts with `selector`.
+fn is_call_to(request: &[u8], selector: [u8; 4]) -> bool {
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(request) else {
+        return false;
+    };
+    if request["method"] != "eth_call" {
+        return false;
+    }
+    let call = &request["params"][0];
+    let data = call["input"].as_str().or_else(|| call["data"].as_str());
+    data.and_then(|d| alloy::primitives::hex::decode(d).ok())
+        .is_some_and(|d| d.starts_with(&selector))
 }
 
 fn is_get_logs(request: &[u8]) -> bool {

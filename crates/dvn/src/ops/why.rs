@@ -87,6 +87,8 @@ pub async fn explain(config: &Config, store: &Store, guid: B256) -> anyhow::Resu
         "confirmations": row.confirmations,
         "expiration": row.expiration,
         "signatures": signatures,
+        // When this node first counted a quorum of valid signatures (unix ms), if it has.
+        "quorum_since_ms": row.ready_at_ms,
         "submission": row.submission.map(|h| h.to_string()),
         "attempts": row.attempts,
         "last_error": row.last_error,

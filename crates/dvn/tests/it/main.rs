@@ -50,4 +50,5 @@ mod startup;
 mod status_page;
 mod store;
 mod stuck_tx;
+mod turn_race;
 mod upgrade;
