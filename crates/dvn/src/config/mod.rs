@@ -559,9 +559,15 @@ pub struct SubmitterConfig {
     /// Most params in one `DVN.execute`.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// How long the first ready packet may wait for others to join its batch (gas vs latency).
+    /// Longest a ready packet waits for others to join its batch. Within it, a batch closes
+    /// once the destination's next block is due (`block_lead_ms` before it), so the wait
+    /// never costs a block; this bound applies while the cadence is unknown or blocks stall.
     #[serde(default = "default_batch_wait_ms")]
     pub batch_wait_ms: u64,
+    /// How long before the destination's next block is due a batch closes: time to check,
+    /// estimate, sign and broadcast it.
+    #[serde(default = "default_block_lead_ms")]
+    pub block_lead_ms: u64,
     /// Gas ceiling for one `execute` transaction; batches are split below it.
     #[serde(default = "default_max_batch_gas")]
     pub max_batch_gas: u64,
@@ -588,6 +594,9 @@ fn default_max_batch() -> usize {
 }
 fn default_batch_wait_ms() -> u64 {
     1_000
+}
+fn default_block_lead_ms() -> u64 {
+    500
 }
 fn default_max_in_flight() -> usize {
     4

@@ -361,6 +361,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             "must be at least 100000".into(),
         );
     }
+    if submitter.block_lead_ms > 60_000 {
+        problem(
+            "submitter.block_lead_ms".into(),
+            "at most 60000 (a minute before a block is due)".into(),
+        );
+    }
     if submitter.takeover_after_secs == 0 {
         problem(
             "submitter.takeover_after_secs".into(),

@@ -14,6 +14,7 @@
 //! Shared rules: whose turn it is to submit a packet ([`turns`]) and other regions' claims on
 //! packets their pending transactions carry ([`claims`]).
 
+pub mod batching;
 pub mod claims;
 pub mod execute;
 pub mod expiration;

@@ -13,12 +13,14 @@
 //! - **respect claims**: a packet another region's still-pending transaction carries waits
 //!   until the chain shows that transaction's nonce used ([`claims`]);
 //! - **check again** right before sending (someone else's transaction may have landed);
-//! - **batch** up to `max_batch` params under `max_batch_gas` and hand the call to the
+//! - **batch** up to `max_batch` params under `max_batch_gas` — a partial batch closes when
+//!   the destination's next block is due ([`batching`]) — and hand the call to the
 //!   transaction manager, which signs, persists, broadcasts and announces it.
 //!
 //! [transaction manager]: super::transactions
 //! [`turns`]: super::turns
 //! [`claims`]: super::claims
+//! [`batching`]: super::batching
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use dvn_lz::contracts::ExecuteParam;
 use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
 use futures::StreamExt;
 
+use super::batching::{self, BlockCadence};
 use super::expiration::too_close;
 use super::rotation::Rotations;
 use super::sign::{canonical_problem, destination_done};
@@ -82,6 +85,8 @@ pub struct SubmitStage {
     /// and re-recovered from the store on every step.
     packed: HashMap<B256, Bytes>,
     packed_for: (Vec<alloy::primitives::Address>, usize),
+    /// The destination's block cadence: when a partial batch closes.
+    cadence: BlockCadence,
 }
 
 struct Ready {
@@ -104,6 +109,7 @@ impl SubmitStage {
             last_checked: HashMap::new(),
             packed: HashMap::new(),
             packed_for: (Vec::new(), 0),
+            cadence: BlockCadence::default(),
         }
     }
 
@@ -149,14 +155,25 @@ impl SubmitStage {
         if in_flight > 0 && ready.len() < max_batch {
             return Ok(Progress::Idle);
         }
-        // Let a burst gather into one transaction, up to `batch_wait_ms` after the first.
+        // Let packets gather into one transaction until the destination's next block is due
+        // (at most `batch_wait_ms` after the first was ready).
         let oldest = ready
             .iter()
             .filter_map(|r| r.row.ready_at_ms)
             .min()
             .unwrap_or_else(now_ms);
-        let wait = i64::try_from(self.ctx.config.submitter.batch_wait_ms).unwrap_or(i64::MAX);
-        if ready.len() < max_batch && now_ms().saturating_sub(oldest) < wait {
+        let waited =
+            Duration::from_millis(u64::try_from(now_ms().saturating_sub(oldest)).unwrap_or(0));
+        let submitter = &self.ctx.config.submitter;
+        if ready.len() < max_batch
+            && !batching::closes(
+                &self.cadence,
+                waited,
+                Duration::from_millis(submitter.batch_wait_ms),
+                Duration::from_millis(submitter.block_lead_ms),
+                Instant::now(),
+            )
+        {
             return Ok(Progress::Idle);
         }
         let mut ready = ready;
@@ -191,6 +208,7 @@ impl SubmitStage {
         let now = chain.latest_timestamp().await?;
         self.note_clock_offset(chain.name(), now);
         let head = chain.head().await?;
+        self.cadence.observe(head, now, Instant::now());
         let regions = self.ctx.config.regions();
         let me = self.ctx.config.region_index();
         let takeover = self.ctx.config.submitter.takeover_after_secs;
