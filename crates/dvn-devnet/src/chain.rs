@@ -337,6 +337,16 @@ impl Chain {
             .map_err(|e| ChainError::from_rpc("evm_setAutomine", e))
     }
 
+    /// From now on a block every `secs` seconds, whether or not transactions wait (and no
+    /// longer one per transaction): a live chain's cadence, switched on after deployment.
+    pub async fn set_interval_mining(&self, secs: u64) -> Result<(), ChainError> {
+        self.set_automine(false).await?;
+        self.provider
+            .raw_request::<_, ()>("evm_setIntervalMining".into(), (secs,))
+            .await
+            .map_err(|e| ChainError::from_rpc("evm_setIntervalMining", e))
+    }
+
     /// Sets the chain's clock: the next blocks carry timestamps from `timestamp` on.
     pub async fn set_time(&self, timestamp: u64) -> Result<(), ChainError> {
         use alloy::providers::ext::AnvilApi;

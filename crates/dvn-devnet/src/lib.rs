@@ -9,6 +9,7 @@
 //! - [`deploy`]: the deploy-and-wire recipe for one side.
 //! - [`devnet`]: both sides, plus user / DVN / executor actions.
 //! - [`invariants`]: no loss / no duplicate / no forgery, read from the chains.
+//! - [`load`]: steady offered load and per-packet latency, for the benchmark.
 //! - [`kms`]: local stand-ins for AWS (patched moto), GCP and Aliyun KMS.
 //! - [`nodes`]: three real `dvn` node processes configured against a devnet.
 //! - [`objstore`]: S3 (moto) and GCS (fake-gcs-server) on 127.0.0.1 for the backup tests.
@@ -22,6 +23,7 @@ pub mod deploy;
 pub mod devnet;
 pub mod invariants;
 pub mod kms;
+pub mod load;
 pub mod nodes;
 pub mod objstore;
 pub mod proxy;

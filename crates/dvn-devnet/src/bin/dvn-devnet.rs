@@ -84,6 +84,34 @@ enum Command {
         /// Print the figures as JSON (one object) instead of text.
         #[arg(long)]
         json: bool,
+        /// Each region's turn (`submitter.takeover_after_secs`; the devnet's default is short
+        /// so tests run fast, a deployment's is 60).
+        #[arg(long, default_value_t = 6)]
+        takeover_secs: u64,
+    },
+    /// Measure latency under steady load: for each rate, a fresh devnet and three running
+    /// nodes, messages sent one way at that rate; prints each packet's time from its required
+    /// confirmation to verified (p50, p99, max), gas and RPC requests per packet, peak RSS.
+    Steady {
+        /// Offered rates, packets per second (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "20,50,100")]
+        rates: Vec<f64>,
+        /// Seconds of sending at each rate.
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+        /// Most params per DVN.execute.
+        #[arg(long, default_value_t = 50)]
+        max_batch: usize,
+        /// Most DVN.execute transactions in flight per destination.
+        #[arg(long, default_value_t = 4)]
+        max_in_flight: usize,
+        #[arg(long, default_value = ".devnet-logs/steady")]
+        log_dir: PathBuf,
+        #[arg(long)]
+        dvn_bin: Option<PathBuf>,
+        /// Print the figures as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -133,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             compare,
             rounds,
             json,
+            takeover_secs,
         } => {
             let run = BenchRun {
                 messages,
@@ -141,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
                 compressed,
                 outage,
                 prune_history,
+                takeover_secs,
             };
             let dvn_bin = locate_dvn(dvn_bin)?;
             if compare {
@@ -155,7 +185,165 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::Steady {
+            rates,
+            secs,
+            max_batch,
+            max_in_flight,
+            log_dir,
+            dvn_bin,
+            json,
+        } => {
+            let dvn_bin = locate_dvn(dvn_bin)?;
+            let options = NodeOptions {
+                max_batch,
+                max_in_flight,
+                ..NodeOptions::default()
+            };
+            let mut all = Vec::new();
+            for rate in rates {
+                let figures = steady(
+                    rate,
+                    Duration::from_secs(secs),
+                    &options,
+                    &log_dir.join(format!("{rate}")),
+                    &dvn_bin,
+                )
+                .await?;
+                if !json {
+                    figures.print();
+                }
+                all.push(figures);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                SteadyFigures::table(&all);
+            }
+            Ok(())
+        }
     }
+}
+
+/// One rate's figures under steady load.
+#[derive(Debug, Clone, serde::Serialize)]
+struct SteadyFigures {
+    offered_per_sec: f64,
+    achieved_per_sec: f64,
+    packets: usize,
+    latency_p50_secs: f64,
+    latency_p99_secs: f64,
+    latency_max_secs: f64,
+    execute_transactions: usize,
+    gas_per_packet: u64,
+    rpc_requests_per_packet: f64,
+    rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
+    peak_rss_mib: Vec<(String, Option<f64>)>,
+    conditions: Conditions,
+}
+
+impl SteadyFigures {
+    fn print(&self) {
+        println!(
+            "steady load ethereum → conflux-espace (1 s destination blocks): {:.0} packets/s offered, {:.1} achieved ({} packets), 3 running nodes, quorum 2",
+            self.offered_per_sec, self.achieved_per_sec, self.packets
+        );
+        println!(
+            "  required confirmation → verified: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+            self.latency_p50_secs, self.latency_p99_secs, self.latency_max_secs
+        );
+        println!(
+            "  {} DVN.execute, {} gas per packet, {:.1} RPC requests per packet (three nodes)",
+            self.execute_transactions, self.gas_per_packet, self.rpc_requests_per_packet
+        );
+        let rss: Vec<String> = self
+            .peak_rss_mib
+            .iter()
+            .map(|(r, m)| format!("{r} {}", m.map_or("?".into(), |m| format!("{m:.1} MiB"))))
+            .collect();
+        println!("  peak RSS {}", rss.join(", "));
+        println!(
+            "  conditions: dvn {} build, {} cores, load {}",
+            self.conditions.dvn_build,
+            self.conditions.cores,
+            self.conditions
+                .load_1m
+                .map_or("?".into(), |l| format!("{l:.2}"))
+        );
+    }
+
+    fn table(all: &[SteadyFigures]) {
+        println!("\n| offered | achieved | p50 | p99 | max | execute txs | gas / packet | RPC requests / packet | peak RSS |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for f in all {
+            let rss = f
+                .peak_rss_mib
+                .iter()
+                .filter_map(|(_, m)| *m)
+                .fold(0.0_f64, f64::max);
+            println!(
+                "| {:.0}/s | {:.1}/s | {:.2} s | {:.2} s | {:.2} s | {} | {} | {:.1} | {:.1} MiB |",
+                f.offered_per_sec,
+                f.achieved_per_sec,
+                f.latency_p50_secs,
+                f.latency_p99_secs,
+                f.latency_max_secs,
+                f.execute_transactions,
+                f.gas_per_packet,
+                f.rpc_requests_per_packet,
+                rss
+            );
+        }
+    }
+}
+
+/// `secs` of messages A → B at `rate` per second to three running nodes on a fresh devnet.
+async fn steady(
+    rate: f64,
+    duration: Duration,
+    options: &NodeOptions,
+    log_dir: &std::path::Path,
+    dvn_bin: &std::path::Path,
+) -> anyhow::Result<SteadyFigures> {
+    if log_dir.exists() {
+        std::fs::remove_dir_all(log_dir)?;
+    }
+    let devnet = Devnet::start(DevnetConfig {
+        log_dir: Some(log_dir.to_path_buf()),
+        ..Default::default()
+    })
+    .await?;
+    // Deployed block by block; from now on the destination has a block every second, as a
+    // live chain (the source keeps a block per send, so the harness can offer any rate).
+    devnet.b.chain.set_interval_mining(1).await?;
+    let mut nodes = NodeSet::configure(&devnet, dvn_bin, &log_dir.join("nodes"), options)?;
+    nodes.start(&[0, 1, 2]).await?;
+    let direction = Direction::AToB;
+    let run = dvn_devnet::load::offer(&devnet, direction, rate, duration, Duration::from_secs(120))
+        .await?;
+    let report = devnet.check_invariants(direction, &run.packets).await?;
+    anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
+    let messages = run.packets.len();
+    let gas = execute_gas(&devnet, direction).await?;
+    let NodeFigures {
+        rpc_requests,
+        rpc_by_method,
+        rss,
+    } = node_figures(&nodes, messages).await;
+    Ok(SteadyFigures {
+        offered_per_sec: rate,
+        achieved_per_sec: run.offered_per_sec(),
+        packets: messages,
+        latency_p50_secs: run.latency_quantile(0.5).as_secs_f64(),
+        latency_p99_secs: run.latency_quantile(0.99).as_secs_f64(),
+        latency_max_secs: run.latency_quantile(1.0).as_secs_f64(),
+        execute_transactions: report.execute_transactions,
+        gas_per_packet: gas / messages.max(1) as u64,
+        rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
+        rpc_requests_per_packet_by_method: rpc_by_method,
+        peak_rss_mib: rss,
+        conditions: Conditions::now(dvn_bin),
+    })
 }
 
 fn locate_dvn(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -180,6 +368,7 @@ struct BenchRun {
     compressed: bool,
     outage: bool,
     prune_history: Option<u64>,
+    takeover_secs: u64,
 }
 
 /// Peak resident memory of a process (`VmHWM`), in MiB.
@@ -212,6 +401,7 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
         compressed,
         outage,
         prune_history,
+        takeover_secs,
     } = run;
     if log_dir.exists() {
         std::fs::remove_dir_all(&log_dir)?;
@@ -227,6 +417,7 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
         max_batch,
         max_in_flight,
         decompressor: compressed,
+        takeover_after_secs: takeover_secs,
         ..NodeOptions::default()
     };
     let mut nodes = NodeSet::configure(&devnet, &dvn_bin, &log_dir.join("nodes"), &options)?;
@@ -282,6 +473,42 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     let report = devnet.check_invariants(direction, &packets).await?;
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
     let gas = execute_gas(&devnet, direction).await?;
+    let NodeFigures {
+        rpc_requests,
+        rpc_by_method,
+        rss,
+    } = node_figures(&nodes, messages).await;
+    Ok(Figures {
+        messages,
+        max_batch,
+        max_in_flight,
+        compressed,
+        outage,
+        takeover_secs,
+        anvil_states: prune_history,
+        sending_secs: sent_in.as_secs_f64(),
+        offered_per_sec: messages as f64 / sent_in.as_secs_f64().max(1e-9),
+        first_verified_secs: first_verified.unwrap_or_default().as_secs_f64(),
+        all_verified_secs: verified.as_secs_f64(),
+        throughput_per_sec: messages as f64 / verified.as_secs_f64().max(1e-9),
+        execute_transactions: report.execute_transactions,
+        gas_per_packet: gas / messages.max(1) as u64,
+        rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
+        rpc_requests_per_packet_by_method: rpc_by_method,
+        peak_rss_mib: rss,
+        conditions: Conditions::now(&dvn_bin),
+    })
+}
+
+/// What the three nodes report of themselves after a run: RPC requests per packet (in all and
+/// per method) and peak RSS.
+struct NodeFigures {
+    rpc_requests: f64,
+    rpc_by_method: std::collections::BTreeMap<String, f64>,
+    rss: Vec<(String, Option<f64>)>,
+}
+
+async fn node_figures(nodes: &NodeSet, messages: usize) -> NodeFigures {
     let rpc_requests = nodes.metric_sum("dvn_rpc_requests_total").await;
     // Per method, for the three nodes together.
     let mut rpc_by_method: std::collections::BTreeMap<String, f64> = Default::default();
@@ -309,25 +536,11 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
         .iter()
         .map(|n| (n.region.clone(), n.pid().and_then(peak_rss_mib)))
         .collect();
-    Ok(Figures {
-        messages,
-        max_batch,
-        max_in_flight,
-        compressed,
-        outage,
-        anvil_states: prune_history,
-        sending_secs: sent_in.as_secs_f64(),
-        offered_per_sec: messages as f64 / sent_in.as_secs_f64().max(1e-9),
-        first_verified_secs: first_verified.unwrap_or_default().as_secs_f64(),
-        all_verified_secs: verified.as_secs_f64(),
-        throughput_per_sec: messages as f64 / verified.as_secs_f64().max(1e-9),
-        execute_transactions: report.execute_transactions,
-        gas_per_packet: gas / messages.max(1) as u64,
-        rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
-        rpc_requests_per_packet_by_method: rpc_by_method,
-        peak_rss_mib: rss,
-        conditions: Conditions::now(&dvn_bin),
-    })
+    NodeFigures {
+        rpc_requests,
+        rpc_by_method,
+        rss,
+    }
 }
 
 /// Under what conditions figures were taken: they move with the machine's load.
@@ -370,6 +583,8 @@ struct Figures {
     /// Sent through the DVNDecompressor.
     compressed: bool,
     outage: bool,
+    /// Each region's turn, seconds.
+    takeover_secs: u64,
     anvil_states: Option<u64>,
     sending_secs: f64,
     /// Packets per second the harness actually offered (it sends one transaction at a time).
@@ -398,10 +613,11 @@ impl Figures {
             "sent to running nodes"
         };
         println!(
-            "burst of {} packets ethereum → conflux-espace ({mode}; anvil {window}), 3 nodes, quorum 2, max_batch {}, max_in_flight {}{}",
+            "burst of {} packets ethereum → conflux-espace ({mode}; anvil {window}), 3 nodes, quorum 2, max_batch {}, max_in_flight {}, turns of {} s{}",
             self.messages,
             self.max_batch,
             self.max_in_flight,
+            self.takeover_secs,
             if self.compressed { ", through DVNDecompressor" } else { "" }
         );
         println!(

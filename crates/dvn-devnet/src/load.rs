@@ -1,0 +1,198 @@
+//! Steady offered load for the benchmark: messages sent at a fixed rate to running nodes, and
+//! each one's latency from its required confirmation to our DVN's `PayloadVerified`, as the
+//! harness sees them.
+//!
+//! The source chain mines a block per transaction, and the devnet's paths need one
+//! confirmation: a send's receipt is its required confirmation, so that is when a packet's
+//! clock starts. The destination must produce blocks by itself (interval mining: see
+//! [`crate::Chain::set_interval_mining`]). Its clock stops when the harness first sees our DVN's `PayloadVerified` for
+//! it in the destination's logs (read every [`POLL`], one `eth_getLogs` per look, so the
+//! harness does not load the chain it measures).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{keccak256, B256};
+use alloy::sol_types::SolEvent;
+use dvn_lz::contracts::IReceiveUln302;
+use dvn_lz::SentPacket;
+
+use crate::{Devnet, Direction};
+
+/// How often the harness looks for new verifications (the latency figures' resolution).
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// What a run of steady load saw.
+#[derive(Debug)]
+pub struct LoadRun {
+    pub packets: Vec<SentPacket>,
+    /// How long sending took, and so the rate actually offered.
+    pub sending: Duration,
+    /// Each packet's time from its required confirmation to its verification seen, in send
+    /// order (every packet is verified when [`offer`] returns).
+    pub latencies: Vec<Duration>,
+}
+
+impl LoadRun {
+    pub fn offered_per_sec(&self) -> f64 {
+        self.packets.len() as f64 / self.sending.as_secs_f64().max(1e-9)
+    }
+
+    /// The `q`-quantile (0–1) latency, nearest rank.
+    pub fn latency_quantile(&self, q: f64) -> Duration {
+        quantile(&self.latencies, q)
+    }
+}
+
+/// Nearest-rank quantile of `values` (zero when empty).
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[derive(Default)]
+struct Seen {
+    /// (header hash, payload hash) → when its required confirmation was reached.
+    confirmed: HashMap<(B256, B256), Instant>,
+    /// (header hash, payload hash) → when our verification was first seen.
+    verified: HashMap<(B256, B256), Instant>,
+}
+
+/// Sends one message every `1 / rate` seconds for `duration` (a send that takes longer delays
+/// the next: the rate offered is reported, not assumed) while watching the destination for
+/// our DVN's verifications; returns when every packet is verified, or fails after `timeout`
+/// from the last send.
+pub async fn offer(
+    devnet: &Devnet,
+    direction: Direction,
+    rate: f64,
+    duration: Duration,
+    timeout: Duration,
+) -> anyhow::Result<LoadRun> {
+    anyhow::ensure!(rate > 0.0, "the offered rate must be positive");
+    let seen = Mutex::new(Seen::default());
+    let sending_done = AtomicBool::new(false);
+    let send = async {
+        let started = Instant::now();
+        let mut packets = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while started.elapsed() < duration {
+            tick.tick().await;
+            let sent = devnet.send_messages(direction, 1).await;
+            let at = Instant::now();
+            let sent = match sent {
+                Ok(sent) => sent,
+                Err(e) => {
+                    sending_done.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            };
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &sent {
+                seen.confirmed.insert(key(p), at);
+            }
+            packets.extend(sent);
+        }
+        let sending = started.elapsed();
+        sending_done.store(true, Ordering::SeqCst);
+        Ok((packets, sending))
+    };
+    let watch = async {
+        let (_, dst) = devnet.sides(direction);
+        let mut from = dst.chain.head().await? + 1;
+        let mut last_send_seen: Option<Instant> = None;
+        loop {
+            let head = dst.chain.head().await?;
+            if head >= from {
+                let logs = dst
+                    .chain
+                    .logs_in(
+                        dst.contracts.receive_lib,
+                        IReceiveUln302::PayloadVerified::SIGNATURE_HASH,
+                        from,
+                        Some(head),
+                    )
+                    .await?;
+                from = head + 1;
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                for log in logs {
+                    let event = IReceiveUln302::PayloadVerified::decode_log_data(&log.inner.data)?;
+                    if event.dvn == dst.contracts.dvn {
+                        seen.verified
+                            .entry((keccak256(&event.header), event.proofHash))
+                            .or_insert(now);
+                    }
+                }
+            }
+            if sending_done.load(Ordering::SeqCst) {
+                let at = *last_send_seen.get_or_insert_with(Instant::now);
+                let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.confirmed.keys().all(|k| seen.verified.contains_key(k)) {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                anyhow::ensure!(
+                    at.elapsed() < timeout,
+                    "{} packets not verified {timeout:?} after the last send",
+                    seen.confirmed
+                        .keys()
+                        .filter(|k| !seen.verified.contains_key(*k))
+                        .count()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    let (sent, watched) = tokio::join!(send, watch);
+    let (packets, sending) = sent?;
+    watched?;
+    let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+    let latencies = packets
+        .iter()
+        .map(|p| {
+            let k = key(p);
+            match (seen.confirmed.get(&k), seen.verified.get(&k)) {
+                (Some(c), Some(v)) => v.saturating_duration_since(*c),
+                _ => Duration::ZERO,
+            }
+        })
+        .collect();
+    Ok(LoadRun {
+        packets,
+        sending,
+        latencies,
+    })
+}
+
+fn key(p: &SentPacket) -> (B256, B256) {
+    (p.packet.header.hash(), p.packet.payload_hash())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|m| Duration::from_millis(*m))
+                .collect::<Vec<_>>()
+        };
+        let values = ms(&[5, 1, 4, 2, 3, 10, 9, 8, 7, 6]);
+        assert_eq!(quantile(&values, 0.5), Duration::from_millis(5));
+        assert_eq!(quantile(&values, 0.99), Duration::from_millis(10));
+        assert_eq!(quantile(&values, 0.0), Duration::from_millis(1));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+        let hundred: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&hundred, 0.99), Duration::from_millis(99));
+    }
+}
