@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 /// How much of each new interval sample moves the estimate.
 const SMOOTHING: f64 = 0.2;
 
-/// Shortest interval believed (timestamps have whole seconds, and some chains put several
-/// blocks in one second).
-const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest interval believed. Block timestamps have whole seconds, so several blocks in one
+/// second (a sub-second chain, a devnet mining one block per transaction) read as zero
+/// apart: believed, every step would find the next block due and no batch would gather.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The destination's block cadence as seen by this node.
 #[derive(Debug, Default)]
@@ -94,11 +95,13 @@ mod tests {
         // A slower block moves the estimate a fifth of the way.
         c.observe(104, 1_053, t0 + secs(53.0));
         assert_eq!(c.interval(), Some(secs(13.0)));
-        // Several blocks in one second: never below the floor.
+        // Several blocks in one second: never below a second, so a burst of blocks does not
+        // close every batch at once.
         let mut fast = BlockCadence::default();
         fast.observe(1, 10, t0);
         fast.observe(5, 10, t0);
-        assert_eq!(fast.interval(), Some(MIN_INTERVAL));
+        assert_eq!(fast.interval(), Some(secs(1.0)));
+        assert!(!closes(&fast, secs(0.1), secs(15.0), secs(0.5), t0 + secs(0.2)));
     }
 
     #[test]
