@@ -12,22 +12,63 @@ pub fn designated(block_timestamp: u64, regions: usize) -> usize {
     usize::try_from((block_timestamp / ROTATION_SLOT_SECS) % regions.max(1) as u64).unwrap_or(0)
 }
 
-/// The one region that may *start* submitting a packet at time `now` (unix seconds), if any:
-/// the designated region during its first window of `takeover_secs` after the source block,
-/// then the next region round the ring, one window each. Only the first half of a window is
-/// for starting a submission; the second half is a quiet gap in which the owner's transaction
-/// is mined before the next owner looks, and which absorbs clock skew between regions. So two
-/// live regions never both send the same packet, and a region coming back never races the one
-/// that took over.
+/// The one region that may *start* submitting a packet at time `now` (unix seconds), if any.
+///
+/// **While the packet is fresh** — less than one round of turns (`regions` windows of
+/// `takeover_secs`) after its source block — the designated region has the first window, then
+/// the next region round the ring, one window each. Only the first half of a window is for
+/// starting a submission; the second half is a quiet gap in which the owner's transaction is
+/// mined before the next owner looks, and which absorbs clock skew between regions. So two live
+/// regions never both send the same packet, and a region coming back never races the one that
+/// took over.
+///
+/// **Once a packet has outlived a round** (a catch-up after an outage, a region down), its
+/// turns follow [`catch_up_owner`]: windows one round long, aligned on the clock and shared by
+/// every old packet, each ending in the same quiet gap. Counted from each packet's own source
+/// block, half of an old backlog would be in a quiet half at any moment and each region's
+/// share would change every second; aligned long windows keep each region on a steady third
+/// of the backlog for most of a round. The switch happens on a catch-up window boundary after
+/// a quiet gap, so it never lets two regions start one packet either.
 pub fn owner(source_timestamp: u64, now: u64, regions: usize, takeover_secs: u64) -> Option<usize> {
-    let regions = regions.max(1) as u64;
+    let count = regions.max(1) as u64;
     let window = takeover_secs.max(2);
-    let elapsed = now.saturating_sub(source_timestamp);
-    if elapsed % window >= window / 2 {
+    let gap = window / 2;
+    let round = window * count;
+    // The first catch-up window boundary a full round or more after the source block.
+    let switch = (source_timestamp.saturating_add(round)).div_ceil(round) * round;
+    if now >= switch {
+        return catch_up_owner(source_timestamp, now, regions, takeover_secs);
+    }
+    if now.saturating_add(gap) >= switch {
         return None;
     }
-    let first = designated(source_timestamp, regions as usize) as u64;
-    usize::try_from((first + (elapsed / window) % regions) % regions).ok()
+    let elapsed = now.saturating_sub(source_timestamp);
+    if elapsed % window >= gap {
+        return None;
+    }
+    let first = designated(source_timestamp, regions) as u64;
+    usize::try_from((first + (elapsed / window) % count) % count).ok()
+}
+
+/// Turns of a packet that has outlived a round: windows of one round (`regions` ×
+/// `takeover_secs`) aligned on the clock; in window `k` the packet belongs to its designated
+/// region plus `k` round the ring, except in the window's last half-turn (quiet, as between
+/// any two owners). Every region has one window in each `regions` rounds for a given packet,
+/// so a region that is down only delays its share.
+pub fn catch_up_owner(
+    source_timestamp: u64,
+    now: u64,
+    regions: usize,
+    takeover_secs: u64,
+) -> Option<usize> {
+    let count = regions.max(1) as u64;
+    let window = takeover_secs.max(2);
+    let round = window * count;
+    if now % round >= round - window / 2 {
+        return None;
+    }
+    let first = designated(source_timestamp, regions) as u64;
+    usize::try_from((first + (now / round) % count) % count).ok()
 }
 
 /// Destination blocks that must follow a packet's quorum before a region other than the
@@ -60,24 +101,56 @@ mod tests {
         assert_eq!(owner(120, 129, 3, 10), None);
         assert_eq!(owner(120, 130, 3, 10), Some(0));
         assert_eq!(owner(120, 140, 3, 10), Some(1));
-        assert_eq!(owner(120, 150, 3, 10), Some(2), "round the ring");
         assert_eq!(
             owner(120, 100, 3, 10),
             Some(2),
             "a clock behind the source's never underflows"
         );
-        // At no second are two regions entitled, and between two owners there is a gap.
-        let mut last: Option<(usize, u64)> = None;
-        for now in 0..1_000 {
-            if let Some(o) = owner(7_000, now, 3, 10) {
-                if let Some((prev, at)) = last {
-                    if prev != o {
-                        assert!(now - at > 5, "gap between owners");
+        // At no second are two regions entitled, and between two owners there is a gap —
+        // also across the switch to catch-up turns, for source blocks at every phase.
+        for source in [7_000u64, 7_001, 7_013, 7_029, 7_030, 7_044] {
+            let mut last: Option<(usize, u64)> = None;
+            for now in source.saturating_sub(50)..source + 1_000 {
+                if let Some(o) = owner(source, now, 3, 10) {
+                    if let Some((prev, at)) = last {
+                        if prev != o {
+                            assert!(now - at > 5, "gap between owners ({source}, {now})");
+                        }
                     }
+                    last = Some((o, now));
                 }
-                last = Some((o, now));
             }
         }
+    }
+
+    #[test]
+    fn an_old_packet_follows_long_aligned_windows_and_every_region_gets_one() {
+        // Windows of 10 s, 3 regions: a round is 30 s. Source at 120: fresh until 150.
+        assert_eq!(owner(120, 140, 3, 10), Some(1), "third fresh turn");
+        assert_eq!(owner(120, 145, 3, 10), None);
+        // From 150 on: window k = now / 30, owner (2 + k) % 3, quiet in its last 5 s.
+        assert_eq!(owner(120, 150, 3, 10), Some((2 + 5) % 3));
+        assert_eq!(owner(120, 174, 3, 10), Some((2 + 5) % 3), "most of a round");
+        assert_eq!(owner(120, 175, 3, 10), None, "quiet before the next window");
+        assert_eq!(owner(120, 180, 3, 10), Some((2 + 6) % 3));
+        // Old packets with the same designation share their owner: a steady share each.
+        assert_eq!(owner(0, 10_000, 3, 10), owner(59, 10_000, 3, 10));
+        // Each region owns an old packet for 25 s of every 90.
+        let mut seconds = [0u64; 3];
+        for now in 10_000..10_090 {
+            if let Some(o) = owner(120, now, 3, 10) {
+                seconds[o] += 1;
+            }
+        }
+        assert_eq!(seconds, [25, 25, 25]);
+        // While fresh, half of each window is quiet; old, a sixth of each round.
+        let active = |from: u64| {
+            (from..from + 30)
+                .filter(|t| owner(120, *t, 3, 10).is_some())
+                .count()
+        };
+        assert_eq!(active(120), 15);
+        assert_eq!(active(10_020), 25);
     }
 
     #[test]
