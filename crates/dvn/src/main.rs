@@ -28,8 +28,41 @@ fn init_logs(debug: bool, json: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Caps glibc's malloc arenas at two. By default glibc gives each thread that contends for
+/// the allocator an arena of its own (up to 8 per core) and returns little of them to the
+/// system: under a 10,000-packet catch-up that alone took the node's peak RSS from 59 to
+/// 66–69 MiB (measured with `MALLOC_ARENA_MAX=2`, which this does from inside; the drain was
+/// no slower). An operator's `MALLOC_ARENA_MAX` still wins. Must run before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn cap_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is called once, before the
+        // runtime or any other thread exists, with a valid parameter and value.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn cap_malloc_arenas() {}
+
+fn main() -> ExitCode {
+    cap_malloc_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("dvn: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     match Cli::parse().command() {
         Command::Config {
             command: ConfigCommand::Check { config },
