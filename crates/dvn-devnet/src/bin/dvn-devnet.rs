@@ -234,12 +234,8 @@ struct SteadyFigures {
     latency_p50_secs: f64,
     latency_p99_secs: f64,
     latency_max_secs: f64,
-    execute_transactions: usize,
-    gas_per_packet: u64,
-    rpc_requests_per_packet: f64,
-    rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
-    peak_rss_mib: Vec<(String, Option<f64>)>,
-    conditions: Conditions,
+    #[serde(flatten)]
+    costs: Costs,
 }
 
 impl SteadyFigures {
@@ -254,9 +250,12 @@ impl SteadyFigures {
         );
         println!(
             "  {} DVN.execute, {} gas per packet, {:.1} RPC requests per packet (three nodes)",
-            self.execute_transactions, self.gas_per_packet, self.rpc_requests_per_packet
+            self.costs.execute_transactions,
+            self.costs.gas_per_packet,
+            self.costs.rpc_requests_per_packet
         );
         let rss: Vec<String> = self
+            .costs
             .peak_rss_mib
             .iter()
             .map(|(r, m)| format!("{r} {}", m.map_or("?".into(), |m| format!("{m:.1} MiB"))))
@@ -264,9 +263,10 @@ impl SteadyFigures {
         println!("  peak RSS {}", rss.join(", "));
         println!(
             "  conditions: dvn {} build, {} cores, load {}",
-            self.conditions.dvn_build,
-            self.conditions.cores,
-            self.conditions
+            self.costs.conditions.dvn_build,
+            self.costs.conditions.cores,
+            self.costs
+                .conditions
                 .load_1m
                 .map_or("?".into(), |l| format!("{l:.2}"))
         );
@@ -277,6 +277,7 @@ impl SteadyFigures {
         println!("|---|---|---|---|---|---|---|---|---|");
         for f in all {
             let rss = f
+                .costs
                 .peak_rss_mib
                 .iter()
                 .filter_map(|(_, m)| *m)
@@ -288,9 +289,9 @@ impl SteadyFigures {
                 f.latency_p50_secs,
                 f.latency_p99_secs,
                 f.latency_max_secs,
-                f.execute_transactions,
-                f.gas_per_packet,
-                f.rpc_requests_per_packet,
+                f.costs.execute_transactions,
+                f.costs.gas_per_packet,
+                f.costs.rpc_requests_per_packet,
                 rss
             );
         }
@@ -324,12 +325,7 @@ async fn steady(
     let report = devnet.check_invariants(direction, &run.packets).await?;
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
     let messages = run.packets.len();
-    let gas = execute_gas(&devnet, direction).await?;
-    let NodeFigures {
-        rpc_requests,
-        rpc_by_method,
-        rss,
-    } = node_figures(&nodes, messages).await;
+    let costs = costs(&devnet, &nodes, &report, messages, dvn_bin).await?;
     Ok(SteadyFigures {
         offered_per_sec: rate,
         achieved_per_sec: run.offered_per_sec(),
@@ -337,12 +333,7 @@ async fn steady(
         latency_p50_secs: run.latency_quantile(0.5).as_secs_f64(),
         latency_p99_secs: run.latency_quantile(0.99).as_secs_f64(),
         latency_max_secs: run.latency_quantile(1.0).as_secs_f64(),
-        execute_transactions: report.execute_transactions,
-        gas_per_packet: gas / messages.max(1) as u64,
-        rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
-        rpc_requests_per_packet_by_method: rpc_by_method,
-        peak_rss_mib: rss,
-        conditions: Conditions::now(dvn_bin),
+        costs,
     })
 }
 
@@ -472,12 +463,7 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     let verified = verified_at.unwrap_or_default();
     let report = devnet.check_invariants(direction, &packets).await?;
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
-    let gas = execute_gas(&devnet, direction).await?;
-    let NodeFigures {
-        rpc_requests,
-        rpc_by_method,
-        rss,
-    } = node_figures(&nodes, messages).await;
+    let costs = costs(&devnet, &nodes, &report, messages, &dvn_bin).await?;
     Ok(Figures {
         messages,
         max_batch,
@@ -491,24 +477,33 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
         first_verified_secs: first_verified.unwrap_or_default().as_secs_f64(),
         all_verified_secs: verified.as_secs_f64(),
         throughput_per_sec: messages as f64 / verified.as_secs_f64().max(1e-9),
-        execute_transactions: report.execute_transactions,
-        gas_per_packet: gas / messages.max(1) as u64,
-        rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
-        rpc_requests_per_packet_by_method: rpc_by_method,
-        peak_rss_mib: rss,
-        conditions: Conditions::now(&dvn_bin),
+        costs,
     })
 }
 
-/// What the three nodes report of themselves after a run: RPC requests per packet (in all and
-/// per method) and peak RSS.
-struct NodeFigures {
-    rpc_requests: f64,
-    rpc_by_method: std::collections::BTreeMap<String, f64>,
-    rss: Vec<(String, Option<f64>)>,
+/// What a run cost, the same for every kind of run: `execute` transactions and gas per
+/// verified packet (from the chain), RPC requests per packet (in all and per method) and peak
+/// RSS (from the nodes), and the conditions it ran under.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Costs {
+    execute_transactions: usize,
+    gas_per_packet: u64,
+    /// JSON-RPC requests the three nodes sent (`dvn_rpc_requests_total`, every endpoint and
+    /// method, idle polling included) per packet.
+    rpc_requests_per_packet: f64,
+    rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
+    peak_rss_mib: Vec<(String, Option<f64>)>,
+    conditions: Conditions,
 }
 
-async fn node_figures(nodes: &NodeSet, messages: usize) -> NodeFigures {
+async fn costs(
+    devnet: &Devnet,
+    nodes: &NodeSet,
+    report: &dvn_devnet::invariants::Report,
+    messages: usize,
+    dvn_bin: &std::path::Path,
+) -> anyhow::Result<Costs> {
+    let gas = execute_gas(devnet, Direction::AToB).await?;
     let rpc_requests = nodes.metric_sum("dvn_rpc_requests_total").await;
     // Per method, for the three nodes together.
     let mut rpc_by_method: std::collections::BTreeMap<String, f64> = Default::default();
@@ -536,11 +531,14 @@ async fn node_figures(nodes: &NodeSet, messages: usize) -> NodeFigures {
         .iter()
         .map(|n| (n.region.clone(), n.pid().and_then(peak_rss_mib)))
         .collect();
-    NodeFigures {
-        rpc_requests,
-        rpc_by_method,
-        rss,
-    }
+    Ok(Costs {
+        execute_transactions: report.execute_transactions,
+        gas_per_packet: gas / messages.max(1) as u64,
+        rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
+        rpc_requests_per_packet_by_method: rpc_by_method,
+        peak_rss_mib: rss,
+        conditions: Conditions::now(dvn_bin),
+    })
 }
 
 /// Under what conditions figures were taken: they move with the machine's load.
@@ -592,14 +590,8 @@ struct Figures {
     first_verified_secs: f64,
     all_verified_secs: f64,
     throughput_per_sec: f64,
-    execute_transactions: usize,
-    gas_per_packet: u64,
-    /// JSON-RPC requests the three nodes sent (`dvn_rpc_requests_total`, every endpoint and
-    /// method, idle polling included) per packet.
-    rpc_requests_per_packet: f64,
-    rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
-    peak_rss_mib: Vec<(String, Option<f64>)>,
-    conditions: Conditions,
+    #[serde(flatten)]
+    costs: Costs,
 }
 
 impl Figures {
@@ -638,14 +630,18 @@ impl Figures {
         );
         println!(
             "  DVN.execute transactions    {:>8}",
-            self.execute_transactions
+            self.costs.execute_transactions
         );
-        println!("  gas per verified packet     {:>8}", self.gas_per_packet);
+        println!(
+            "  gas per verified packet     {:>8}",
+            self.costs.gas_per_packet
+        );
         println!(
             "  RPC requests per packet     {:>8.1} (three nodes together)",
-            self.rpc_requests_per_packet
+            self.costs.rpc_requests_per_packet
         );
         let by_method: Vec<String> = self
+            .costs
             .rpc_requests_per_packet_by_method
             .iter()
             .filter(|(_, n)| **n >= 0.05)
@@ -653,6 +649,7 @@ impl Figures {
             .collect();
         println!("    by method                 {}", by_method.join(", "));
         let rss: Vec<String> = self
+            .costs
             .peak_rss_mib
             .iter()
             .map(|(region, mib)| {
@@ -665,9 +662,10 @@ impl Figures {
         println!("  peak RSS per node           {}", rss.join(", "));
         println!(
             "  conditions                  dvn {} build, {} cores, load {}",
-            self.conditions.dvn_build,
-            self.conditions.cores,
-            self.conditions
+            self.costs.conditions.dvn_build,
+            self.costs.conditions.cores,
+            self.costs
+                .conditions
                 .load_1m
                 .map_or("?".into(), |l| format!("{l:.2}"))
         );
@@ -752,14 +750,22 @@ async fn compare_modes(
             range(of.iter().map(|f| f.all_verified_secs).collect(), 2),
             range(of.iter().map(|f| f.throughput_per_sec).collect(), 1),
             range(
-                of.iter().map(|f| f.execute_transactions as f64).collect(),
+                of.iter()
+                    .map(|f| f.costs.execute_transactions as f64)
+                    .collect(),
                 0
             ),
-            range(of.iter().map(|f| f.gas_per_packet as f64).collect(), 0),
-            range(of.iter().map(|f| f.rpc_requests_per_packet).collect(), 1),
+            range(
+                of.iter().map(|f| f.costs.gas_per_packet as f64).collect(),
+                0
+            ),
+            range(
+                of.iter().map(|f| f.costs.rpc_requests_per_packet).collect(),
+                1
+            ),
             range(
                 of.iter()
-                    .flat_map(|f| f.peak_rss_mib.iter().filter_map(|(_, m)| *m))
+                    .flat_map(|f| f.costs.peak_rss_mib.iter().filter_map(|(_, m)| *m))
                     .collect(),
                 1
             ),

@@ -101,7 +101,13 @@ mod tests {
         fast.observe(1, 10, t0);
         fast.observe(5, 10, t0);
         assert_eq!(fast.interval(), Some(secs(1.0)));
-        assert!(!closes(&fast, secs(0.1), secs(15.0), secs(0.5), t0 + secs(0.2)));
+        assert!(!closes(
+            &fast,
+            secs(0.1),
+            secs(15.0),
+            secs(0.5),
+            t0 + secs(0.2)
+        ));
     }
 
     #[test]
