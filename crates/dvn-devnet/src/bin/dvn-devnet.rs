@@ -254,22 +254,8 @@ impl SteadyFigures {
             self.costs.gas_per_packet,
             self.costs.rpc_requests_per_packet
         );
-        let rss: Vec<String> = self
-            .costs
-            .peak_rss_mib
-            .iter()
-            .map(|(r, m)| format!("{r} {}", m.map_or("?".into(), |m| format!("{m:.1} MiB"))))
-            .collect();
-        println!("  peak RSS {}", rss.join(", "));
-        println!(
-            "  conditions: dvn {} build, {} cores, load {}",
-            self.costs.conditions.dvn_build,
-            self.costs.conditions.cores,
-            self.costs
-                .conditions
-                .load_1m
-                .map_or("?".into(), |l| format!("{l:.2}"))
-        );
+        println!("  peak RSS {}", self.costs.rss_line());
+        println!("  conditions: {}", self.costs.conditions_line());
     }
 
     fn table(all: &[SteadyFigures]) {
@@ -496,6 +482,35 @@ struct Costs {
     conditions: Conditions,
 }
 
+impl Costs {
+    /// Peak RSS per node, as `region N MiB, …`.
+    fn rss_line(&self) -> String {
+        let rss: Vec<String> = self
+            .peak_rss_mib
+            .iter()
+            .map(|(region, mib)| {
+                format!(
+                    "{region} {}",
+                    mib.map_or("?".into(), |m| format!("{m:.1} MiB"))
+                )
+            })
+            .collect();
+        rss.join(", ")
+    }
+
+    /// `dvn BUILD build, N cores, load L`.
+    fn conditions_line(&self) -> String {
+        format!(
+            "dvn {} build, {} cores, load {}",
+            self.conditions.dvn_build,
+            self.conditions.cores,
+            self.conditions
+                .load_1m
+                .map_or("?".into(), |l| format!("{l:.2}"))
+        )
+    }
+}
+
 async fn costs(
     devnet: &Devnet,
     nodes: &NodeSet,
@@ -648,26 +663,10 @@ impl Figures {
             .map(|(m, n)| format!("{m} {n:.1}"))
             .collect();
         println!("    by method                 {}", by_method.join(", "));
-        let rss: Vec<String> = self
-            .costs
-            .peak_rss_mib
-            .iter()
-            .map(|(region, mib)| {
-                format!(
-                    "{region} {}",
-                    mib.map_or("?".into(), |m| format!("{m:.1} MiB"))
-                )
-            })
-            .collect();
-        println!("  peak RSS per node           {}", rss.join(", "));
+        println!("  peak RSS per node           {}", self.costs.rss_line());
         println!(
-            "  conditions                  dvn {} build, {} cores, load {}",
-            self.costs.conditions.dvn_build,
-            self.costs.conditions.cores,
-            self.costs
-                .conditions
-                .load_1m
-                .map_or("?".into(), |l| format!("{l:.2}"))
+            "  conditions                  {}",
+            self.costs.conditions_line()
         );
         if self.outage {
             println!("  (verification times count from the nodes' start: the backlog drain)");
