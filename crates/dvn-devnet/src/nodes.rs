@@ -663,3 +663,117 @@ impl NodeSet {
         total
     }
 }
+
+/// One pipeline stage's time per packet (`dvn_stage_seconds`), over several nodes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageTiming {
+    pub stage: String,
+    /// Packets that reached the stage (summed over the nodes).
+    pub count: u64,
+    pub mean_secs: f64,
+    /// Estimated from the merged cumulative buckets as Prometheus' `histogram_quantile` does
+    /// (linear within a bucket; the highest finite bound when the rank falls past it).
+    pub p99_secs: f64,
+}
+
+/// The pipeline's stages in order, as the node labels them.
+pub const STAGES: [&str; 5] = ["observe", "sign", "quorum", "send", "mine"];
+
+/// Per-stage timings from several nodes' `/metrics` texts (stages no node reached are left
+/// out).
+pub fn stage_timings(texts: &[String]) -> Vec<StageTiming> {
+    STAGES
+        .iter()
+        .filter_map(|stage| {
+            let label = format!("stage=\"{stage}\"");
+            let of = |suffix: &str| {
+                let name = format!("dvn_stage_seconds_{suffix}");
+                texts
+                    .iter()
+                    .flat_map(|t| t.lines())
+                    .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+                    .collect::<Vec<_>>()
+            };
+            let value = |line: &str| line.rsplit(' ').next()?.parse::<f64>().ok();
+            let count: f64 = of("count").into_iter().filter_map(value).sum();
+            if count < 1.0 {
+                return None;
+            }
+            let sum: f64 = of("sum").into_iter().filter_map(value).sum();
+            // Merged cumulative buckets: upper bound → count over every node.
+            let mut buckets: Vec<(f64, f64)> = Vec::new();
+            for line in of("bucket") {
+                let Some(le) = line
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .and_then(|le| le.parse::<f64>().ok())
+                else {
+                    continue;
+                };
+                let Some(n) = value(line) else { continue };
+                match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+                    Some((_, total)) => *total += n,
+                    None => buckets.push((le, n)),
+                }
+            }
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Some(StageTiming {
+                stage: stage.to_string(),
+                count: count as u64,
+                mean_secs: sum / count,
+                p99_secs: quantile_of_buckets(&buckets, count, 0.99),
+            })
+        })
+        .collect()
+}
+
+/// The `q`-quantile of `total` observations in cumulative `(upper bound, count)` buckets
+/// (sorted, `+Inf` included as an infinite bound).
+fn quantile_of_buckets(buckets: &[(f64, f64)], total: f64, q: f64) -> f64 {
+    let rank = q * total;
+    let mut below = (0.0, 0.0);
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return below.0;
+            }
+            let within = (count - below.1).max(f64::MIN_POSITIVE);
+            return below.0 + (bound - below.0) * (rank - below.1) / within;
+        }
+        below = (bound, count);
+    }
+    below.0
+}
+
+#[cfg(test)]
+mod stage_tests {
+    use super::*;
+
+    #[test]
+    fn stage_timings_merge_nodes_buckets() {
+        let node = |sum: f64, count: u64, b05: u64, b1: u64| {
+            format!(
+                "dvn_stage_seconds_bucket{{stage=\"send\",le=\"0.5\"}} {b05}\n\
+                 dvn_stage_seconds_bucket{{stage=\"send\",le=\"1\"}} {b1}\n\
+                 dvn_stage_seconds_bucket{{stage=\"send\",le=\"+Inf\"}} {count}\n\
+                 dvn_stage_seconds_sum{{stage=\"send\"}} {sum}\n\
+                 dvn_stage_seconds_count{{stage=\"send\"}} {count}\n\
+                 dvn_stage_seconds_count{{stage=\"mine\"}} 0\n"
+            )
+        };
+        // 100 packets: 50 under 0.5 s, 50 between 0.5 and 1 s, over two nodes.
+        let timings = stage_timings(&[node(20.0, 60, 40, 60), node(18.0, 40, 10, 40)]);
+        assert_eq!(timings.len(), 1, "{timings:?}");
+        let send = &timings[0];
+        assert_eq!((send.stage.as_str(), send.count), ("send", 100));
+        assert!((send.mean_secs - 0.38).abs() < 1e-9);
+        // Rank 99 of 100: 49/50 of the way through the (0.5, 1] bucket.
+        assert!((send.p99_secs - 0.99).abs() < 1e-9, "{}", send.p99_secs);
+        // Past the last finite bound: that bound.
+        assert_eq!(
+            quantile_of_buckets(&[(1.0, 1.0), (f64::INFINITY, 10.0)], 10.0, 0.99),
+            1.0
+        );
+    }
+}

@@ -17,6 +17,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_signing_seconds", "histogram", "Time of one HSM/KMS signing call, per backend and role"),
     ("dvn_signing_errors_total", "counter", "Failed signing calls by backend, role and kind (timeout, unavailable, refused)"),
     ("dvn_verification_latency_seconds", "histogram", "From the source block to our PayloadVerified on the destination"),
+    ("dvn_stage_seconds", "histogram", "Time a packet took to reach a pipeline stage from the one before, by stage: observe (source block time to seen), sign (seen to signed, confirmations included), quorum (signed to a quorum of signatures here), send (quorum to our execute broadcast), mine (broadcast to its PayloadVerified settled)"),
     ("dvn_packets", "gauge", "Packets in the store by state (observed, signed, submitted, verified, skipped, orphaned, invalid, conflict)"),
     ("dvn_packets_observed_total", "counter", "Packets assigned to our DVN seen on a source chain"),
     ("dvn_packets_signed_total", "counter", "Packets this node signed"),
@@ -80,7 +81,49 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
             1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
         ],
     ),
+    // One stage of one packet: sub-second steps to a block or two, minutes when confirmations
+    // or a turn are waited for.
+    (
+        "dvn_stage_seconds",
+        &[
+            0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ],
+    ),
 ];
+
+/// A packet's pipeline stages, as `dvn_stage_seconds` labels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketStage {
+    /// Source block time → the watcher stored it.
+    Observe,
+    /// Stored → our signature stored (waiting for confirmations included).
+    Sign,
+    /// Signed → a quorum of valid signatures counted here.
+    Quorum,
+    /// Quorum → in one of our `execute` transactions, broadcast.
+    Send,
+    /// Broadcast → its `PayloadVerified` settled from the receipt.
+    Mine,
+}
+
+impl PacketStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Observe => "observe",
+            Self::Sign => "sign",
+            Self::Quorum => "quorum",
+            Self::Send => "send",
+            Self::Mine => "mine",
+        }
+    }
+
+    /// Records that one packet reached this stage now, having entered the one before at
+    /// `since_ms` (Unix milliseconds; a clock that ran backwards counts as zero).
+    pub fn reached(self, since_ms: i64) {
+        let seconds = crate::store::now_ms().saturating_sub(since_ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("dvn_stage_seconds", "stage" => self.as_str()).record(seconds);
+    }
+}
 
 /// `builder` with [`HISTOGRAM_BUCKETS`] set.
 pub fn with_buckets(

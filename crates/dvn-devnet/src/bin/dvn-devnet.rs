@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use dvn_devnet::nodes::{NodeOptions, NodeSet};
+use dvn_devnet::nodes::{stage_timings, NodeOptions, NodeSet, StageTiming};
 use dvn_devnet::{Devnet, DevnetConfig, Direction};
 use dvn_lz::{SentPacket, VerificationState};
 
@@ -254,6 +254,7 @@ impl SteadyFigures {
             self.costs.gas_per_packet,
             self.costs.rpc_requests_per_packet
         );
+        println!("  per stage, mean / p99: {}", self.costs.stages_line());
         println!("  peak RSS {}", self.costs.rss_line());
         println!("  conditions: {}", self.costs.conditions_line());
     }
@@ -479,6 +480,8 @@ struct Costs {
     rpc_requests_per_packet: f64,
     rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
     peak_rss_mib: Vec<(String, Option<f64>)>,
+    /// Where a packet's time went, stage by stage (`dvn_stage_seconds` of the three nodes).
+    stages: Vec<StageTiming>,
     conditions: Conditions,
 }
 
@@ -496,6 +499,16 @@ impl Costs {
             })
             .collect();
         rss.join(", ")
+    }
+
+    /// `stage mean / p99, …` in pipeline order.
+    fn stages_line(&self) -> String {
+        let stages: Vec<String> = self
+            .stages
+            .iter()
+            .map(|s| format!("{} {:.2} / {:.2} s", s.stage, s.mean_secs, s.p99_secs))
+            .collect();
+        stages.join(", ")
     }
 
     /// `dvn BUILD build, N cores, load L`.
@@ -522,6 +535,7 @@ async fn costs(
     let rpc_requests = nodes.metric_sum("dvn_rpc_requests_total").await;
     // Per method, for the three nodes together.
     let mut rpc_by_method: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut texts = Vec::new();
     for node in &nodes.nodes {
         let text = node.metrics().await.unwrap_or_default();
         for line in text
@@ -540,6 +554,7 @@ async fn costs(
                 .unwrap_or(0.0);
             *rpc_by_method.entry(method.to_string()).or_default() += value / messages.max(1) as f64;
         }
+        texts.push(text);
     }
     let rss: Vec<(String, Option<f64>)> = nodes
         .nodes
@@ -552,6 +567,7 @@ async fn costs(
         rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
         rpc_requests_per_packet_by_method: rpc_by_method,
         peak_rss_mib: rss,
+        stages: stage_timings(&texts),
         conditions: Conditions::now(dvn_bin),
     })
 }
@@ -663,6 +679,7 @@ impl Figures {
             .map(|(m, n)| format!("{m} {n:.1}"))
             .collect();
         println!("    by method                 {}", by_method.join(", "));
+        println!("  per stage, mean / p99       {}", self.costs.stages_line());
         println!("  peak RSS per node           {}", self.costs.rss_line());
         println!(
             "  conditions                  {}",

@@ -44,6 +44,7 @@ use super::{Context, Progress, Stage};
 use crate::chain::EvmChain;
 use crate::config::Finality;
 use crate::store::{now_ms, NewPacket, PacketRow, PacketState, PathKey};
+use crate::telemetry::PacketStage;
 
 /// Most packets examined per step.
 const BATCH: usize = 500;
@@ -498,6 +499,7 @@ impl SignStage {
         }
         metrics::counter!("dvn_packets_signed_total", "chain" => dst.name().to_string())
             .increment(1);
+        PacketStage::Sign.reached(row.updated_at_ms);
         if sole_verifier {
             metrics::counter!("dvn_sole_verifier_packets_total", "src" => src.name().to_string(), "dst" => dst.name().to_string()).increment(1);
             tracing::info!(guid = %p.guid, receiver = %receiver, "signed for an OApp whose receive config requires only our DVN (1-of-1): a single point of failure for it");

@@ -27,6 +27,7 @@ use dvn_lz::{packets_in_transaction, sent_packets, AssignmentError};
 use super::{Context, Progress, Stage};
 use crate::chain::EvmChain;
 use crate::store::{NewPacket, Observed, PathKey};
+use crate::telemetry::PacketStage;
 
 /// The watch stage of one source chain.
 #[derive(Debug)]
@@ -164,6 +165,9 @@ impl Watcher {
         for (packet, outcome) in packets.iter().zip(&outcomes) {
             match outcome {
                 Observed::New => {
+                    let block_ms = i64::try_from(packet.block_timestamp.saturating_mul(1000))
+                        .unwrap_or(i64::MAX);
+                    PacketStage::Observe.reached(block_ms);
                     metrics::counter!("dvn_packets_observed_total", "chain" => chain.name().to_string()).increment(1);
                     tracing::info!(guid = %packet.guid, nonce = packet.nonce, src = packet.src_eid, dst = packet.dst_eid, "packet observed");
                 }

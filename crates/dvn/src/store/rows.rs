@@ -113,6 +113,9 @@ pub struct PacketRow {
     pub call_hash: Option<B256>,
     pub submission: Option<B256>,
     pub ready_at_ms: Option<i64>,
+    /// When the row last changed (its state or its observation): how long it has been in
+    /// its state, for the per-stage timings.
+    pub updated_at_ms: i64,
     pub attempts: u64,
     pub last_error: Option<String>,
     /// Bumped by every state change and re-observation: the compare-and-set's witness.
@@ -191,6 +194,7 @@ impl PacketRow {
             call_hash: opt_b256_col(row, "call_hash")?,
             submission: opt_b256_col(row, "submission")?,
             ready_at_ms: row.try_get("ready_at_ms")?,
+            updated_at_ms: row.try_get("updated_at_ms")?,
             attempts: u64_col(row, "attempts")?,
             last_error: row.try_get("last_error")?,
             version: u64_col(row, "version")?,
