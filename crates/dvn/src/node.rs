@@ -738,8 +738,10 @@ pub async fn run(
     let listen = config.node.listen;
     let governor = config.governor.clone();
     let reader = store.reader().await.context("store reader")?;
+    let signature_writer = crate::store::SignatureWriter::start(store.clone());
     let ctx = Arc::new(Context {
         reader,
+        signature_writer,
         config,
         store,
         chains,

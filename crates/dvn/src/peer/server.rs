@@ -65,9 +65,11 @@ pub async fn push(
         return rejected(Rejection::Version);
     }
     // A packet's param, or one of a signer rotation's two.
-    let dst_eid = match ctx.store.packet_by_call_hash(push.call_hash).await {
+    // Looked up through the reader connections: under a backlog pushes come by the hundred
+    // a second, and the pipeline's writer connection has better things to do.
+    let dst_eid = match ctx.reader.packet_by_call_hash(push.call_hash).await {
         Ok(Some(p)) => p.packet.dst_eid,
-        Ok(None) => match ctx.store.rotation_by_call_hash(push.call_hash).await {
+        Ok(None) => match ctx.reader.rotation_by_call_hash(push.call_hash).await {
             Ok(Some(r)) => r.dst_eid,
             Ok(None) => return rejected(Rejection::UnknownHash),
             Err(e) => {
@@ -96,8 +98,13 @@ pub async fn push(
         }
     };
     match ctx
-        .store
-        .insert_signature(push.call_hash, push.signer, &signature.as_bytes(), "peer")
+        .signature_writer
+        .insert(
+            push.call_hash,
+            push.signer,
+            signature.as_bytes().to_vec(),
+            "peer",
+        )
         .await
     {
         Ok(_) => {
@@ -109,6 +116,11 @@ pub async fn push(
                     reason: None,
                 }),
             )
+        }
+        Err(crate::store::GroupCommitError::Busy) => {
+            // Overloaded for the moment: the pusher gives up, and its signature is pulled later.
+            tracing::debug!("peer push: too many signatures waiting to be stored");
+            store_unavailable()
         }
         Err(e) => {
             tracing::warn!("peer push: store write failed: {e}");
@@ -124,7 +136,7 @@ pub async fn pull(
 ) -> Result<Json<SignatureList>, StatusCode> {
     let call_hash: B256 = call_hash.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
     let signatures = ctx
-        .store
+        .reader
         .signatures(call_hash)
         .await
         .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;

@@ -72,6 +72,10 @@ pub struct Context {
     /// The same store through connections of its own, for readers that must never wait
     /// behind the pipeline or hold it up: the health snapshot, the `/status` page.
     pub reader: Store,
+    /// Peers' pushed signatures, stored many per transaction (see [`SignatureWriter`]).
+    ///
+    /// [`SignatureWriter`]: crate::store::SignatureWriter
+    pub signature_writer: crate::store::SignatureWriter,
     pub chains: BTreeMap<u32, EvmChain>,
     /// Our DVN per chain eid, as last read from the chain (followed live: the signer set and
     /// quorum change on chain by the DVN's own multisig).

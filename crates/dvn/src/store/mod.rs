@@ -8,6 +8,7 @@
 mod audit;
 mod claims;
 mod control;
+mod group_commit;
 mod rotations;
 mod rows;
 mod state;
@@ -24,6 +25,7 @@ pub use audit::{
 };
 pub use claims::PeerClaim;
 pub use control::{Holds, Pause, PauseScope, TokenRow};
+pub use group_commit::{GroupCommitError, SignatureWriter};
 pub use rotations::{Rotation, RotationState};
 pub use rows::{NewPacket, PacketRow, PacketState, PathKey, SubmissionRow};
 pub use state::{is_legal, Expect};
