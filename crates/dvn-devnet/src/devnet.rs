@@ -517,12 +517,25 @@ impl Devnet {
     }
 
     /// Plays the 2-of-3 DVN correctly: one batched `execute` verifying every packet with the
-    /// receive-side confirmations, signed by `signers` and packed by `dvn_lz`.
+    /// receive-side confirmations, signed by `signers` and packed by `dvn_lz`, sent from the
+    /// first region's submitter account.
     pub async fn verify_as_dvn(
         &self,
         direction: Direction,
         packets: &[SentPacket],
         signers: &[usize],
+    ) -> anyhow::Result<TransactionReceipt> {
+        self.verify_as_dvn_from(direction, packets, signers, 0)
+            .await
+    }
+
+    /// [`Devnet::verify_as_dvn`] sent from region `submitter`'s admin account.
+    pub async fn verify_as_dvn_from(
+        &self,
+        direction: Direction,
+        packets: &[SentPacket],
+        signers: &[usize],
+        submitter: usize,
     ) -> anyhow::Result<TransactionReceipt> {
         let (_, dst) = self.sides(direction);
         let expiration = dst.chain.timestamp().await? + EXPIRATION_SECS;
@@ -540,7 +553,7 @@ impl Devnet {
             let packed = set.pack(quorum)?;
             params.push(unsigned.into_param(packed));
         }
-        self.execute(direction, 0, params).await
+        self.execute(direction, submitter, params).await
     }
 
     /// `ReceiveUln302View.verifiable` for `packet` on the destination.

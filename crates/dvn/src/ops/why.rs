@@ -39,7 +39,7 @@ pub async fn explain(config: &Config, store: &Store, guid: B256) -> anyhow::Resu
     // the chain shows that transaction's nonce used (this view reads the store only).
     let claims: Vec<Value> = if row.state == PacketState::Signed {
         store
-            .peer_claims(p.dst_eid, &[guid])
+            .peer_claims(p.dst_eid, Some(&[guid]))
             .await?
             .into_iter()
             .map(|c| {

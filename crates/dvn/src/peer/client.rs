@@ -264,6 +264,7 @@ impl PeerClient {
         &self,
         call_hash: B256,
         signer_set: &[Address],
+        have: &[Address],
     ) -> Vec<(String, Address, Signature)> {
         let pulls = self.peers.iter().enumerate().map(|(i, peer)| async move {
             if self.resting(&peer.name) {
@@ -284,6 +285,11 @@ impl PeerClient {
             }
             let mut good = Vec::new();
             for entry in list.signatures.into_iter().take(MAX_SIGNATURES_PER_HASH) {
+                // A signer whose signature is held already (our own, one pushed before) is
+                // not recovered again: it would add nothing.
+                if have.contains(&entry.signer) {
+                    continue;
+                }
                 match check_signature(call_hash, entry.signer, &entry.signature, signer_set) {
                     Ok(sig) => good.push((peer.name.clone(), entry.signer, sig)),
                     Err(why) => {

@@ -13,10 +13,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{keccak256, Address, B256};
 
+use super::transactions::payloads_verified;
 use super::Context;
-use crate::store::PeerClaim;
+use crate::store::{PacketState, PeerClaim};
+
+/// Most mined claims whose receipts are read in one step (the rest wait for the next).
+const RECEIPTS_PER_STEP: usize = 16;
 
 /// The packets among `guids` that a standing claim holds back, with the claim holding each.
 ///
@@ -46,7 +50,7 @@ pub async fn standing(
                 .await?;
         }
     }
-    let claims = ctx.store.peer_claims(eid, guids).await?;
+    let claims = ctx.store.peer_claims(eid, Some(guids)).await?;
     if claims.is_empty() {
         return Ok(HashMap::new());
     }
@@ -76,6 +80,82 @@ pub async fn standing(
         }
     }
     Ok(held)
+}
+
+/// Closes the packets other regions' mined transactions verified, from those transactions'
+/// receipts: one agreed receipt read for a whole claimed batch. Without it, this node learns
+/// of each such packet with a destination check of its own (a few reads per packet), or only
+/// when its turn on the packet comes and it checks it before sending — in a catch-up, where the
+/// regions verify the backlog side by side, that was most of every node's checks and reads.
+///
+/// Only the receipt counts: our DVN's `PayloadVerified` on the receive ULN for the packet's
+/// header and payload, with at least the confirmations this node signed. A claim only says
+/// which transaction to read; a region that names the wrong one makes this node read a
+/// receipt for nothing, never close a packet that is not verified. A claim whose transaction
+/// has no receipt (replaced, cancelled) is dropped and its packets go on as before. Returns
+/// how many packets were closed.
+pub async fn settle_mined(ctx: &Context, eid: u32) -> anyhow::Result<usize> {
+    let claims = ctx.reader.peer_claims(eid, None).await?;
+    if claims.is_empty() {
+        return Ok(0);
+    }
+    let chain = ctx.chain(eid)?;
+    let dvn = ctx.dvn(eid)?;
+    let mut next_nonce: BTreeMap<Address, u64> = BTreeMap::new();
+    for claim in &claims {
+        if let std::collections::btree_map::Entry::Vacant(entry) = next_nonce.entry(claim.sender) {
+            entry.insert(chain.mined_nonce(claim.sender).await?);
+        }
+    }
+    let mut closed = 0;
+    let mined = claims
+        .iter()
+        .filter(|c| c.nonce < next_nonce.get(&c.sender).copied().unwrap_or(0))
+        .take(RECEIPTS_PER_STEP);
+    for claim in mined {
+        if let Some(receipt) = chain.receipt(claim.tx_hash).await? {
+            let verified = match receipt.status() {
+                true => {
+                    payloads_verified(receipt.inner.logs(), chain.config.receive_uln, dvn.address)
+                }
+                false => HashMap::new(),
+            };
+            for guid in &claim.guids {
+                let Some(row) = ctx.reader.packet(*guid).await? else {
+                    continue;
+                };
+                let Some(required) = row.confirmations else {
+                    continue;
+                };
+                let key = (keccak256(&row.packet.header), row.packet.payload_hash);
+                if row.state != PacketState::Signed
+                    || verified.get(&key).is_none_or(|c| *c < required)
+                {
+                    continue;
+                }
+                let why = format!(
+                    "verified by {}'s transaction {} (its receipt)",
+                    claim.region, claim.tx_hash
+                );
+                if ctx
+                    .store
+                    .transition(row.expect(), PacketState::Verified, Some(&why))
+                    .await?
+                {
+                    closed += 1;
+                }
+            }
+        }
+        ctx.store.drop_peer_claim(eid, claim.tx_hash).await?;
+    }
+    if closed > 0 {
+        tracing::debug!(
+            chain = chain.name(),
+            closed,
+            "packets verified by other regions' transactions closed from their receipts"
+        );
+    }
+    Ok(closed)
 }
 
 #[cfg(test)]

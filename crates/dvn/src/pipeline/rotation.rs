@@ -500,7 +500,7 @@ impl Rotations {
             .is_none_or(|at| at.elapsed() >= PULL_EVERY);
         if due {
             self.last_pull.insert(hash, Instant::now());
-            for (peer, signer, sig) in self.ctx.peers.pull(hash, &dvn.signers).await {
+            for (peer, signer, sig) in self.ctx.peers.pull(hash, &dvn.signers, &[]).await {
                 self.ctx
                     .store
                     .insert_signature(hash, signer, &sig.as_bytes(), &peer)

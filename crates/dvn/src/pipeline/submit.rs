@@ -41,9 +41,18 @@ use super::transactions::TxManager;
 use super::turns::{designated, owner, TAKEOVER_MIN_BLOCKS};
 use super::{claims, execute, Context, Progress, Stage};
 use crate::store::{now_ms, Expect, PacketRow, PacketState};
+use crate::telemetry::PacketStage;
 
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
+
+/// How long after our own signature a packet's peers' signatures are waited for as pushes
+/// before they are pulled: a signing backlog otherwise pulls every packet it just signed, while
+/// the peers' pushes for it are on their way.
+const PUSH_GRACE_MS: i64 = 1_000;
+
+/// Most packets whose signatures are pulled in one step.
+const PULLS_PER_STEP: usize = 256;
 
 /// How often a packet another region is to submit is looked up on the destination.
 const OTHERS_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -74,6 +83,8 @@ pub struct SubmitStage {
     rotations: Rotations,
     /// When a failing rotation step was last logged.
     rotation_warned: Option<Instant>,
+    /// When a failure to read other regions' mined transactions was last logged.
+    claims_warned: Option<Instant>,
     /// Peer claims already reported as holding packets back (logged once each).
     reported_claims: HashSet<B256>,
     /// When a clock-skew warning was last logged.
@@ -85,6 +96,11 @@ pub struct SubmitStage {
     /// and re-recovered from the store on every step.
     packed: HashMap<B256, Bytes>,
     packed_for: (Vec<alloy::primitives::Address>, usize),
+    /// Signed packets still short of a quorum: the signatures counted so far and the stored
+    /// signers already looked at, so each stored signature is recovered once (for the same
+    /// signer set), not on every step while its packet waits — under a catch-up that waiting
+    /// was thousands of recoveries a step.
+    partial: HashMap<B256, (SignatureSet, HashSet<alloy::primitives::Address>)>,
     /// The destination's block cadence: when a partial batch closes.
     cadence: BlockCadence,
 }
@@ -100,6 +116,7 @@ impl SubmitStage {
             txs: TxManager::new(Arc::clone(&ctx), eid),
             rotations: Rotations::new(Arc::clone(&ctx), eid),
             rotation_warned: None,
+            claims_warned: None,
             ctx,
             eid,
             last_pull: HashMap::new(),
@@ -109,6 +126,7 @@ impl SubmitStage {
             last_checked: HashMap::new(),
             packed: HashMap::new(),
             packed_for: (Vec::new(), 0),
+            partial: HashMap::new(),
             cadence: BlockCadence::default(),
         }
     }
@@ -117,6 +135,17 @@ impl SubmitStage {
         // A replica without the region's submitter lease sends nothing, not even retries.
         if !self.ctx.holds_submitter_role() {
             return Ok(Progress::Idle);
+        }
+        // What the other regions' mined transactions verified leaves the backlog first (a
+        // failed read only leaves those packets to their own checks).
+        if let Err(e) = claims::settle_mined(&self.ctx, self.eid).await {
+            if self
+                .claims_warned
+                .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+            {
+                self.claims_warned = Some(Instant::now());
+                tracing::warn!(chain = self.eid, "reading other regions' mined transactions failed (retried every step, logged once a minute): {e:#}");
+            }
         }
         let in_flight = self.txs.settle_in_flight().await?;
         if in_flight >= self.ctx.config.submitter.max_in_flight {
@@ -213,12 +242,15 @@ impl SubmitStage {
         let me = self.ctx.config.region_index();
         let takeover = self.ctx.config.submitter.takeover_after_secs;
         let our_key = self.ctx.signing_key_for(&dvn).address();
+        // Reads through the reader connections, so that a signing backlog's writes (ours and
+        // the peers' signatures) do not queue the submission's reads behind them; every move
+        // this stage makes is a compare-and-set on the writer, so a read a moment old is safe.
         let signed = self
             .ctx
-            .store
+            .reader
             .packets(PacketState::Signed, Some(self.eid), 2_000)
             .await?;
-        let holds = self.ctx.store.holds().await?;
+        let holds = self.ctx.reader.holds().await?;
         let signed: Vec<PacketRow> = signed
             .into_iter()
             .filter(|r| !holds.holds(&r.packet.path()))
@@ -228,10 +260,12 @@ impl SubmitStage {
         self.last_pull.retain(|guid, _| guids.contains(guid));
         if self.packed_for.0 != dvn.signers || self.packed_for.1 != dvn.quorum {
             self.packed.clear();
+            self.partial.clear();
             self.packed_for = (dvn.signers.clone(), dvn.quorum);
         }
         let open: HashSet<B256> = signed.iter().filter_map(|r| r.call_hash).collect();
         self.packed.retain(|call_hash, _| open.contains(call_hash));
+        self.partial.retain(|call_hash, _| open.contains(call_hash));
         // The stored signatures of every packet not yet known to have a quorum, in a few
         // queries; what the pulls bring is added to them.
         let unpacked: Vec<B256> = open
@@ -239,7 +273,7 @@ impl SubmitStage {
             .filter(|h| !self.packed.contains_key(*h))
             .copied()
             .collect();
-        let mut stored = self.ctx.store.signatures_of(&unpacked).await?;
+        let mut stored = self.ctx.reader.signatures_of(&unpacked).await?;
         self.pull_missing(&signed, &mut stored, &dvn.signers, dvn.quorum)
             .await?;
         self.ready_since.retain(|guid, _| guids.contains(guid));
@@ -307,9 +341,18 @@ impl SubmitStage {
                 Some(packed) => Some(packed.clone()),
                 None => {
                     let stored = stored.get(&call_hash).map(Vec::as_slice).unwrap_or(&[]);
-                    let set = counted_signatures(call_hash, stored, &dvn.signers);
+                    let (set, looked_at) = self
+                        .partial
+                        .entry(call_hash)
+                        .or_insert_with(|| (SignatureSet::new(call_hash), HashSet::new()));
+                    for (signer, bytes) in stored {
+                        if looked_at.insert(*signer) {
+                            count_signature(set, bytes, &dvn.signers);
+                        }
+                    }
                     if set.len() >= dvn.quorum {
                         let packed = set.pack(dvn.quorum)?;
+                        self.partial.remove(&call_hash);
                         self.packed.insert(call_hash, packed.clone());
                         Some(packed)
                     } else if stored.iter().any(|(signer, _)| *signer == our_key) {
@@ -336,6 +379,7 @@ impl SubmitStage {
                 Some(at) => at,
                 None => {
                     newly_ready.push(row.packet.guid);
+                    PacketStage::Quorum.reached(row.updated_at_ms);
                     ready_now
                 }
             };
@@ -401,7 +445,9 @@ impl SubmitStage {
     }
 
     /// Asks the peers, all at once, for the signatures of every packet still short of a
-    /// quorum (each packet at most once per [`PULL_EVERY`]), and stores those that check out.
+    /// quorum (each packet at most once per [`PULL_EVERY`], once its pushes had
+    /// [`PUSH_GRACE_MS`] to arrive, at most [`PULLS_PER_STEP`] a step), and stores those that
+    /// check out.
     /// Concurrent, so one peer that never answers costs one timeout per step, not one per
     /// packet.
     async fn pull_missing(
@@ -424,13 +470,23 @@ impl SubmitStage {
                     .filter(|(signer, _)| signers.contains(signer))
                     .count()
             });
-            if have < quorum && self.should_pull(row.packet.guid) {
-                wanted.push(call_hash);
+            let pushed_by_now = now_ms() - row.updated_at_ms >= PUSH_GRACE_MS;
+            if have < quorum && pushed_by_now && self.should_pull(row.packet.guid) {
+                let held: Vec<alloy::primitives::Address> = stored
+                    .get(&call_hash)
+                    .map(|sigs| sigs.iter().map(|(signer, _)| *signer).collect())
+                    .unwrap_or_default();
+                wanted.push((call_hash, held));
+                if wanted.len() == PULLS_PER_STEP {
+                    break;
+                }
             }
         }
         let peers = &self.ctx.peers;
         let pulled: Vec<_> = futures::stream::iter(wanted)
-            .map(|call_hash| async move { (call_hash, peers.pull(call_hash, signers).await) })
+            .map(|(call_hash, held)| async move {
+                (call_hash, peers.pull(call_hash, signers, &held).await)
+            })
             .buffer_unordered(PULL_CONCURRENCY)
             .collect()
             .await;
@@ -589,7 +645,13 @@ impl SubmitStage {
             batch.truncate(batch.len().div_ceil(2));
         };
         let packets: Vec<Expect> = batch.iter().map(|r| r.row.expect()).collect();
-        Ok((self.txs.send(to, input, gas, &packets).await?, rest))
+        let sent = self.txs.send(to, input, gas, &packets).await?;
+        if sent {
+            for ready in &batch {
+                PacketStage::Send.reached(ready.row.ready_at_ms.unwrap_or_else(now_ms));
+            }
+        }
+        Ok((sent, rest))
     }
 
     /// Takes out of `ready` every packet a standing peer claim holds back (another region's
@@ -678,11 +740,16 @@ pub fn counted_signatures(
 ) -> SignatureSet {
     let mut set = SignatureSet::new(call_hash);
     for (_, bytes) in stored {
-        if let Ok(sig) = dvn_lz::multisig::parse_signature(bytes) {
-            let _ = set.insert(sig, signers);
-        }
+        count_signature(&mut set, bytes, signers);
     }
     set
+}
+
+/// Adds one stored signature to `set` if it recovers to one of `signers` over the set's hash.
+fn count_signature(set: &mut SignatureSet, bytes: &[u8], signers: &[alloy::primitives::Address]) {
+    if let Ok(sig) = dvn_lz::multisig::parse_signature(bytes) {
+        let _ = set.insert(sig, signers);
+    }
 }
 
 impl Stage for SubmitStage {

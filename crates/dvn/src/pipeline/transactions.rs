@@ -40,6 +40,7 @@ use super::sign::destination_done;
 use super::{execute, turns, Context};
 use crate::peer::protocol::ClaimEntry;
 use crate::store::{now_ms, Expect, PacketRow, PacketState, SubmissionRow};
+use crate::telemetry::PacketStage;
 
 /// After this many failed attempts a packet stops being retried and waits for an operator.
 pub const MAX_ATTEMPTS: u64 = 10;
@@ -532,21 +533,13 @@ impl TxManager {
         let chain = ctx.chain(self.eid)?;
         let dvn = ctx.dvn(self.eid)?;
         let cancelled = is_cancel(mined, ctx.submitter.address());
-        let mut verified = HashSet::new();
+        let verified =
+            payloads_verified(receipt.inner.logs(), chain.config.receive_uln, dvn.address);
         let mut failures = 0usize;
         let mut signature_failed = Vec::new();
         for log in receipt.inner.logs() {
             let topic = log.topics().first().copied();
-            if log.address() == chain.config.receive_uln
-                && topic == Some(IReceiveUln302::PayloadVerified::SIGNATURE_HASH)
-            {
-                if let Ok(event) = IReceiveUln302::PayloadVerified::decode_log_data(&log.inner.data)
-                {
-                    if event.dvn == dvn.address {
-                        verified.insert((keccak256(&event.header), event.proofHash));
-                    }
-                }
-            } else if log.address() == dvn.address
+            if log.address() == dvn.address
                 && (topic == Some(IDVN::VerifySignaturesFailed::SIGNATURE_HASH)
                     || topic == Some(IDVN::ExecuteFailed::SIGNATURE_HASH))
             {
@@ -582,10 +575,11 @@ impl TxManager {
         for sub in same_nonce {
             for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
                 let p = &row.packet;
-                if verified.contains(&(keccak256(&p.header), p.payload_hash)) {
+                if verified.contains_key(&(keccak256(&p.header), p.payload_hash)) {
                     ctx.store
                         .transition(row.expect(), PacketState::Verified, None)
                         .await?;
+                    PacketStage::Mine.reached(row.updated_at_ms);
                     let latency = now_ms()
                         .saturating_sub(i64::try_from(p.block_timestamp).unwrap_or(0) * 1000);
                     metrics::histogram!("dvn_verification_latency_seconds", "chain" => chain.name().to_string()).record(latency as f64 / 1000.0);
@@ -738,6 +732,32 @@ pub fn capped_fees((max_fee, priority): (u128, u128), cap_gwei: u64) -> (u128, u
 fn replace_after_ms(ctx: &Context) -> i64 {
     i64::try_from(Duration::from_secs(ctx.config.submitter.replace_after_secs).as_millis())
         .unwrap_or(i64::MAX)
+}
+
+/// What our DVN verified in a mined transaction's `logs`: (header hash, payload hash) →
+/// confirmations, from the receive ULN's `PayloadVerified` events naming our DVN. Only the
+/// receipt counts, never who sent the transaction or what it claimed to carry.
+pub fn payloads_verified(
+    logs: &[alloy::rpc::types::Log],
+    receive_uln: Address,
+    dvn: Address,
+) -> HashMap<(B256, B256), u64> {
+    let mut verified = HashMap::new();
+    for log in logs {
+        if log.address() != receive_uln
+            || log.topics().first() != Some(&IReceiveUln302::PayloadVerified::SIGNATURE_HASH)
+        {
+            continue;
+        }
+        let Ok(event) = IReceiveUln302::PayloadVerified::decode_log_data(&log.inner.data) else {
+            continue;
+        };
+        if event.dvn == dvn {
+            let confirmations = u64::try_from(event.confirmations).unwrap_or(u64::MAX);
+            verified.insert((keccak256(&event.header), event.proofHash), confirmations);
+        }
+    }
+    verified
 }
 
 #[cfg(test)]

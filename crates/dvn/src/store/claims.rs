@@ -53,13 +53,15 @@ impl Store {
         Ok(())
     }
 
-    /// Every claim on `dst_eid` naming one of `guids`, one entry per transaction.
+    /// Every claim on `dst_eid` naming one of `guids` (every claim when `None`), one entry per
+    /// transaction.
     pub async fn peer_claims(
         &self,
         dst_eid: u32,
-        guids: &[B256],
+        guids: Option<&[B256]>,
     ) -> Result<Vec<PeerClaim>, StoreError> {
-        let wanted: std::collections::HashSet<&B256> = guids.iter().collect();
+        let wanted: Option<std::collections::HashSet<&B256>> =
+            guids.map(|guids| guids.iter().collect());
         let rows = sqlx::query("SELECT * FROM peer_claims WHERE dst_eid = $1")
             .bind(i64::from(dst_eid))
             .fetch_all(&self.pool)
@@ -67,7 +69,7 @@ impl Store {
         let mut claims: BTreeMap<B256, PeerClaim> = BTreeMap::new();
         for row in &rows {
             let guid = b256_col(row, "guid")?;
-            if !wanted.contains(&guid) {
+            if wanted.as_ref().is_some_and(|w| !w.contains(&guid)) {
                 continue;
             }
             let tx_hash = b256_col(row, "tx_hash")?;
@@ -103,6 +105,16 @@ impl Store {
         .bind(int(mined))
         .execute(&self.pool)
         .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Drops one claimed transaction's entries (its receipt has been applied).
+    pub async fn drop_peer_claim(&self, dst_eid: u32, tx_hash: B256) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM peer_claims WHERE dst_eid = $1 AND tx_hash = $2")
+            .bind(i64::from(dst_eid))
+            .bind(tx_hash.to_vec())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -274,3 +274,119 @@ async fn a_lost_announcement_is_found_by_asking_the_owner_before_a_takeover() {
     assert_eq!(report.duplicates, vec![]);
     assert_eq!(report.execute_transactions, 1);
 }
+
+/// `dvn why <guid> --json` on `node`.
+fn why(node: &dvn_devnet::nodes::DvnNode, guid: &str) -> serde_json::Value {
+    let config = node.config_path.to_str().unwrap();
+    serde_json::from_str(&crate::common::dvn_cli(&[
+        "why", guid, "-c", config, "--json",
+    ]))
+    .unwrap()
+}
+
+/// What another region's mined transaction verified closes the packet here from its receipt;
+/// the claim only names the transaction. A claimed transaction that verified nothing of ours
+/// closes nothing. aws runs alone, so it signs but never has a quorum: nothing of its own —
+/// no turn, no destination check of packets it could submit — closes the packet meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_transaction_closes_only_what_its_receipt_verified() {
+    use alloy::providers::Provider;
+    use alloy::rpc::types::TransactionRequest;
+
+    let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
+    stand.nodes.start(&[0]).await.unwrap();
+    let packets = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    let aws = &stand.nodes.nodes[0];
+    let guid = packets[0].packet.guid.to_string();
+    let signed = eventually(TIMEOUT, Duration::from_millis(200), || async {
+        (why(aws, &guid)["state"] == "signed").then_some(())
+    })
+    .await;
+    assert!(signed.is_some(), "aws never signed: {}", why(aws, &guid));
+
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    let aliyun = dst.roles.dvn_admins[1];
+    let http = crate::common::peer_http(aws, "aliyun", "aws");
+    let claims = format!("{}/v1/claims", aws.peer_url());
+    let claim = |nonce: u64, tx: alloy::primitives::B256| {
+        json!({"version": 1, "dst_eid": dst.eid, "claim": {
+            "sender": aliyun, "nonce": nonce, "tx_hash": tx,
+            "guids": [packets[0].packet.guid],
+        }})
+    };
+    let claim_read = || async {
+        let why = why(aws, &guid);
+        why["peer_claims"].is_null().then_some(why)
+    };
+
+    // A mined transaction of aliyun's submitter that verified nothing: read, dropped, and the
+    // packet stays signed.
+    let nonce = dst
+        .chain
+        .provider
+        .get_transaction_count(aliyun)
+        .await
+        .unwrap();
+    let unrelated = dst
+        .chain
+        .send_tx(
+            "self-transfer",
+            TransactionRequest::default().from(aliyun).to(aliyun),
+        )
+        .await
+        .unwrap();
+    let response = http
+        .post(&claims)
+        .json(&claim(nonce, unrelated.transaction_hash))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let after = eventually(TIMEOUT, Duration::from_millis(200), claim_read)
+        .await
+        .expect("the claim on a mined transaction is read and dropped");
+    assert_eq!(after["state"], "signed", "{after}");
+
+    // aliyun's execute that did verify it (signed with the aliyun and gcp keys): closed here
+    // from the receipt.
+    let nonce = dst
+        .chain
+        .provider
+        .get_transaction_count(aliyun)
+        .await
+        .unwrap();
+    let receipt = stand
+        .devnet
+        .verify_as_dvn_from(Direction::AToB, &packets, &[1, 2], 1)
+        .await
+        .unwrap();
+    let response = http
+        .post(&claims)
+        .json(&claim(nonce, receipt.transaction_hash))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let closed = eventually(TIMEOUT, Duration::from_millis(200), || async {
+        let why = why(aws, &guid);
+        (why["state"] == "verified").then_some(why)
+    })
+    .await
+    .expect("aws closes the packet from aliyun's receipt");
+    let note = closed["last_error"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "aliyun's transaction {}",
+            receipt.transaction_hash
+        )),
+        "{closed}"
+    );
+    let sent = aws.metric_sum("dvn_submissions_total").await.unwrap_or(0.0);
+    assert_eq!(sent, 0.0, "aws sent nothing of its own");
+    let report = stand.assert_invariants(Direction::AToB, &packets).await;
+    assert_eq!(report.duplicates, vec![]);
+}
