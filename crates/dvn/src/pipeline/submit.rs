@@ -46,11 +46,6 @@ use crate::telemetry::PacketStage;
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
 
-/// How long after our own signature a packet's peers' signatures are waited for as pushes
-/// before they are pulled: a signing backlog otherwise pulls every packet it just signed, while
-/// the peers' pushes for it are on their way.
-const PUSH_GRACE_MS: i64 = 1_000;
-
 /// Most packets whose signatures are pulled in one step.
 const PULLS_PER_STEP: usize = 256;
 
@@ -445,9 +440,10 @@ impl SubmitStage {
     }
 
     /// Asks the peers, all at once, for the signatures of every packet still short of a
-    /// quorum (each packet at most once per [`PULL_EVERY`], once its pushes had
-    /// [`PUSH_GRACE_MS`] to arrive, at most [`PULLS_PER_STEP`] a step), and stores those that
-    /// check out.
+    /// quorum (each packet at most once per [`PULL_EVERY`], at most [`PULLS_PER_STEP`] a step),
+    /// and stores those that check out. Pulled at once, not after a grace for the pushes: a
+    /// push arriving before the peer has observed the packet is declined, and a 1 s grace
+    /// cost 0.9 s of p99 latency at 20 packets/s (bench `steady`, one run each).
     /// Concurrent, so one peer that never answers costs one timeout per step, not one per
     /// packet.
     async fn pull_missing(
@@ -470,8 +466,7 @@ impl SubmitStage {
                     .filter(|(signer, _)| signers.contains(signer))
                     .count()
             });
-            let pushed_by_now = now_ms() - row.updated_at_ms >= PUSH_GRACE_MS;
-            if have < quorum && pushed_by_now && self.should_pull(row.packet.guid) {
+            if have < quorum && self.should_pull(row.packet.guid) {
                 let held: Vec<alloy::primitives::Address> = stored
                     .get(&call_hash)
                     .map(|sigs| sigs.iter().map(|(signer, _)| *signer).collect())

@@ -318,6 +318,21 @@ async fn a_claimed_transaction_closes_only_what_its_receipt_verified() {
             "guids": [packets[0].packet.guid],
         }})
     };
+    // aliyun announces its transaction `tx` with nonce `nonce` as carrying the packet.
+    let announce = |nonce: u64, tx: alloy::primitives::B256| {
+        let request = http.post(&claims).json(&claim(nonce, tx));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+        }
+    };
+    let next_nonce = || async {
+        dst.chain
+            .provider
+            .get_transaction_count(aliyun)
+            .await
+            .unwrap()
+    };
     let claim_read = || async {
         let why = why(aws, &guid);
         why["peer_claims"].is_null().then_some(why)
@@ -325,12 +340,7 @@ async fn a_claimed_transaction_closes_only_what_its_receipt_verified() {
 
     // A mined transaction of aliyun's submitter that verified nothing: read, dropped, and the
     // packet stays signed.
-    let nonce = dst
-        .chain
-        .provider
-        .get_transaction_count(aliyun)
-        .await
-        .unwrap();
+    let nonce = next_nonce().await;
     let unrelated = dst
         .chain
         .send_tx(
@@ -339,13 +349,7 @@ async fn a_claimed_transaction_closes_only_what_its_receipt_verified() {
         )
         .await
         .unwrap();
-    let response = http
-        .post(&claims)
-        .json(&claim(nonce, unrelated.transaction_hash))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    announce(nonce, unrelated.transaction_hash).await;
     let after = eventually(TIMEOUT, Duration::from_millis(200), claim_read)
         .await
         .expect("the claim on a mined transaction is read and dropped");
@@ -353,24 +357,13 @@ async fn a_claimed_transaction_closes_only_what_its_receipt_verified() {
 
     // aliyun's execute that did verify it (signed with the aliyun and gcp keys): closed here
     // from the receipt.
-    let nonce = dst
-        .chain
-        .provider
-        .get_transaction_count(aliyun)
-        .await
-        .unwrap();
+    let nonce = next_nonce().await;
     let receipt = stand
         .devnet
         .verify_as_dvn_from(Direction::AToB, &packets, &[1, 2], 1)
         .await
         .unwrap();
-    let response = http
-        .post(&claims)
-        .json(&claim(nonce, receipt.transaction_hash))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    announce(nonce, receipt.transaction_hash).await;
     let closed = eventually(TIMEOUT, Duration::from_millis(200), || async {
         let why = why(aws, &guid);
         (why["state"] == "verified").then_some(why)
