@@ -54,20 +54,11 @@ pub async fn standing(
     if claims.is_empty() {
         return Ok(HashMap::new());
     }
-    let chain = ctx.chain(eid)?;
-    // One agreed read per sender: its next nonce on the destination.
-    let mut next_nonce: BTreeMap<Address, u64> = BTreeMap::new();
-    for claim in &claims {
-        if let std::collections::btree_map::Entry::Vacant(entry) = next_nonce.entry(claim.sender) {
-            let mined = chain.mined_nonce(claim.sender).await?;
-            entry.insert(mined);
-            let lapsed = ctx
-                .store
-                .drop_used_peer_claims(eid, claim.sender, mined)
-                .await?;
-            if lapsed > 0 {
-                tracing::debug!(sender = %claim.sender, mined, "peer claims lapsed: their nonce is used");
-            }
+    let next_nonce = next_nonces(ctx.chain(eid)?, &claims).await?;
+    for (&sender, &mined) in &next_nonce {
+        let lapsed = ctx.store.drop_used_peer_claims(eid, sender, mined).await?;
+        if lapsed > 0 {
+            tracing::debug!(%sender, mined, "peer claims lapsed: their nonce is used");
         }
     }
     let mut held = HashMap::new();
@@ -80,6 +71,20 @@ pub async fn standing(
         }
     }
     Ok(held)
+}
+
+/// Each claiming sender's next nonce on the destination: one agreed read per sender.
+async fn next_nonces(
+    chain: &crate::chain::EvmChain,
+    claims: &[PeerClaim],
+) -> anyhow::Result<BTreeMap<Address, u64>> {
+    let mut next_nonce = BTreeMap::new();
+    for claim in claims {
+        if let std::collections::btree_map::Entry::Vacant(entry) = next_nonce.entry(claim.sender) {
+            entry.insert(chain.mined_nonce(claim.sender).await?);
+        }
+    }
+    Ok(next_nonce)
 }
 
 /// Closes the packets other regions' mined transactions verified, from those transactions'
@@ -101,12 +106,7 @@ pub async fn settle_mined(ctx: &Context, eid: u32) -> anyhow::Result<usize> {
     }
     let chain = ctx.chain(eid)?;
     let dvn = ctx.dvn(eid)?;
-    let mut next_nonce: BTreeMap<Address, u64> = BTreeMap::new();
-    for claim in &claims {
-        if let std::collections::btree_map::Entry::Vacant(entry) = next_nonce.entry(claim.sender) {
-            entry.insert(chain.mined_nonce(claim.sender).await?);
-        }
-    }
+    let next_nonce = next_nonces(chain, &claims).await?;
     let mut closed = 0;
     let mined = claims
         .iter()
