@@ -38,10 +38,18 @@ use super::expiration::too_close;
 use super::rotation::Rotations;
 use super::sign::{canonical_problem, destination_done};
 use super::transactions::TxManager;
-use super::turns::{designated, owner, TAKEOVER_MIN_BLOCKS};
+use super::turns::{
+    catch_up_designation, designated, owner, ROTATION_SLOT_SECS, TAKEOVER_MIN_BLOCKS,
+};
 use super::{claims, execute, Context, Progress, Stage};
-use crate::store::{now_ms, Expect, PacketRow, PacketState};
+use crate::store::{now_ms, Designation, Expect, PacketRow, PacketState};
 use crate::telemetry::PacketStage;
+
+/// Signed packets read per step, lowest nonces of every path first.
+const PAGE: usize = 2_000;
+
+/// Beyond a full page, this region's own share read besides (per designation it owns now).
+const OWN_PAGE: usize = 1_000;
 
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
@@ -240,11 +248,7 @@ impl SubmitStage {
         // Reads through the reader connections, so that a signing backlog's writes (ours and
         // the peers' signatures) do not queue the submission's reads behind them; every move
         // this stage makes is a compare-and-set on the writer, so a read a moment old is safe.
-        let signed = self
-            .ctx
-            .reader
-            .packets(PacketState::Signed, Some(self.eid), 2_000)
-            .await?;
+        let signed = self.page(now, regions.len(), me, takeover).await?;
         let holds = self.ctx.reader.holds().await?;
         let signed: Vec<PacketRow> = signed
             .into_iter()
@@ -401,6 +405,48 @@ impl SubmitStage {
             .await?;
         self.check_others_done(chain, dvn.address, not_ours).await?;
         Ok(ready)
+    }
+
+    /// The signed packets this step looks at: the lowest nonces of every path and, when there
+    /// are more than a page of them, this region's own share besides. A burst's packets share
+    /// a designation (their source blocks fall in one rotation slot), so the lowest 2,000 of a
+    /// backlog are often all one other region's to submit: with that page alone, the other
+    /// regions would wait for it to work through them instead of sending their own share.
+    async fn page(
+        &self,
+        now: u64,
+        regions: usize,
+        me: usize,
+        takeover: u64,
+    ) -> anyhow::Result<Vec<PacketRow>> {
+        let reader = &self.ctx.reader;
+        let mut signed = reader
+            .packets(PacketState::Signed, Some(self.eid), PAGE)
+            .await?;
+        if signed.len() < PAGE || regions < 2 {
+            return Ok(signed);
+        }
+        let mut seen: HashSet<B256> = signed.iter().map(|r| r.packet.guid).collect();
+        // Old packets (a catch-up) in the designation this region owns now, and fresh ones
+        // designated to it.
+        let mut designations = vec![me];
+        if let Some(old) = catch_up_designation(now, regions, takeover, me) {
+            if old != me {
+                designations.insert(0, old);
+            }
+        }
+        for index in designations {
+            let designation = Designation {
+                slot_secs: ROTATION_SLOT_SECS,
+                regions: regions as u64,
+                index: index as u64,
+            };
+            let own = reader
+                .packets_designated(PacketState::Signed, self.eid, designation, OWN_PAGE)
+                .await?;
+            signed.extend(own.into_iter().filter(|r| seen.insert(r.packet.guid)));
+        }
+        Ok(signed)
     }
 
     /// Packets with a quorum that another region is to submit: now and then, look whether

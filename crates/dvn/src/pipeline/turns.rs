@@ -71,6 +71,24 @@ pub fn catch_up_owner(
     usize::try_from((first + (now / round) % count) % count).ok()
 }
 
+/// The designation whose old packets (past their first round) are `me`'s to start at `now`
+/// under [`catch_up_owner`]; `None` in a window's quiet end, when nobody starts any.
+pub fn catch_up_designation(
+    now: u64,
+    regions: usize,
+    takeover_secs: u64,
+    me: usize,
+) -> Option<usize> {
+    let count = regions.max(1) as u64;
+    let window = takeover_secs.max(2);
+    let round = window * count;
+    if now % round >= round - window / 2 {
+        return None;
+    }
+    let k = (now / round) % count;
+    usize::try_from((me as u64 % count + count - k) % count).ok()
+}
+
 /// Destination blocks that must follow a packet's quorum before a region other than the
 /// designated one submits it: a stalled destination (the owner's transaction waiting in its
 /// pool) hands the packet to nobody.
@@ -151,6 +169,23 @@ mod tests {
         };
         assert_eq!(active(120), 15);
         assert_eq!(active(10_020), 25);
+    }
+
+    #[test]
+    fn the_catch_up_designation_is_exactly_the_one_whose_old_packets_a_region_owns() {
+        for regions in 1..=4usize {
+            for now in 10_000..10_400u64 {
+                for me in 0..regions {
+                    let mine = catch_up_designation(now, regions, 10, me);
+                    for d in 0..regions as u64 {
+                        // A source block in a slot of designation d, long past its first round.
+                        let source = d * ROTATION_SLOT_SECS;
+                        let owned = catch_up_owner(source, now, regions, 10) == Some(me);
+                        assert_eq!(owned, mine == Some(d as usize), "{regions} {now} {me} {d}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -104,6 +104,16 @@ pub struct HaltedPath {
     pub halted_at_ms: i64,
 }
 
+/// The packets one region is designated for: those whose source block time falls in a
+/// rotation slot (`slot_secs` long) whose index, modulo `regions`, is `index`
+/// (`pipeline::turns::designated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Designation {
+    pub slot_secs: u64,
+    pub regions: u64,
+    pub index: u64,
+}
+
 /// Binds a path's four key columns (src eid, sender, dst eid, receiver) to the next four
 /// parameters of a query.
 trait BindPath {
@@ -638,16 +648,48 @@ impl Store {
         dst_eid: Option<u32>,
         limit: usize,
     ) -> Result<Vec<PacketRow>, StoreError> {
+        self.page(state, dst_eid, None, limit).await
+    }
+
+    /// Like [`Store::packets`], only packets whose source block time falls in a rotation slot
+    /// of the given designation: the submit stage's own share of a backlog larger than its
+    /// page, whose lowest nonces may all be designated to another region.
+    pub async fn packets_designated(
+        &self,
+        state: PacketState,
+        dst_eid: u32,
+        designation: Designation,
+        limit: usize,
+    ) -> Result<Vec<PacketRow>, StoreError> {
+        self.page(state, Some(dst_eid), Some(designation), limit)
+            .await
+    }
+
+    async fn page(
+        &self,
+        state: PacketState,
+        dst_eid: Option<u32>,
+        designation: Option<Designation>,
+        limit: usize,
+    ) -> Result<Vec<PacketRow>, StoreError> {
+        // Without a designation the slot length binds as 0: NULLIF makes the division NULL
+        // (never a division by zero: neither backend promises to short-circuit the OR).
+        let (slot_secs, regions, index) =
+            designation.map_or((0, 1, 0), |d| (d.slot_secs, d.regions.max(1), d.index));
         let rows = sqlx::query(
             "SELECT * FROM (SELECT p.*, ROW_NUMBER() OVER (PARTITION BY src_eid, sender, dst_eid, receiver \
              ORDER BY nonce) AS path_rank FROM packets p WHERE state = $1 AND ($2 < 0 OR dst_eid = $2) \
-             AND (retry_at_ms IS NULL OR retry_at_ms <= $4)) ranked \
+             AND (retry_at_ms IS NULL OR retry_at_ms <= $4) \
+             AND ($5 = 0 OR (block_timestamp / NULLIF($5, 0)) % $6 = $7)) ranked \
              ORDER BY path_rank, src_eid, sender, dst_eid, receiver LIMIT $3",
         )
         .bind(state.as_str())
         .bind(dst_eid.map_or(-1, i64::from))
         .bind(int(limit as u64))
         .bind(now_ms())
+        .bind(int(slot_secs))
+        .bind(int(regions))
+        .bind(int(index))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(PacketRow::from_row).collect()

@@ -512,6 +512,56 @@ async fn deferred_packets_leave_the_page_and_paths_share_it(store: Store) {
     assert_eq!(page.len(), 6);
 }
 
+/// A region's own share of a backlog: only packets whose source block falls in a rotation
+/// slot of its designation, lowest nonces first, whatever lies below them.
+async fn a_designated_page_holds_only_that_designations_packets(store: Store) {
+    // Nonces 1..=12, source blocks a minute apart: slots 0, 1, 2, 0, 1, 2, … of 3 regions.
+    let packets: Vec<NewPacket> = (1..=12u64)
+        .map(|n| NewPacket {
+            block_timestamp: 1_700_000_040 + 60 * (n - 1),
+            ..packet(n, 0xa1)
+        })
+        .collect();
+    store
+        .record_scan(30101, &packets, &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let slot = |n: u64| (1_700_000_040 + 60 * (n - 1)) / 60 % 3;
+    for index in 0..3u64 {
+        let designation = dvn::store::Designation {
+            slot_secs: 60,
+            regions: 3,
+            index,
+        };
+        let page = store
+            .packets_designated(PacketState::Observed, 30212, designation, 3)
+            .await
+            .unwrap();
+        let nonces: Vec<u64> = page.iter().map(|r| r.packet.nonce).collect();
+        let expected: Vec<u64> = (1..=12).filter(|n| slot(*n) == index).take(3).collect();
+        assert_eq!(nonces, expected, "designation {index}");
+    }
+    // Another destination has none; the plain page still sees everything.
+    let designation = dvn::store::Designation {
+        slot_secs: 60,
+        regions: 3,
+        index: 0,
+    };
+    assert!(store
+        .packets_designated(PacketState::Observed, 30101, designation, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .packets(PacketState::Observed, None, 20)
+            .await
+            .unwrap()
+            .len(),
+        12
+    );
+}
+
 /// Retention: finished packets older than the cut are deleted with their signatures; open
 /// ones, recent ones and those waiting for an operator stay; a reader handle sees the same data.
 async fn prune_keeps_what_is_open_recent_or_waiting(store: Store) {
@@ -717,6 +767,7 @@ both_backends!(
     concurrent_moves_on_one_snapshot_apply_once,
     illegal_moves_are_refused_and_halted_paths_round_trip,
     deferred_packets_leave_the_page_and_paths_share_it,
+    a_designated_page_holds_only_that_designations_packets,
     prune_keeps_what_is_open_recent_or_waiting,
     counts_follow_every_insert_move_and_delete,
     signatures_and_readiness_are_read_and_marked_for_many_packets_at_once,
