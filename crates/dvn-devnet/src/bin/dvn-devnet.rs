@@ -420,6 +420,9 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     // on the cores the nodes share. The packet behind the first waiting one is looked at too,
     // so a first verification out of order is still timed.
     let mut waiting: std::collections::VecDeque<&_> = packets.iter().collect();
+    // A line every 10 s on stderr: where a long drain stands (the shape of its curve says
+    // which stage holds it up).
+    let mut last_progress = Instant::now();
     while verified_at.is_none() {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -440,6 +443,14 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
             if waiting.len() < packets.len() || beyond {
                 first_verified = Some(started.elapsed());
             }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(10) {
+            last_progress = Instant::now();
+            eprintln!(
+                "bench: {:>6.1} s · the lowest {} of {messages} nonces verified",
+                started.elapsed().as_secs_f64(),
+                packets.len() - waiting.len()
+            );
         }
         if waiting.is_empty() {
             verified_at = Some(started.elapsed());
