@@ -27,6 +27,7 @@ pub mod load;
 pub mod nodes;
 pub mod objstore;
 pub mod proxy;
+pub mod softhsm;
 pub mod wait;
 
 pub use chain::{Chain, ChainError, Mining};

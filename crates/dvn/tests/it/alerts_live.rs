@@ -56,7 +56,7 @@ async fn resolves(webhook: &Webhook, mark: usize, alertname: &str, instance: Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
     let devnet = Devnet::start(DevnetConfig {
         extra_signers: vec![hsm_signer],
@@ -171,7 +171,7 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
 
     // aws's HSM goes away: DvnHsmDisconnected (P2); back, resolved.
     let mark = webhook.mark();
-    hsm.disconnect();
+    hsm.disconnect().unwrap();
     fires(
         &webhook,
         &stack,
@@ -193,7 +193,7 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         "team",
     )
     .await;
-    hsm.reconnect();
+    hsm.reconnect().unwrap();
     resolves(&webhook, mark, "DvnHsmDisconnected", Some("aws")).await;
     resolves(&webhook, mark, "DvnNotReady", Some("aws")).await;
 

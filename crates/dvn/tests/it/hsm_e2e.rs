@@ -10,7 +10,7 @@ use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
     let devnet = Devnet::start(DevnetConfig {
         extra_signers: vec![hsm_signer],
@@ -37,7 +37,7 @@ async fn a_region_signing_through_the_hsm_verifies_with_one_other_region() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_hsm_key_is_not_an_on_chain_signer_refuses_to_start() {
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
     let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
     stand.use_hsm(0, &hsm, "aws-signer", hsm_signer);

@@ -58,7 +58,7 @@ async fn signer_up(node: &DvnNode) -> Option<f64> {
 async fn kms_hsm_and_keystore_regions_verify_and_survive_an_hsm_outage() {
     let moto = MotoServer::start().await.unwrap();
     let (kms_key, kms_signer) = create_kms_key(&moto).await;
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "gcp-signer", PIN).unwrap();
     let devnet = Devnet::start(DevnetConfig {
         extra_signers: vec![kms_signer, hsm_signer],
@@ -117,7 +117,7 @@ async fn kms_hsm_and_keystore_regions_verify_and_survive_an_hsm_outage() {
     }
 
     // Phase 2: gcp's HSM goes away. gcp reports it; aws + aliyun (keystore) keep verifying.
-    hsm.disconnect();
+    hsm.disconnect().unwrap();
     let gcp = &stand.nodes.nodes[GCP];
     let down = eventually(TIMEOUT, Duration::from_millis(200), || async {
         let body = ready(gcp).await?;
@@ -138,7 +138,7 @@ async fn kms_hsm_and_keystore_regions_verify_and_survive_an_hsm_outage() {
     assert!(stand.nodes.nodes[GCP].is_running(), "gcp kept running");
 
     // Phase 3: the HSM is back; gcp signs again without a restart.
-    hsm.reconnect();
+    hsm.reconnect().unwrap();
     let gcp = &stand.nodes.nodes[GCP];
     let back = eventually(TIMEOUT, Duration::from_millis(200), || async {
         let body = ready(gcp).await?;

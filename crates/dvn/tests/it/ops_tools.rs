@@ -88,7 +88,7 @@ async fn doctor_until_healthy(config: &str) -> Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() {
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let hsm_signer = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-signer", PIN).unwrap();
     let devnet = Devnet::start(DevnetConfig {
         extra_signers: vec![hsm_signer],
@@ -159,7 +159,7 @@ async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() 
     assert_eq!(run.code, 1);
 
     // The HSM goes away: P2 naming the key, with the HSM runbook.
-    hsm.disconnect();
+    hsm.disconnect().unwrap();
     let run = doctor_until_failed(&config, &[], "hsm/kms: signer").await;
     let f = finding(&run, "hsm/kms: signer");
     assert_eq!(f["severity"], "P2");
@@ -193,7 +193,7 @@ async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() 
         !reason.is_empty() && reason != dvn::api::HIDDEN_ERROR,
         "the admin side names the cause: {full}"
     );
-    hsm.reconnect();
+    hsm.reconnect().unwrap();
     doctor_until_healthy(&config).await;
 
     // Its only RPC endpoint for chain A fails: block sync P2.

@@ -1,75 +1,14 @@
 //! The PKCS#11 backend against a real SoftHSM2 token created by the test (temporary
 //! `SOFTHSM2_CONF`, non-extractable key generated inside the token).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use alloy::primitives::{keccak256, B256};
 use dvn::config::{KeyConfig, SigningConfig};
 use dvn::signer::pkcs11::{HsmError, Pkcs11Signer};
 use dvn::signer::KeyHandle;
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-pub const TOKEN: &str = "dvn-test";
-pub const PIN: &str = "4321-user-pin";
-
-/// A SoftHSM2 token store in a temp dir, with one initialised token.
-pub struct SoftHsm {
-    _dir: tempfile::TempDir,
-    pub conf: PathBuf,
-}
-
-impl SoftHsm {
-    pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens.display()),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN,
-                "--so-pin",
-                "87654321",
-                "--pin",
-                PIN,
-            ])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util is installed by scripts/setup.sh");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The PKCS#11 library reads this when the process first initialises it (once per
-        // process: nextest runs every test in its own process).
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        Self { _dir: dir, conf }
-    }
-}
-
-impl SoftHsm {
-    fn tokens(&self) -> PathBuf {
-        self._dir.path().join("tokens")
-    }
-
-    /// Makes the token store unreachable, as an HSM that went away.
-    pub fn disconnect(&self) {
-        std::fs::rename(self.tokens(), self._dir.path().join("tokens.offline")).unwrap();
-    }
-
-    pub fn reconnect(&self) {
-        std::fs::rename(self._dir.path().join("tokens.offline"), self.tokens()).unwrap();
-    }
-}
+pub use dvn_devnet::softhsm::{SoftHsm, MODULE, PIN, TOKEN};
 
 fn module() -> &'static Path {
     Path::new(MODULE)
@@ -77,7 +16,7 @@ fn module() -> &'static Path {
 
 #[tokio::test]
 async fn a_generated_token_key_signs_100_digests_that_all_recover() {
-    let _hsm = SoftHsm::new();
+    let _hsm = SoftHsm::create().unwrap();
     let address = Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN).unwrap();
     assert!(matches!(
         Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN),
@@ -131,7 +70,7 @@ async fn a_generated_token_key_signs_100_digests_that_all_recover() {
 
 #[tokio::test]
 async fn wrong_pin_missing_token_and_wrong_label_name_the_cause_but_never_the_pin() {
-    let _hsm = SoftHsm::new();
+    let _hsm = SoftHsm::create().unwrap();
     Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN).unwrap();
 
     let wrong_pin = "0000-wrong-pin";
@@ -166,7 +105,7 @@ async fn wrong_pin_missing_token_and_wrong_label_name_the_cause_but_never_the_pi
 /// cannot be written; uses record their outcome; the PIN appears nowhere.
 #[test]
 fn keys_commands_generate_list_and_test_sign_through_the_binary_and_are_audited() {
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let conf = hsm.conf.to_str().unwrap().to_string();
     let dvn = |args: &[&str]| {
         let (code, text) =
@@ -295,7 +234,7 @@ fn keys_commands_generate_list_and_test_sign_through_the_binary_and_are_audited(
 /// signs again without a restart.
 #[tokio::test]
 async fn an_hsm_lost_mid_run_reports_down_and_resumes_when_back() {
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let address = Pkcs11Signer::generate(module(), TOKEN, "dvn-signer", PIN).unwrap();
     std::env::set_var("DVN_TEST_HSM_PIN", PIN);
     let config = KeyConfig::Pkcs11 {
@@ -314,7 +253,7 @@ async fn an_hsm_lost_mid_run_reports_down_and_resumes_when_back() {
     assert_eq!(handle.address(), address);
     handle.sign_digest(B256::repeat_byte(1)).await.unwrap();
 
-    hsm.disconnect();
+    hsm.disconnect().unwrap();
     let err = handle
         .sign_digest(B256::repeat_byte(2))
         .await
@@ -323,7 +262,7 @@ async fn an_hsm_lost_mid_run_reports_down_and_resumes_when_back() {
     assert!(!handle.health().up(), "down after: {err}");
     assert!(!err.contains(PIN));
 
-    hsm.reconnect();
+    hsm.reconnect().unwrap();
     assert!(
         handle.probe(std::time::Duration::from_secs(1)).await,
         "{:?}",

@@ -34,7 +34,7 @@ fn rotate(node: &dvn_devnet::nodes::DvnNode, token: &str, args: &[&str]) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_rotates_its_signer_into_the_hsm_while_messages_flow() {
-    let hsm = SoftHsm::new();
+    let hsm = SoftHsm::create().unwrap();
     let next = Pkcs11Signer::generate(MODULE.as_ref(), TOKEN, "aws-next", PIN).unwrap();
     let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
     let old = stand.devnet.signers[0].address();
