@@ -31,6 +31,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_bad_events_total", "counter", "Events that failed to decode"),
     ("dvn_peer_up", "gauge", "1 when a peer answered its last health check or signature pull"),
     ("dvn_peer_push_total", "counter", "Signature pushes to peers by outcome"),
+    ("dvn_peer_pulls_total", "counter", "Signature pull requests sent to each peer"),
     ("dvn_peer_signatures_rejected_total", "counter", "Peer signatures rejected by reason"),
     ("dvn_submissions_total", "counter", "DVN.execute transactions broadcast"),
     ("dvn_submission_replacements_total", "counter", "Fee-bumped replacements of stuck transactions"),

@@ -491,12 +491,30 @@ struct Costs {
     rpc_requests_per_packet: f64,
     rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
     peak_rss_mib: Vec<(String, Option<f64>)>,
+    /// Signature pushes to peers per packet by outcome (`dvn_peer_push_total`), and pull
+    /// requests per packet (`dvn_peer_pulls_total`), the three nodes together.
+    peer_pushes_per_packet: std::collections::BTreeMap<String, f64>,
+    peer_pulls_per_packet: f64,
     /// Where a packet's time went, stage by stage (`dvn_stage_seconds` of the three nodes).
     stages: Vec<StageTiming>,
     conditions: Conditions,
 }
 
 impl Costs {
+    /// Pushes by outcome and pulls per packet, the three nodes together.
+    fn peer_line(&self) -> String {
+        let pushes: Vec<String> = self
+            .peer_pushes_per_packet
+            .iter()
+            .map(|(outcome, n)| format!("{outcome} {n:.2}"))
+            .collect();
+        format!(
+            "pushes {} · pull requests {:.2}",
+            pushes.join(", "),
+            self.peer_pulls_per_packet
+        )
+    }
+
     /// Peak RSS per node, as `region N MiB, …`.
     fn rss_line(&self) -> String {
         let rss: Vec<String> = self
@@ -546,24 +564,25 @@ async fn costs(
     let rpc_requests = nodes.metric_sum("dvn_rpc_requests_total").await;
     // Per method, for the three nodes together.
     let mut rpc_by_method: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut peer_pushes: std::collections::BTreeMap<String, f64> = Default::default();
     let mut texts = Vec::new();
     for node in &nodes.nodes {
         let text = node.metrics().await.unwrap_or_default();
         for line in text
             .lines()
+            .filter(|l| l.starts_with("dvn_peer_push_total{"))
+        {
+            let outcome = label_of(line, "outcome").unwrap_or("?");
+            *peer_pushes.entry(outcome.to_string()).or_default() +=
+                sample_value(line) / messages.max(1) as f64;
+        }
+        for line in text
+            .lines()
             .filter(|l| l.starts_with("dvn_rpc_requests_total{"))
         {
-            let method = line
-                .split("method=\"")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or("?");
-            let value: f64 = line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
-            *rpc_by_method.entry(method.to_string()).or_default() += value / messages.max(1) as f64;
+            let method = label_of(line, "method").unwrap_or("?");
+            *rpc_by_method.entry(method.to_string()).or_default() +=
+                sample_value(line) / messages.max(1) as f64;
         }
         texts.push(text);
     }
@@ -577,10 +596,26 @@ async fn costs(
         gas_per_packet: gas / messages.max(1) as u64,
         rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
         rpc_requests_per_packet_by_method: rpc_by_method,
+        peer_pushes_per_packet: peer_pushes,
+        peer_pulls_per_packet: nodes.metric_sum("dvn_peer_pulls_total").await
+            / messages.max(1) as f64,
         peak_rss_mib: rss,
         stages: stage_timings(&texts),
         conditions: Conditions::now(dvn_bin),
     })
+}
+
+/// A label's value in one line of Prometheus' text format.
+fn label_of<'a>(line: &'a str, label: &str) -> Option<&'a str> {
+    line.split(&format!("{label}=\"")).nth(1)?.split('"').next()
+}
+
+/// The sample value at the end of one line of Prometheus' text format (0 when unreadable).
+fn sample_value(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Under what conditions figures were taken: they move with the machine's load.
@@ -690,6 +725,7 @@ impl Figures {
             .map(|(m, n)| format!("{m} {n:.1}"))
             .collect();
         println!("    by method                 {}", by_method.join(", "));
+        println!("  peer messages per packet    {}", self.costs.peer_line());
         println!("  per stage, mean / p99       {}", self.costs.stages_line());
         println!("  peak RSS per node           {}", self.costs.rss_line());
         println!(
