@@ -58,6 +58,7 @@ pub fn admin_router(ctx: Arc<Context>) -> Router {
 pub fn peer_router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/v1/signatures", post(server::push))
+        .route("/v1/signature-batches", post(server::push_batch))
         .route("/v1/signatures/{call_hash}", get(server::pull))
         .route("/v1/claims", post(server::claim))
         .route("/v1/claims/query", post(server::query_claims))

@@ -20,6 +20,38 @@ pub struct SignaturePush {
     pub signature: Bytes,
 }
 
+/// Most signatures one [`SignatureBatch`] carries (about 290 bytes each in JSON: 48 stay
+/// inside [`MAX_BODY_BYTES`]).
+pub const MAX_BATCH_SIGNATURES: usize = 48;
+
+/// One signature in a [`SignatureBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchedSignature {
+    pub call_hash: B256,
+    pub signer: Address,
+    pub signature: Bytes,
+}
+
+/// `POST /v1/signature-batches`: several signatures in one request, each checked and
+/// answered on its own. A signing backlog produces hundreds of signatures a second; one
+/// request each would spend the nodes' CPU on HTTP and TLS and run into the listener's
+/// per-peer rate limit. A peer that predates this answers 404 and gets single pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureBatch {
+    pub version: u8,
+    pub signatures: Vec<BatchedSignature>,
+}
+
+/// Answer to a [`SignatureBatch`]: one reply per signature, in the batch's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchReply {
+    pub version: u8,
+    pub replies: Vec<PushReply>,
+}
+
 /// Answer to a push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +215,21 @@ mod tests {
             "0x01",
         );
         assert!(serde_json::from_str::<SignaturePush>(&short_hash).is_err());
+    }
+
+    #[test]
+    fn a_full_batch_fits_the_body_limit() {
+        let entry = BatchedSignature {
+            call_hash: B256::repeat_byte(0xff),
+            signer: Address::repeat_byte(0xff),
+            signature: Bytes::from(vec![0xff; 65]),
+        };
+        let batch = SignatureBatch {
+            version: PROTOCOL_VERSION,
+            signatures: vec![entry; MAX_BATCH_SIGNATURES],
+        };
+        let body = serde_json::to_vec(&batch).unwrap();
+        assert!(body.len() < MAX_BODY_BYTES, "{} bytes", body.len());
     }
 
     #[test]

@@ -11,14 +11,14 @@ use axum::Json;
 
 use super::listener::PeerName;
 use super::protocol::{
-    check_signature, ClaimList, ClaimPush, ClaimQuery, PushReply, Rejection, RotationProposal,
-    SignatureEntry, SignatureList, SignaturePush, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH,
-    PROTOCOL_VERSION,
+    check_signature, BatchReply, ClaimList, ClaimPush, ClaimQuery, PushReply, Rejection,
+    RotationProposal, SignatureBatch, SignatureEntry, SignatureList, SignaturePush,
+    MAX_BATCH_SIGNATURES, MAX_CLAIM_GUIDS, MAX_SIGNATURES_PER_HASH, PROTOCOL_VERSION,
 };
 use crate::pipeline::Context;
 
 fn rejected(why: Rejection) -> (StatusCode, Json<PushReply>) {
-    metrics::counter!("dvn_peer_signatures_rejected_total", "peer" => "push", "reason" => why.label()).increment(1);
+    count_rejection(why);
     refusal(why)
 }
 
@@ -45,6 +45,71 @@ fn refusal(why: Rejection) -> (StatusCode, Json<PushReply>) {
     )
 }
 
+/// Why a pushed signature was not stored.
+enum NotStored {
+    Rejected(Rejection),
+    /// The store could not take it now (unreachable, or the group commit's queue full): the
+    /// pusher gives up, and the signature is pulled later.
+    Unavailable,
+}
+
+/// Checks one pushed signature — over a param hash we know, from an on-chain signer of
+/// that param's DVN — and stores it through the group commit.
+async fn store_pushed(
+    ctx: &Context,
+    call_hash: B256,
+    signer: alloy::primitives::Address,
+    bytes: &[u8],
+) -> Result<(), NotStored> {
+    // A packet's param, or one of a signer rotation's two.
+    // Looked up through the reader connections: under a backlog pushes come by the hundred
+    // a second, and the pipeline's writer connection has better things to do.
+    let dst_eid = match ctx.reader.packet_by_call_hash(call_hash).await {
+        Ok(Some(p)) => p.packet.dst_eid,
+        Ok(None) => match ctx.reader.rotation_by_call_hash(call_hash).await {
+            Ok(Some(r)) => r.dst_eid,
+            Ok(None) => return Err(NotStored::Rejected(Rejection::UnknownHash)),
+            Err(e) => {
+                tracing::warn!("peer push: store unavailable: {e}");
+                return Err(NotStored::Unavailable);
+            }
+        },
+        Err(e) => {
+            tracing::warn!("peer push: store unavailable: {e}");
+            return Err(NotStored::Unavailable);
+        }
+    };
+    let Ok(dvn) = ctx.dvn(dst_eid) else {
+        return Err(NotStored::Rejected(Rejection::UnknownHash));
+    };
+    let signature = check_signature(call_hash, signer, bytes, &dvn.signers).map_err(|why| {
+        tracing::warn!(%call_hash, %signer, "rejected pushed signature: {why}");
+        NotStored::Rejected(why)
+    })?;
+    match ctx
+        .signature_writer
+        .insert(call_hash, signer, signature.as_bytes().to_vec(), "peer")
+        .await
+    {
+        Ok(_) => {
+            ctx.wake.submit.notify_one();
+            Ok(())
+        }
+        Err(crate::store::GroupCommitError::Busy) => {
+            tracing::debug!("peer push: too many signatures waiting to be stored");
+            Err(NotStored::Unavailable)
+        }
+        Err(e) => {
+            tracing::warn!("peer push: store write failed: {e}");
+            Err(NotStored::Unavailable)
+        }
+    }
+}
+
+fn count_rejection(why: Rejection) {
+    metrics::counter!("dvn_peer_signatures_rejected_total", "peer" => "push", "reason" => why.label()).increment(1);
+}
+
 /// `POST /v1/signatures`.
 pub async fn push(
     State(ctx): State<Arc<Context>>,
@@ -64,69 +129,74 @@ pub async fn push(
     if push.version != PROTOCOL_VERSION {
         return rejected(Rejection::Version);
     }
-    // A packet's param, or one of a signer rotation's two.
-    // Looked up through the reader connections: under a backlog pushes come by the hundred
-    // a second, and the pipeline's writer connection has better things to do.
-    let dst_eid = match ctx.reader.packet_by_call_hash(push.call_hash).await {
-        Ok(Some(p)) => p.packet.dst_eid,
-        Ok(None) => match ctx.reader.rotation_by_call_hash(push.call_hash).await {
-            Ok(Some(r)) => r.dst_eid,
-            Ok(None) => return rejected(Rejection::UnknownHash),
-            Err(e) => {
-                tracing::warn!("peer push: store unavailable: {e}");
-                return store_unavailable();
-            }
-        },
-        Err(e) => {
-            tracing::warn!("peer push: store unavailable: {e}");
-            return store_unavailable();
-        }
-    };
-    let Ok(dvn) = ctx.dvn(dst_eid) else {
-        return rejected(Rejection::UnknownHash);
-    };
-    let signature = match check_signature(
-        push.call_hash,
-        push.signer,
-        &push.signature,
-        &dvn.signers,
-    ) {
-        Ok(s) => s,
-        Err(why) => {
-            tracing::warn!(call_hash = %push.call_hash, signer = %push.signer, "rejected pushed signature: {why}");
-            return rejected(why);
-        }
-    };
-    match ctx
-        .signature_writer
-        .insert(
-            push.call_hash,
-            push.signer,
-            signature.as_bytes().to_vec(),
-            "peer",
-        )
-        .await
-    {
-        Ok(_) => {
-            ctx.wake.submit.notify_one();
-            (
-                StatusCode::OK,
-                Json(PushReply {
-                    accepted: true,
-                    reason: None,
-                }),
-            )
-        }
-        Err(crate::store::GroupCommitError::Busy) => {
-            // Overloaded for the moment: the pusher gives up, and its signature is pulled later.
-            tracing::debug!("peer push: too many signatures waiting to be stored");
-            store_unavailable()
-        }
-        Err(e) => {
-            tracing::warn!("peer push: store write failed: {e}");
-            store_unavailable()
-        }
+    match store_pushed(&ctx, push.call_hash, push.signer, &push.signature).await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(PushReply {
+                accepted: true,
+                reason: None,
+            }),
+        ),
+        Err(NotStored::Rejected(why)) => rejected(why),
+        Err(NotStored::Unavailable) => store_unavailable(),
     }
+}
+
+/// `POST /v1/signature-batches`: each signature checked and stored as a single push would
+/// be (side by side, so they share group commits), each answered on its own; the batch as a
+/// whole is refused only when it is malformed or larger than [`MAX_BATCH_SIGNATURES`].
+pub async fn push_batch(
+    State(ctx): State<Arc<Context>>,
+    body: Result<Json<SignatureBatch>, JsonRejection>,
+) -> Result<Json<BatchReply>, (StatusCode, Json<PushReply>)> {
+    let batch = match body {
+        Ok(Json(batch)) => batch,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            tracing::warn!("peer batch push: body over the size limit");
+            return Err(rejected(Rejection::TooLarge));
+        }
+        Err(e) => {
+            tracing::warn!("peer batch push: malformed request: {e}");
+            return Err(rejected(Rejection::BadRequest));
+        }
+    };
+    if batch.version != PROTOCOL_VERSION {
+        return Err(rejected(Rejection::Version));
+    }
+    if batch.signatures.is_empty() || batch.signatures.len() > MAX_BATCH_SIGNATURES {
+        return Err(rejected(Rejection::BadRequest));
+    }
+    let stored = futures::future::join_all(
+        batch
+            .signatures
+            .iter()
+            .map(|s| store_pushed(&ctx, s.call_hash, s.signer, &s.signature)),
+    )
+    .await;
+    let replies = stored
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(()) => PushReply {
+                accepted: true,
+                reason: None,
+            },
+            Err(NotStored::Rejected(why)) => {
+                count_rejection(why);
+                PushReply {
+                    accepted: false,
+                    reason: Some(why.to_string()),
+                }
+            }
+            Err(NotStored::Unavailable) => PushReply {
+                accepted: false,
+                reason: Some("store unavailable, pull it later".into()),
+            },
+        })
+        .collect();
+    Ok(Json(BatchReply {
+        version: PROTOCOL_VERSION,
+        replies,
+    }))
 }
 
 /// `GET /v1/signatures/{call_hash}`.

@@ -82,11 +82,65 @@ async fn bad_peer_signatures_are_refused_and_counted() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 413, "oversized body");
+    // The same checks for each signature of a batch, each answered on its own; a batch that
+    // is malformed as a whole is refused as a whole.
+    let batches = format!("{}/v1/signature-batches", stand.nodes.nodes[0].peer_url());
+    let entry = |signer: alloy::primitives::Address, call_hash: B256, signature: Bytes| json!({"call_hash": call_hash, "signer": signer, "signature": signature});
+    let unknown = B256::repeat_byte(0x5a);
+    let body = json!({"version": 1, "signatures": [
+        entry(member.address(), known, sig(member, known)),
+        entry(outsider.address(), known, sig(&outsider, known)),
+        entry(member.address(), known, sig(member, B256::repeat_byte(9))),
+        entry(member.address(), unknown, sig(member, unknown)),
+    ]});
+    let response = http.post(&batches).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let reply: serde_json::Value = response.json().await.unwrap();
+    let answers: Vec<(bool, String)> = reply["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["accepted"].as_bool().unwrap(),
+                r["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (true, String::new()),
+            (
+                false,
+                "signer is not in the DVN's on-chain signer set".into()
+            ),
+            (
+                false,
+                "signature does not recover to the claimed signer".into()
+            ),
+            (false, "unknown param hash".into()),
+        ]
+    );
+    let one = entry(member.address(), known, sig(member, known));
+    let batch_cases = [
+        ("empty", json!({"version": 1, "signatures": []})),
+        (
+            "more than 48",
+            json!({"version": 1, "signatures": vec![one.clone(); 49]}),
+        ),
+        ("wrong version", json!({"version": 9, "signatures": [one]})),
+    ];
+    for (what, body) in batch_cases {
+        let response = http.post(&batches).json(&body).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "batch: {what}");
+    }
+
     let rejected = stand.nodes.nodes[0]
         .metric_sum("dvn_peer_signatures_rejected_total")
         .await
         .unwrap();
-    assert!(rejected >= 6.0, "rejections counted: {rejected}");
+    assert!(rejected >= 11.0, "rejections counted: {rejected}");
 
     // Claims on pending transactions: only for the region's own submitter account, with
     // some packets and not too many. One that counts lapses by itself (its nonce is used).
