@@ -742,6 +742,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         reader,
         signature_writer,
+        early_signatures: Default::default(),
         config,
         store,
         chains,

@@ -45,6 +45,24 @@ fn refusal(why: Rejection) -> (StatusCode, Json<PushReply>) {
     )
 }
 
+/// What became of a pushed signature that was taken.
+enum Kept {
+    Stored,
+    /// Over a param this node has not signed yet, from an on-chain signer: held in memory
+    /// until it does.
+    Held,
+}
+
+impl Kept {
+    fn reply(self) -> PushReply {
+        PushReply {
+            accepted: true,
+            reason: matches!(self, Self::Held)
+                .then(|| "held until this node signs that param".to_string()),
+        }
+    }
+}
+
 /// Why a pushed signature was not stored.
 enum NotStored {
     Rejected(Rejection),
@@ -60,7 +78,7 @@ async fn store_pushed(
     call_hash: B256,
     signer: alloy::primitives::Address,
     bytes: &[u8],
-) -> Result<(), NotStored> {
+) -> Result<Kept, NotStored> {
     // A packet's param, or one of a signer rotation's two.
     // Looked up through the reader connections: under a backlog pushes come by the hundred
     // a second, and the pipeline's writer connection has better things to do.
@@ -68,7 +86,7 @@ async fn store_pushed(
         Ok(Some(p)) => p.packet.dst_eid,
         Ok(None) => match ctx.reader.rotation_by_call_hash(call_hash).await {
             Ok(Some(r)) => r.dst_eid,
-            Ok(None) => return Err(NotStored::Rejected(Rejection::UnknownHash)),
+            Ok(None) => return hold_early(ctx, call_hash, signer, bytes),
             Err(e) => {
                 tracing::warn!("peer push: store unavailable: {e}");
                 return Err(NotStored::Unavailable);
@@ -93,7 +111,7 @@ async fn store_pushed(
     {
         Ok(_) => {
             ctx.wake.submit.notify_one();
-            Ok(())
+            Ok(Kept::Stored)
         }
         Err(crate::store::GroupCommitError::Busy) => {
             tracing::debug!("peer push: too many signatures waiting to be stored");
@@ -103,6 +121,35 @@ async fn store_pushed(
             tracing::warn!("peer push: store write failed: {e}");
             Err(NotStored::Unavailable)
         }
+    }
+}
+
+/// A push over a hash this node does not know (yet): held when it recovers to a member of
+/// one of our DVNs' on-chain signer sets, declined otherwise. Which DVN it is for is only known
+/// once this node signs the param; the sign stage checks it against that DVN's set again.
+fn hold_early(
+    ctx: &Context,
+    call_hash: B256,
+    signer: alloy::primitives::Address,
+    bytes: &[u8],
+) -> Result<Kept, NotStored> {
+    let members: Vec<alloy::primitives::Address> = ctx
+        .dvns
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .flat_map(|dvn| dvn.signers.iter().copied())
+        .collect();
+    match check_signature(call_hash, signer, bytes, &members) {
+        Ok(signature) => {
+            ctx.early_signatures
+                .hold(call_hash, signer, signature.as_bytes().to_vec());
+            Ok(Kept::Held)
+        }
+        Err(Rejection::WrongSigner | Rejection::NotASigner | Rejection::Malformed) => {
+            Err(NotStored::Rejected(Rejection::UnknownHash))
+        }
+        Err(why) => Err(NotStored::Rejected(why)),
     }
 }
 
@@ -130,13 +177,7 @@ pub async fn push(
         return rejected(Rejection::Version);
     }
     match store_pushed(&ctx, push.call_hash, push.signer, &push.signature).await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(PushReply {
-                accepted: true,
-                reason: None,
-            }),
-        ),
+        Ok(kept) => (StatusCode::OK, Json(kept.reply())),
         Err(NotStored::Rejected(why)) => rejected(why),
         Err(NotStored::Unavailable) => store_unavailable(),
     }
@@ -176,10 +217,7 @@ pub async fn push_batch(
     let replies = stored
         .into_iter()
         .map(|outcome| match outcome {
-            Ok(()) => PushReply {
-                accepted: true,
-                reason: None,
-            },
+            Ok(kept) => kept.reply(),
             Err(NotStored::Rejected(why)) => {
                 count_rejection(why);
                 PushReply {

@@ -76,6 +76,8 @@ pub struct Context {
     ///
     /// [`SignatureWriter`]: crate::store::SignatureWriter
     pub signature_writer: crate::store::SignatureWriter,
+    /// Peers' signatures over params this node has not signed yet (see [`crate::peer::early`]).
+    pub early_signatures: crate::peer::early::EarlySignatures,
     pub chains: BTreeMap<u32, EvmChain>,
     /// Our DVN per chain eid, as last read from the chain (followed live: the signer set and
     /// quorum change on chain by the DVN's own multisig).

@@ -497,6 +497,22 @@ impl SignStage {
             // signature is over a stale snapshot and is dropped; the next step starts afresh.
             return Ok(Outcome::Waiting("moved while being signed"));
         }
+        // Peers' signatures over this param that arrived before ours (held in memory): stored
+        // now that the param is known here, when their signer is in this DVN's set (each
+        // already recovered to its signer over this hash; the aggregation checks it again).
+        for (signer, bytes) in self.ctx.early_signatures.take(call_hash) {
+            if !dvn.signers.contains(&signer) {
+                continue;
+            }
+            if let Err(e) = self
+                .ctx
+                .signature_writer
+                .insert(call_hash, signer, bytes, "peer")
+                .await
+            {
+                tracing::debug!(%call_hash, %signer, "a peer's early signature was not stored (it is pulled instead): {e}");
+            }
+        }
         metrics::counter!("dvn_packets_signed_total", "chain" => dst.name().to_string())
             .increment(1);
         PacketStage::Sign.reached(row.updated_at_ms);

@@ -92,6 +92,7 @@ async fn bad_peer_signatures_are_refused_and_counted() {
         entry(outsider.address(), known, sig(&outsider, known)),
         entry(member.address(), known, sig(member, B256::repeat_byte(9))),
         entry(member.address(), unknown, sig(member, unknown)),
+        entry(outsider.address(), unknown, sig(&outsider, unknown)),
     ]});
     let response = http.post(&batches).json(&body).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
@@ -119,6 +120,7 @@ async fn bad_peer_signatures_are_refused_and_counted() {
                 false,
                 "signature does not recover to the claimed signer".into()
             ),
+            (true, "held until this node signs that param".into()),
             (false, "unknown param hash".into()),
         ]
     );
