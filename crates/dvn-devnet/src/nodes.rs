@@ -682,12 +682,26 @@ pub const STAGES: [&str; 5] = ["observe", "sign", "quorum", "send", "mine"];
 /// Per-stage timings from several nodes' `/metrics` texts (stages no node reached are left
 /// out).
 pub fn stage_timings(texts: &[String]) -> Vec<StageTiming> {
-    STAGES
+    histogram_by_stage(texts, "dvn_stage_seconds", &STAGES)
+}
+
+/// The stage loops' step durations (`dvn_stage_step_seconds`), merged over the nodes.
+pub fn step_timings(texts: &[String]) -> Vec<StageTiming> {
+    histogram_by_stage(
+        texts,
+        "dvn_stage_step_seconds",
+        &["watch", "sign", "submit"],
+    )
+}
+
+/// Mean and p99 of histogram `metric` per `stage` label value, the nodes' buckets merged.
+fn histogram_by_stage(texts: &[String], metric: &str, stages: &[&str]) -> Vec<StageTiming> {
+    stages
         .iter()
         .filter_map(|stage| {
             let label = format!("stage=\"{stage}\"");
             let of = |suffix: &str| {
-                let name = format!("dvn_stage_seconds_{suffix}");
+                let name = format!("{metric}_{suffix}");
                 texts
                     .iter()
                     .flat_map(|t| t.lines())

@@ -32,6 +32,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_peer_up", "gauge", "1 when a peer answered its last health check or signature pull"),
     ("dvn_peer_push_total", "counter", "Signature pushes to peers by outcome"),
     ("dvn_peer_pulls_total", "counter", "Signature pull requests sent to each peer"),
+    ("dvn_stage_step_seconds", "histogram", "How long one step of a pipeline stage took (watch, sign, submit; every chain's together): steps of seconds mean an overloaded node or a slow dependency"),
     ("dvn_peer_signatures_rejected_total", "counter", "Peer signatures rejected by reason"),
     ("dvn_submissions_total", "counter", "DVN.execute transactions broadcast"),
     ("dvn_submission_replacements_total", "counter", "Fee-bumped replacements of stuck transactions"),
@@ -80,6 +81,13 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
         "dvn_verification_latency_seconds",
         &[
             1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+        ],
+    ),
+    // One step of a stage's loop: milliseconds when idle, seconds under a backlog.
+    (
+        "dvn_stage_step_seconds",
+        &[
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ],
     ),
     // One stage of one packet: sub-second steps to a block or two, minutes when confirmations

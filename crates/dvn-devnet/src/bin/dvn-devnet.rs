@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use dvn_devnet::nodes::{stage_timings, NodeOptions, NodeSet, StageTiming};
+use dvn_devnet::nodes::{stage_timings, step_timings, NodeOptions, NodeSet, StageTiming};
 use dvn_devnet::{Devnet, DevnetConfig, Direction};
 use dvn_lz::{SentPacket, VerificationState};
 
@@ -497,6 +497,8 @@ struct Costs {
     peer_pulls_per_packet: f64,
     /// Where a packet's time went, stage by stage (`dvn_stage_seconds` of the three nodes).
     stages: Vec<StageTiming>,
+    /// How long the stage loops' steps took (`dvn_stage_step_seconds` of the three nodes).
+    steps: Vec<StageTiming>,
     conditions: Conditions,
 }
 
@@ -532,12 +534,12 @@ impl Costs {
 
     /// `stage mean / p99, …` in pipeline order.
     fn stages_line(&self) -> String {
-        let stages: Vec<String> = self
-            .stages
-            .iter()
-            .map(|s| format!("{} {:.2} / {:.2} s", s.stage, s.mean_secs, s.p99_secs))
-            .collect();
-        stages.join(", ")
+        timings_line(&self.stages)
+    }
+
+    /// `stage mean / p99, …` of the stage loops' steps.
+    fn steps_line(&self) -> String {
+        timings_line(&self.steps)
     }
 
     /// `dvn BUILD build, N cores, load L`.
@@ -601,8 +603,18 @@ async fn costs(
             / messages.max(1) as f64,
         peak_rss_mib: rss,
         stages: stage_timings(&texts),
+        steps: step_timings(&texts),
         conditions: Conditions::now(dvn_bin),
     })
+}
+
+/// `stage mean / p99 s, …`.
+fn timings_line(timings: &[StageTiming]) -> String {
+    let parts: Vec<String> = timings
+        .iter()
+        .map(|s| format!("{} {:.2} / {:.2} s", s.stage, s.mean_secs, s.p99_secs))
+        .collect();
+    parts.join(", ")
 }
 
 /// A label's value in one line of Prometheus' text format.
@@ -727,6 +739,7 @@ impl Figures {
         println!("    by method                 {}", by_method.join(", "));
         println!("  peer messages per packet    {}", self.costs.peer_line());
         println!("  per stage, mean / p99       {}", self.costs.stages_line());
+        println!("  one step, mean / p99        {}", self.costs.steps_line());
         println!("  peak RSS per node           {}", self.costs.rss_line());
         println!(
             "  conditions                  {}",

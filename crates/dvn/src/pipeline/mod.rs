@@ -199,7 +199,11 @@ pub async fn run_stage<S: Stage>(
         if ctx.cancel.is_cancelled() {
             return;
         }
-        let wait = match stage.step().await {
+        let started = std::time::Instant::now();
+        let outcome = stage.step().await;
+        metrics::histogram!("dvn_stage_step_seconds", "stage" => name)
+            .record(started.elapsed().as_secs_f64());
+        let wait = match outcome {
             Ok(Progress::Busy) => {
                 backoff = ctx.tick();
                 continue;
