@@ -61,14 +61,21 @@ pub fn catch_up_owner(
     regions: usize,
     takeover_secs: u64,
 ) -> Option<usize> {
+    let (k, count) = catch_up_window(now, regions, takeover_secs)?;
+    let first = designated(source_timestamp, regions) as u64;
+    usize::try_from((first + k) % count).ok()
+}
+
+/// The catch-up window `now` falls in, modulo the region count, and that count; `None` in
+/// the window's quiet last half-turn.
+fn catch_up_window(now: u64, regions: usize, takeover_secs: u64) -> Option<(u64, u64)> {
     let count = regions.max(1) as u64;
     let window = takeover_secs.max(2);
     let round = window * count;
     if now % round >= round - window / 2 {
         return None;
     }
-    let first = designated(source_timestamp, regions) as u64;
-    usize::try_from((first + (now / round) % count) % count).ok()
+    Some(((now / round) % count, count))
 }
 
 /// The designation whose old packets (past their first round) are `me`'s to start at `now`
@@ -79,13 +86,7 @@ pub fn catch_up_designation(
     takeover_secs: u64,
     me: usize,
 ) -> Option<usize> {
-    let count = regions.max(1) as u64;
-    let window = takeover_secs.max(2);
-    let round = window * count;
-    if now % round >= round - window / 2 {
-        return None;
-    }
-    let k = (now / round) % count;
+    let (k, count) = catch_up_window(now, regions, takeover_secs)?;
     usize::try_from((me as u64 % count + count - k) % count).ok()
 }
 
