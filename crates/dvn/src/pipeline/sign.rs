@@ -480,6 +480,24 @@ impl SignStage {
         let call_hash = unsigned.call_hash();
         let key = self.ctx.signing_key(dst.eid());
         let signature = key.sign_digest(unsigned.digest()).await?;
+        // Peers' signatures over this param that arrived before ours (held in memory): stored
+        // now that the param is built here, when their signer is in this DVN's set (each
+        // already recovered to its signer over this hash; the aggregation checks it again) —
+        // before our own, so the submit stage never sees the packet signed without them and
+        // pulls what it already has.
+        for (signer, bytes) in self.ctx.early_signatures.take(call_hash) {
+            if !dvn.signers.contains(&signer) {
+                continue;
+            }
+            if let Err(e) = self
+                .ctx
+                .signature_writer
+                .insert(call_hash, signer, bytes, "peer")
+                .await
+            {
+                tracing::debug!(%call_hash, %signer, "a peer's early signature was not stored (it is pulled instead): {e}");
+            }
+        }
         let recorded = self
             .ctx
             .store
@@ -496,22 +514,6 @@ impl SignStage {
             // The watcher re-observed or replaced the packet while we checked it: this
             // signature is over a stale snapshot and is dropped; the next step starts afresh.
             return Ok(Outcome::Waiting("moved while being signed"));
-        }
-        // Peers' signatures over this param that arrived before ours (held in memory): stored
-        // now that the param is known here, when their signer is in this DVN's set (each
-        // already recovered to its signer over this hash; the aggregation checks it again).
-        for (signer, bytes) in self.ctx.early_signatures.take(call_hash) {
-            if !dvn.signers.contains(&signer) {
-                continue;
-            }
-            if let Err(e) = self
-                .ctx
-                .signature_writer
-                .insert(call_hash, signer, bytes, "peer")
-                .await
-            {
-                tracing::debug!(%call_hash, %signer, "a peer's early signature was not stored (it is pulled instead): {e}");
-            }
         }
         metrics::counter!("dvn_packets_signed_total", "chain" => dst.name().to_string())
             .increment(1);
