@@ -52,6 +52,18 @@ pub struct EvmChain {
     providers: Vec<DynProvider>,
     timeout: Duration,
     outvoted: Arc<Mutex<BTreeMap<usize, Outvoted>>>,
+    /// The last head and latest block time read, and when (see [`Self::recent_head`]).
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// How old a head or latest block time may be for the reads that accept a recent one.
+pub const RECENT_READ: Duration = Duration::from_millis(200);
+
+/// The last agreed head and latest block time, each with when it was read.
+#[derive(Debug, Default)]
+struct Recent {
+    head: Option<(u64, Instant)>,
+    latest_time: Option<(u64, Instant)>,
 }
 
 /// An endpoint's disagreements since they were last reported to the audit log.
@@ -117,6 +129,7 @@ impl EvmChain {
             providers,
             timeout: Duration::from_millis(config.rpc_timeout_ms),
             outvoted: Arc::default(),
+            recent: Arc::default(),
         })
     }
 
@@ -203,13 +216,29 @@ impl EvmChain {
         F: Fn(DynProvider) -> Fut,
         Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
     {
+        let mut agreeing = self.agree_all(what, f).await?;
+        Ok(agreeing.swap_remove(0))
+    }
+
+    /// Every answer equal to the one at least `rpc_quorum` endpoints returned (never empty):
+    /// for fields the comparison leaves out, which the caller keeps only where they all agree.
+    async fn agree_all<T, F, Fut>(&self, what: &'static str, f: F) -> Result<Vec<T>, ChainError>
+    where
+        T: PartialEq + Clone,
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
         let answers = self.ask_all(what, f).await;
         let ok: Vec<&T> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
         for candidate in &ok {
             let votes = ok.iter().filter(|v| *v == candidate).count();
             if votes >= self.quorum() {
                 self.note_disagreements(what, &answers, candidate);
-                return Ok((*candidate).clone());
+                return Ok(ok
+                    .iter()
+                    .filter(|v| *v == candidate)
+                    .map(|v| (*v).clone())
+                    .collect());
             }
         }
         let best = ok
@@ -315,7 +344,36 @@ impl EvmChain {
                 |p| async move { p.get_block_number().await },
             )
             .await;
-        self.conservative("eth_blockNumber", answers).await
+        let head = self.conservative("eth_blockNumber", answers).await?;
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).head = Some((head, Instant::now()));
+        Ok(head)
+    }
+
+    /// The head read within [`RECENT_READ`] (by any stage), or a fresh one. For reads where a
+    /// moment-old head is as good — it can only count fewer confirmations, never more: the
+    /// sign stage, the watcher and the pre-send reorg window each step many times a second
+    /// under load and would otherwise each send their own.
+    pub async fn recent_head(&self) -> Result<u64, ChainError> {
+        let known = self.recent.lock().unwrap_or_else(|e| e.into_inner()).head;
+        match known {
+            Some((head, at)) if at.elapsed() < RECENT_READ => Ok(head),
+            _ => self.head().await,
+        }
+    }
+
+    /// The latest block time read within [`RECENT_READ`], or a fresh one: for the sign
+    /// stage's expirations (whole lifetimes, see `pipeline::expiration`). Decisions on whose
+    /// turn it is read afresh ([`Self::latest_timestamp`]).
+    pub async fn recent_latest_timestamp(&self) -> Result<u64, ChainError> {
+        let known = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest_time;
+        match known {
+            Some((time, at)) if at.elapsed() < RECENT_READ => Ok(time),
+            _ => self.latest_timestamp().await,
+        }
     }
 
     /// The `finalized` block number that at least `rpc_quorum` endpoints report.
@@ -368,7 +426,12 @@ impl EvmChain {
                 Ok(block.map_or(0, |b| b.header.timestamp))
             })
             .await;
-        self.conservative("latest timestamp", answers).await
+        let time = self.conservative("latest timestamp", answers).await?;
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latest_time = Some((time, Instant::now()));
+        Ok(time)
     }
 
     /// Logs in `[from, to]` from `addresses` with any of `topics`, agreed in full.
@@ -384,8 +447,8 @@ impl EvmChain {
             .event_signature(topics.to_vec())
             .from_block(from)
             .to_block(to);
-        let logs: Vec<Log> = self
-            .agree("eth_getLogs", |p| {
+        let agreeing = self
+            .agree_all("eth_getLogs", |p| {
                 let filter = filter.clone();
                 async move {
                     Ok(p.get_logs(&filter)
@@ -395,10 +458,8 @@ impl EvmChain {
                         .collect::<Vec<_>>())
                 }
             })
-            .await?
-            .into_iter()
-            .map(|k| k.0)
-            .collect();
+            .await?;
+        let logs = agreed_block_timestamps(agreeing);
         // `removed: true` marks a log of a block that was reorganised away: never act on it,
         // and do not move past it either; the range is read again once the chain settles.
         if logs.iter().any(|l| l.removed) {
@@ -437,6 +498,11 @@ impl EvmChain {
         block: Option<u64>,
     ) -> Result<C::Return, ChainError> {
         let data = Bytes::from(call.abi_encode());
+        // Which contract reads the `eth_call`s are (one per endpoint asked, as
+        // `dvn_rpc_requests_total` counts them): what a read budget is spent on.
+        let function = C::SIGNATURE.split('(').next().unwrap_or(C::SIGNATURE);
+        metrics::counter!("dvn_rpc_calls_total", "chain" => self.config.name.clone(), "function" => function)
+            .increment(self.providers.len() as u64);
         let out = self
             .agree("eth_call", |p| {
                 let tx = TransactionRequest::default()
@@ -564,6 +630,26 @@ impl EvmChain {
 #[derive(Debug, Clone)]
 struct LogKey(Log);
 
+/// The agreed logs (every agreeing endpoint's answer, equal but for what [`LogKey`] leaves
+/// out), each with its `blockTimestamp` kept only where every agreeing endpoint gave the same
+/// one: not all clients fill the field (it is recent), so it is not part of the agreement,
+/// and a timestamp one endpoint alone vouches for is dropped (the caller reads the block).
+fn agreed_block_timestamps(agreeing: Vec<Vec<LogKey>>) -> Vec<Log> {
+    let mut answers = agreeing.into_iter();
+    let Some(first) = answers.next() else {
+        return Vec::new();
+    };
+    let mut logs: Vec<Log> = first.into_iter().map(|k| k.0).collect();
+    for other in answers {
+        for (log, theirs) in logs.iter_mut().zip(other) {
+            if log.block_timestamp != theirs.0.block_timestamp {
+                log.block_timestamp = None;
+            }
+        }
+    }
+    logs
+}
+
 impl PartialEq for LogKey {
     fn eq(&self, other: &Self) -> bool {
         let (a, b) = (&self.0, &other.0);
@@ -624,6 +710,33 @@ pub fn redact(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_keeps_its_block_time_only_where_every_agreeing_endpoint_gave_it() {
+        let log = |at: Option<u64>| {
+            LogKey(Log {
+                block_number: Some(7),
+                block_timestamp: at,
+                ..Default::default()
+            })
+        };
+        let times = |logs: Vec<Log>| logs.iter().map(|l| l.block_timestamp).collect::<Vec<_>>();
+        // Two endpoints, two logs each: the first log's time agreed, the second's not.
+        let agreed = agreed_block_timestamps(vec![
+            vec![log(Some(100)), log(Some(100))],
+            vec![log(Some(100)), log(Some(999))],
+        ]);
+        assert_eq!(times(agreed), [Some(100), None]);
+        // An endpoint that does not fill the field: nobody's time is taken alone.
+        let agreed = agreed_block_timestamps(vec![vec![log(Some(100))], vec![log(None)]]);
+        assert_eq!(times(agreed), [None]);
+        // One endpoint (rpc_quorum 1): its answer is the agreement.
+        assert_eq!(
+            times(agreed_block_timestamps(vec![vec![log(Some(5))]])),
+            [Some(5)]
+        );
+        assert!(agreed_block_timestamps(Vec::new()).is_empty());
+    }
 
     #[test]
     fn long_errors_are_cut() {

@@ -23,6 +23,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_packets_signed_total", "counter", "Packets this node signed"),
     ("dvn_packets_verified_total", "counter", "Packets whose verification by our DVN landed on the destination"),
     ("dvn_rpc_requests_total", "counter", "RPC requests per chain, endpoint index and outcome"),
+    ("dvn_rpc_calls_total", "counter", "eth_call requests per chain and contract function read (hashLookup, inboundPayloadHash, getUlnConfig, ...), one per endpoint asked"),
     ("dvn_rpc_quorum_failures_total", "counter", "Reads where the RPC endpoints did not agree or answer"),
     ("dvn_nonce_gaps_total", "counter", "Gaps in a path's nonces: a PacketSent log missing from an endpoint"),
     ("dvn_reorgs_detected_total", "counter", "Reorgs detected behind the scan cursor"),

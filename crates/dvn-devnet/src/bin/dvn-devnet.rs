@@ -490,6 +490,8 @@ struct Costs {
     /// method, idle polling included) per packet.
     rpc_requests_per_packet: f64,
     rpc_requests_per_packet_by_method: std::collections::BTreeMap<String, f64>,
+    /// The `eth_call`s among them per packet, by contract function (`dvn_rpc_calls_total`).
+    eth_calls_per_packet_by_function: std::collections::BTreeMap<String, f64>,
     peak_rss_mib: Vec<(String, Option<f64>)>,
     /// Signature pushes to peers per packet by outcome (`dvn_peer_push_total`), and pull
     /// requests per packet (`dvn_peer_pulls_total`), the three nodes together.
@@ -566,6 +568,7 @@ async fn costs(
     let rpc_requests = nodes.metric_sum("dvn_rpc_requests_total").await;
     // Per method, for the three nodes together.
     let mut rpc_by_method: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut rpc_calls: std::collections::BTreeMap<String, f64> = Default::default();
     let mut peer_pushes: std::collections::BTreeMap<String, f64> = Default::default();
     let mut texts = Vec::new();
     for node in &nodes.nodes {
@@ -586,6 +589,14 @@ async fn costs(
             *rpc_by_method.entry(method.to_string()).or_default() +=
                 sample_value(line) / messages.max(1) as f64;
         }
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("dvn_rpc_calls_total{"))
+        {
+            let function = label_of(line, "function").unwrap_or("?");
+            *rpc_calls.entry(function.to_string()).or_default() +=
+                sample_value(line) / messages.max(1) as f64;
+        }
         texts.push(text);
     }
     let rss: Vec<(String, Option<f64>)> = nodes
@@ -598,6 +609,7 @@ async fn costs(
         gas_per_packet: gas / messages.max(1) as u64,
         rpc_requests_per_packet: rpc_requests / messages.max(1) as f64,
         rpc_requests_per_packet_by_method: rpc_by_method,
+        eth_calls_per_packet_by_function: rpc_calls,
         peer_pushes_per_packet: peer_pushes,
         peer_pulls_per_packet: nodes.metric_sum("dvn_peer_pulls_total").await
             / messages.max(1) as f64,
@@ -606,6 +618,16 @@ async fn costs(
         steps: step_timings(&texts),
         conditions: Conditions::now(dvn_bin),
     })
+}
+
+/// `name N.N, …` of per-packet figures, leaving out what rounds to nothing.
+fn per_packet_line(figures: &std::collections::BTreeMap<String, f64>) -> String {
+    let parts: Vec<String> = figures
+        .iter()
+        .filter(|(_, n)| **n >= 0.05)
+        .map(|(name, n)| format!("{name} {n:.1}"))
+        .collect();
+    parts.join(", ")
 }
 
 /// `stage mean / p99 s, …`.
@@ -729,14 +751,14 @@ impl Figures {
             "  RPC requests per packet     {:>8.1} (three nodes together)",
             self.costs.rpc_requests_per_packet
         );
-        let by_method: Vec<String> = self
-            .costs
-            .rpc_requests_per_packet_by_method
-            .iter()
-            .filter(|(_, n)| **n >= 0.05)
-            .map(|(m, n)| format!("{m} {n:.1}"))
-            .collect();
-        println!("    by method                 {}", by_method.join(", "));
+        println!(
+            "    by method                 {}",
+            per_packet_line(&self.costs.rpc_requests_per_packet_by_method)
+        );
+        println!(
+            "    eth_call by function      {}",
+            per_packet_line(&self.costs.eth_calls_per_packet_by_function)
+        );
         println!("  peer messages per packet    {}", self.costs.peer_line());
         println!("  per stage, mean / p99       {}", self.costs.stages_line());
         println!("  one step, mean / p99        {}", self.costs.steps_line());

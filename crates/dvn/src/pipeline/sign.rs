@@ -22,7 +22,9 @@
 //! first packet that needs it, while the others wait for that one read. Paths with a halted equivocation guard
 //! are not signed at all.
 //! 3. **check** — skip what the destination no longer needs (our verification already there,
-//!    or committed, or delivered);
+//!    or committed, or delivered), for packets that reached their confirmations a while ago
+//!    (a fresh one cannot have been verified by the other regions yet; the submit stage reads
+//!    the destination before sending either way);
 //! 4. **sign** — the `verify` param with a deterministic expiration; the signature is stored
 //!    before it is shared with the peers.
 
@@ -53,6 +55,15 @@ const BATCH: usize = 500;
 /// catch-up, few enough that a step's reads stay a modest burst for a rate-limited endpoint.
 pub const SIGN_CONCURRENCY: usize = 16;
 
+/// Blocks beyond its required confirmations within which a packet counts as fresh: the other
+/// regions sign it at about the same time as this one, so the destination is not read for it
+/// before signing (the submit stage reads it before sending, always).
+const FRESH_DEPTH: u64 = 4;
+
+/// Seconds from its source block (by the destination's clock) within which a packet counts as
+/// fresh too: on a fast source chain a few seconds are many blocks.
+const FRESH_SECS: u64 = 15;
+
 /// Longest a packet whose checks keep failing waits between two tries.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -74,7 +85,14 @@ pub enum Outcome {
 /// A per-step, single-flight cache: the first caller of a key reads it, callers of the same
 /// key meanwhile wait for that read instead of sending their own; a failed read is not kept
 /// (the next caller tries again).
-struct Shared<K, V>(Mutex<HashMap<K, Arc<OnceCell<V>>>>);
+pub struct Shared<K, V>(Mutex<HashMap<K, Arc<OnceCell<V>>>>);
+
+impl<K, V> std::fmt::Debug for Shared<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.0.lock().map_or(0, |m| m.len());
+        f.debug_struct("Shared").field("entries", &entries).finish()
+    }
+}
 
 impl<K, V> Default for Shared<K, V> {
     fn default() -> Self {
@@ -83,7 +101,7 @@ impl<K, V> Default for Shared<K, V> {
 }
 
 impl<K: Hash + Eq, V: Clone> Shared<K, V> {
-    async fn get_or<E, F, Fut>(&self, key: K, read: F) -> Result<V, E>
+    pub async fn get_or<E, F, Fut>(&self, key: K, read: F) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -135,6 +153,70 @@ pub struct SignStage {
     governor: super::governor::Governor,
     /// The rules `governor` was built from (a reload replaces the context's).
     rules: crate::config::GovernorConfig,
+    /// How deep each source chain's endpoints' state reaches, as the reads at send blocks
+    /// found it.
+    history: HashMap<u32, StateDepth>,
+}
+
+/// How long a depth found beyond the source endpoints' state is believed: a failure that was
+/// not pruning (a timeout) costs the reads at send blocks below that depth for this long.
+const STATE_DEPTH_MEMORY: Duration = Duration::from_secs(60);
+
+/// How deep (blocks below the head) the source endpoints' state reaches. An ordinary
+/// (non-archive) RPC node keeps the last few hundred blocks' state, so a catch-up's reads at
+/// older send blocks all fail. When one fails, the depth where state ends is found by
+/// bisection (a few reads) and deeper reads are not sent for [`STATE_DEPTH_MEMORY`] — their
+/// answer would be the fallback anyway: today's config, see [`SignStage::process`].
+#[derive(Debug, Default)]
+struct StateDepth {
+    /// The shallowest depth found gone, and when.
+    gone: Mutex<Option<(u64, std::time::Instant)>>,
+    /// One bisection at a time.
+    probing: tokio::sync::Mutex<()>,
+}
+
+impl StateDepth {
+    fn gone_at(&self, depth: u64) {
+        let now = std::time::Instant::now();
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        match *gone {
+            Some((known, at)) if now.duration_since(at) < STATE_DEPTH_MEMORY && known <= depth => {}
+            _ => *gone = Some((depth, now)),
+        }
+    }
+
+    fn is_gone(&self, depth: u64) -> bool {
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|(shallowest, at)| {
+                at.elapsed() < STATE_DEPTH_MEMORY && depth >= shallowest
+            })
+    }
+
+    /// After a read at `failed` depth failed: the shallowest depth whose state is gone, by
+    /// bisection between the head (taken as held) and `failed`, with `held(depth)` reading
+    /// state at that depth; recorded for the reads after it.
+    async fn find_reach<F, Fut>(&self, failed: u64, held: F)
+    where
+        F: Fn(u64) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let _one = self.probing.lock().await;
+        if self.is_gone(failed) {
+            return;
+        }
+        let (mut lo, mut hi) = (1u64, failed.max(2));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if held(mid).await {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        self.gone_at(hi);
+    }
 }
 
 impl SignStage {
@@ -145,10 +227,16 @@ impl SignStage {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let governor = super::governor::Governor::new(&ctx.config, &rules);
+        let history = ctx
+            .chains
+            .keys()
+            .map(|eid| (*eid, StateDepth::default()))
+            .collect();
         Self {
             ctx,
             governor,
             rules,
+            history,
         }
     }
 
@@ -337,15 +425,49 @@ impl SignStage {
         // The config in force at the send block counts too while the endpoints still hold that
         // state; once they have pruned it, today's is all there is (config changes are rare and
         // the destination's requirement, read above, is what the verification must meet).
+        let head = views
+            .heads
+            .get_or(p.src_eid, || async {
+                let h = src.recent_head().await?;
+                metrics::gauge!("dvn_confirm_head", "chain" => src.name().to_string())
+                    .set(h as f64);
+                Ok::<_, crate::chain::ChainError>(h)
+            })
+            .await?;
+        let depth = (head + 1).saturating_sub(p.block_number);
+        if depth < receive_cfg.confirmations.max(send_confirmations) {
+            return Ok(Outcome::Waiting("confirmations"));
+        }
+        let history = self
+            .history
+            .get(&p.src_eid)
+            .ok_or_else(|| anyhow::anyhow!("no source chain {}", p.src_eid))?;
         let send_cfg_then = views
             .send_confirmations_at
             .get_or((sender, p.dst_eid, p.block_number), || async {
-                Ok::<_, std::convert::Infallible>(
-                    src.call(src.config.send_uln, &send_cfg_call, Some(p.block_number))
-                        .await
-                        .map(|c| c.confirmations)
-                        .unwrap_or(0),
-                )
+                if history.is_gone(depth) {
+                    return Ok::<_, std::convert::Infallible>(0);
+                }
+                let read = src
+                    .call(src.config.send_uln, &send_cfg_call, Some(p.block_number))
+                    .await;
+                Ok(match read {
+                    Ok(cfg) => cfg.confirmations,
+                    Err(_) => {
+                        history
+                            .find_reach(depth, |probe| {
+                                let call = &send_cfg_call;
+                                async move {
+                                    let block = (head + 1).saturating_sub(probe);
+                                    src.call(src.config.send_uln, call, Some(block))
+                                        .await
+                                        .is_ok()
+                                }
+                            })
+                            .await;
+                        0
+                    }
+                })
             })
             .await
             .unwrap_or(0);
@@ -354,16 +476,6 @@ impl SignStage {
             .max(send_confirmations)
             .max(send_cfg_then)
             .max(1);
-        let head = views
-            .heads
-            .get_or(p.src_eid, || async {
-                let h = src.head().await?;
-                metrics::gauge!("dvn_confirm_head", "chain" => src.name().to_string())
-                    .set(h as f64);
-                Ok::<_, crate::chain::ChainError>(h)
-            })
-            .await?;
-        let depth = (head + 1).saturating_sub(p.block_number);
         if depth < required {
             return Ok(Outcome::Waiting("confirmations"));
         }
@@ -445,25 +557,33 @@ impl SignStage {
                 ),
             ));
         }
-        // 3. check the destination
-        if let Some((state, why)) = destination_done_in(
-            dst,
-            dvn.address,
-            &header,
-            p.payload_hash,
-            required,
-            &views.lazy,
-        )
-        .await?
-        {
-            return Ok(Outcome::Done(state, why));
+        // 3. check the destination — only for a packet that reached its confirmations a
+        // while ago (a catch-up, a re-sign): one that just did cannot have been verified by
+        // the other regions much before us, and signing it costs less than reading for it.
+        // Whether it is signed or not, the submit stage reads the destination afresh right
+        // before sending it; this check only spares work, it guards nothing.
+        let now = views
+            .latest_time
+            .get_or(p.dst_eid, || dst.recent_latest_timestamp())
+            .await?;
+        let fresh = depth < required.saturating_add(FRESH_DEPTH)
+            || now.saturating_sub(p.block_timestamp) < FRESH_SECS;
+        if !fresh {
+            if let Some((state, why)) = destination_done_in(
+                dst,
+                dvn.address,
+                &header,
+                p.payload_hash,
+                required,
+                &views.lazy,
+            )
+            .await?
+            {
+                return Ok(Outcome::Done(state, why));
+            }
         }
 
         // 4. sign
-        let now = views
-            .latest_time
-            .get_or(p.dst_eid, || dst.latest_timestamp())
-            .await?;
         let expires = expiration(
             p.block_timestamp,
             self.ctx.config.verification.expiration_secs,
@@ -530,15 +650,28 @@ impl SignStage {
     }
 }
 
-/// `Some(reason)` when the packet's source transaction is no longer canonical as stored.
-pub async fn canonical_problem(src: &EvmChain, p: &NewPacket) -> anyhow::Result<Option<String>> {
-    let receipt = src.receipt(p.tx_hash).await?;
-    let held = receipt.map(|r| ReceiptPackets::of(src, &r));
-    if let Some(reason) = receipt_problem(p, held.as_ref()) {
-        return Ok(Some(reason));
-    }
-    let (canonical, _) = src.block(p.block_number).await?;
-    Ok((canonical != p.block_hash).then(|| "source block is no longer canonical".into()))
+/// `Some(reason)` when the packet's source block is no longer canonical as stored: the block at
+/// its number now has another hash, or the chain no longer reaches it. One read: the sign
+/// stage checked this block's receipt for the packet before signing, and a block hash commits
+/// to its transactions and their receipts, so the same hash means the same receipt. `blocks`
+/// shares each block's read among the packets checked together.
+pub async fn canonical_problem(
+    src: &EvmChain,
+    p: &NewPacket,
+    blocks: &Shared<(u32, u64), Option<B256>>,
+) -> anyhow::Result<Option<String>> {
+    let canonical = blocks
+        .get_or((p.src_eid, p.block_number), || async {
+            src.block_opt(p.block_number)
+                .await
+                .map(|b| b.map(|(hash, _)| hash))
+        })
+        .await?;
+    Ok(match canonical {
+        None => Some("source block is gone: the chain no longer reaches it (reorg)".into()),
+        Some(hash) if hash != p.block_hash => Some("source block is no longer canonical".into()),
+        Some(_) => None,
+    })
 }
 
 /// What a source transaction's agreed receipt says for our DVN: its block, and the packets it
@@ -731,6 +864,36 @@ mod tests {
             requiredDVNs: required,
             optionalDVNs: optional,
         }
+    }
+
+    #[tokio::test]
+    async fn where_state_ends_is_found_by_bisection_and_believed_for_a_while() {
+        let depth = StateDepth::default();
+        assert!(!depth.is_gone(10_000), "nothing known: read");
+        // Endpoints keeping the last 256 blocks' state; a read at depth 9,000 failed.
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        depth
+            .find_reach(9_000, |d| {
+                reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move { d <= 256 }
+            })
+            .await;
+        assert!(depth.is_gone(257) && depth.is_gone(9_000));
+        assert!(!depth.is_gone(256), "held state is still read");
+        let reads = reads.into_inner();
+        assert!(reads <= 14, "a bisection, not a scan: {reads} reads");
+        // Known: another failure deeper than that costs no reads.
+        depth
+            .find_reach(5_000, |_| async {
+                panic!("no probe while the depth is known")
+            })
+            .await;
+        // Forgotten after a while: a failure that was not pruning stops costing reads.
+        depth.gone.lock().unwrap().as_mut().unwrap().1 =
+            std::time::Instant::now() - STATE_DEPTH_MEMORY;
+        assert!(!depth.is_gone(9_000));
+        depth.find_reach(700, |d| async move { d < 600 }).await;
+        assert!(depth.is_gone(600) && !depth.is_gone(599), "found afresh");
     }
 
     #[test]

@@ -36,7 +36,7 @@ use futures::StreamExt;
 use super::batching::{self, BlockCadence};
 use super::expiration::too_close;
 use super::rotation::Rotations;
-use super::sign::{canonical_problem, destination_done};
+use super::sign::{canonical_problem, destination_done, Shared};
 use super::transactions::TxManager;
 use super::turns::{
     catch_up_designation, designated, owner, ROTATION_SLOT_SECS, TAKEOVER_MIN_BLOCKS,
@@ -57,7 +57,8 @@ const PULL_EVERY: Duration = Duration::from_secs(1);
 /// Most packets whose signatures are pulled in one step.
 const PULLS_PER_STEP: usize = 256;
 
-/// How often a packet another region is to submit is looked up on the destination.
+/// How long after this node sees a packet another region is to submit it first looks it up on
+/// the destination, and how often after that.
 const OTHERS_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Most such look-ups per step (three reads each).
@@ -92,7 +93,8 @@ pub struct SubmitStage {
     reported_claims: HashSet<B256>,
     /// When a clock-skew warning was last logged.
     skew_warned: Option<Instant>,
-    /// When each packet another region is to submit was last looked up on the destination.
+    /// When each packet another region is to submit was first seen waiting here, or last
+    /// looked up on the destination.
     last_checked: HashMap<B256, Instant>,
     /// Packed quorum signatures of signed packets already found to have one, by call hash,
     /// for the signer set and quorum in `packed_for`: a backlog of thousands is not re-read
@@ -460,15 +462,29 @@ impl SubmitStage {
         rows: Vec<PacketRow>,
     ) -> anyhow::Result<()> {
         let now = Instant::now();
-        self.last_checked
-            .retain(|_, at| now.duration_since(*at) < OTHERS_CHECK_EVERY);
-        let due: Vec<PacketRow> = rows
-            .into_iter()
-            .filter(|r| !self.last_checked.contains_key(&r.packet.guid))
-            .take(OTHERS_CHECK_PER_STEP)
-            .collect();
+        let waiting: HashSet<B256> = rows.iter().map(|r| r.packet.guid).collect();
+        self.last_checked.retain(|guid, _| waiting.contains(guid));
+        let mut due = Vec::new();
+        for row in rows {
+            match self.last_checked.entry(row.packet.guid) {
+                // First seen waiting for another region: its transaction is most likely on
+                // its way (and its claim closes the packet here when mined), so the first
+                // look-up comes only after a while — three reads a packet otherwise, for each
+                // region not submitting it.
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(now);
+                }
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if due.len() < OTHERS_CHECK_PER_STEP
+                        && now.duration_since(*e.get()) >= OTHERS_CHECK_EVERY
+                    {
+                        e.insert(now);
+                        due.push(row);
+                    }
+                }
+            }
+        }
         for row in due {
-            self.last_checked.insert(row.packet.guid, now);
             let Ok(header) = PacketHeader::decode(&row.packet.header) else {
                 continue;
             };
@@ -591,10 +607,11 @@ impl SubmitStage {
         for item in &ready {
             let src_eid = item.row.packet.src_eid;
             if let std::collections::hash_map::Entry::Vacant(e) = source_heads.entry(src_eid) {
-                e.insert(ctx.chain(src_eid)?.head().await?);
+                e.insert(ctx.chain(src_eid)?.recent_head().await?);
             }
         }
         let source_heads = Arc::new(source_heads);
+        let source_blocks = Arc::new(Shared::default());
         let mut batch = Vec::new();
         let mut candidates = ready.into_iter();
         while batch.len() < max_batch {
@@ -614,7 +631,8 @@ impl SubmitStage {
             )
             .map(|row| {
                 let (ctx, heads) = (Arc::clone(&ctx), Arc::clone(&source_heads));
-                async move { still_to_submit(&ctx, eid, &row, &heads).await }
+                let blocks = Arc::clone(&source_blocks);
+                async move { still_to_submit(&ctx, eid, &row, &heads, &blocks).await }
             })
             .buffered(CHECK_CONCURRENCY)
             .collect()
@@ -741,7 +759,7 @@ enum Verdict {
 
 /// The last checks right before a packet goes into a batch, read afresh:
 /// - signed before a reorg, not yet submitted: while the source block could still be
-///   reorganised away, the source receipt is re-checked; an orphan is never submitted;
+///   reorganised away, its hash is re-checked; an orphan is never submitted;
 /// - the destination, read after the claims (a claim lapses once its transaction's nonce is
 ///   used, and if that transaction verified the packet, this read sees it). Read for every
 ///   packet, never cached per batch: once committed, a packet's own verification is gone from
@@ -752,12 +770,13 @@ async fn still_to_submit(
     eid: u32,
     row: &PacketRow,
     source_heads: &HashMap<u32, u64>,
+    source_blocks: &Shared<(u32, u64), Option<B256>>,
 ) -> anyhow::Result<Option<Verdict>> {
     let p = &row.packet;
     let src = ctx.chain(p.src_eid)?;
     let src_head = source_heads.get(&p.src_eid).copied().unwrap_or(u64::MAX);
     if src_head.saturating_sub(p.block_number) < src.config.max_reorg_depth {
-        if let Some(why) = canonical_problem(src, p).await? {
+        if let Some(why) = canonical_problem(src, p, source_blocks).await? {
             return Ok(Some(Verdict::Orphaned(why)));
         }
     }

@@ -61,7 +61,7 @@ impl Watcher {
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
         let ctx = Arc::clone(&self.ctx);
         let chain = ctx.chain(self.eid)?;
-        let head = chain.head().await?;
+        let head = chain.recent_head().await?;
         metrics::gauge!("dvn_chain_head", "chain" => chain.name().to_string()).set(head as f64);
         let cursor = self.ctx.store.cursor(self.eid).await?;
         let from = match cursor {
@@ -465,8 +465,10 @@ impl Watcher {
                 let block_hash = log
                     .block_hash
                     .ok_or_else(|| anyhow::anyhow!("log without block hash"))?;
-                let timestamp = match timestamps.get(&block) {
-                    Some(t) => *t,
+                // The log's own block time when the endpoints agree on it; else one read
+                // per block.
+                let timestamp = match log.block_timestamp.or(timestamps.get(&block).copied()) {
+                    Some(t) => t,
                     None => {
                         let (_, t) = chain.block(block).await?;
                         timestamps.insert(block, t);
