@@ -38,6 +38,8 @@ pub struct NodeOptions {
     pub max_batch: usize,
     /// `submitter.max_in_flight`.
     pub max_in_flight: usize,
+    /// `submitter.block_lead_ms` (the node's default when `None`).
+    pub block_lead_ms: Option<u64>,
     /// Submit through the devnet's `DVNDecompressor`s (each node its own admin's; the devnet
     /// must have been started with `decompressors`).
     pub decompressor: bool,
@@ -63,6 +65,7 @@ impl Default for NodeOptions {
             tick_ms: 200,
             max_batch: 50,
             max_in_flight: 4,
+            block_lead_ms: None,
             decompressor: false,
             rpc_a: vec![],
             rpc_b: vec![],
@@ -441,7 +444,7 @@ impl NodeSet {
                     format!("{}/{prefix}_{region}", base_url.trim_end_matches('/'))
                 }
             };
-            let config = json!({
+            let mut config = json!({
                 "node": {
                     "name": region,
                     "listen": format!("127.0.0.1:{}", ports[i]),
@@ -469,6 +472,9 @@ impl NodeSet {
                 "verification": { "expiration_secs": 3600, "tick_ms": options.tick_ms },
                 "signing": { "probe_interval_secs": options.probe_interval_secs },
             });
+            if let Some(lead) = options.block_lead_ms {
+                config["submitter"]["block_lead_ms"] = serde_json::json!(lead);
+            }
             let config_path = dir.join(format!("{region}.yaml"));
             std::fs::write(&config_path, serde_norway::to_string(&config)?)?;
             let submitter = devnet.a.roles.dvn_admins[i];

@@ -105,6 +105,10 @@ enum Command {
         /// Most DVN.execute transactions in flight per destination.
         #[arg(long, default_value_t = 4)]
         max_in_flight: usize,
+        /// `submitter.block_lead_ms`: how long before the destination's next block is due a
+        /// partial batch closes (the node's default when absent).
+        #[arg(long)]
+        block_lead_ms: Option<u64>,
         #[arg(long, default_value = ".devnet-logs/steady")]
         log_dir: PathBuf,
         #[arg(long)]
@@ -190,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             secs,
             max_batch,
             max_in_flight,
+            block_lead_ms,
             log_dir,
             dvn_bin,
             json,
@@ -198,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             let options = NodeOptions {
                 max_batch,
                 max_in_flight,
+                block_lead_ms,
                 ..NodeOptions::default()
             };
             let mut all = Vec::new();
