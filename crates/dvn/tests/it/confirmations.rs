@@ -55,19 +55,12 @@ async fn nothing_is_verified_before_the_receive_side_confirmations() {
 
     // The 5th confirmation.
     src.chain.mine(1).await.unwrap();
-    stand.deliver(Direction::AToB, &packets, TIMEOUT).await;
-    stand.assert_invariants(Direction::AToB, &packets).await;
-    let events = stand
-        .devnet
-        .payload_verified(Direction::AToB)
-        .await
-        .unwrap();
-    assert_eq!(events.len(), 1);
-    assert_eq!(
-        events[0].confirmations,
-        U256::from(5),
-        "verified with the overriding 5, not the default 1"
-    );
+    verified_once_with_5(
+        &stand,
+        &packets,
+        "verified with the overriding 5, not the default 1",
+    )
+    .await;
 }
 
 /// Waits until every node's confirm stage has evaluated its packets at source head `head`.
@@ -135,17 +128,24 @@ async fn the_send_sides_confirmations_at_the_send_block_count_after_the_oapp_low
 
     // The 5th confirmation.
     src.chain.mine(1).await.unwrap();
-    stand.deliver(Direction::AToB, &packets, TIMEOUT).await;
-    stand.assert_invariants(Direction::AToB, &packets).await;
+    verified_once_with_5(
+        &stand,
+        &packets,
+        "verified with the send block's 5, not today's 1",
+    )
+    .await;
+}
+
+/// The packets are delivered, every invariant holds, and our DVN's one `PayloadVerified`
+/// carries 5 confirmations.
+async fn verified_once_with_5(stand: &Stand, packets: &[dvn_lz::SentPacket], why: &str) {
+    stand.deliver(Direction::AToB, packets, TIMEOUT).await;
+    stand.assert_invariants(Direction::AToB, packets).await;
     let events = stand
         .devnet
         .payload_verified(Direction::AToB)
         .await
         .unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(
-        events[0].confirmations,
-        U256::from(5),
-        "verified with the send block's 5, not today's 1"
-    );
+    assert_eq!(events[0].confirmations, U256::from(5), "{why}");
 }
