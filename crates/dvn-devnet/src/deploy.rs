@@ -607,6 +607,27 @@ pub async fn set_uln_config(
     Ok(())
 }
 
+/// Sets a per-OApp send ULN config (see [`set_uln_config`]).
+pub async fn set_send_uln_config(
+    chain: &Chain,
+    delegate: Address,
+    local: &Contracts,
+    oapp: Address,
+    remote_eid: u32,
+    config: UlnConfig,
+) -> Result<(), ChainError> {
+    set_uln_config(
+        chain,
+        delegate,
+        local.endpoint,
+        local.send_lib,
+        oapp,
+        remote_eid,
+        config,
+    )
+    .await
+}
+
 /// Sets a per-OApp receive ULN config (see [`set_uln_config`]).
 pub async fn set_receive_uln_config(
     chain: &Chain,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use alloy::primitives::U256;
-use dvn_devnet::deploy::{set_receive_uln_config, set_uln_config, uln_config};
+use dvn_devnet::deploy::{set_receive_uln_config, set_send_uln_config, uln_config};
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
@@ -29,14 +29,8 @@ async fn nothing_is_verified_before_the_receive_side_confirmations() {
     )
     .await
     .unwrap();
-    stand.nodes.start(&[0, 1, 2]).await.unwrap();
-    let packets = stand
-        .devnet
-        .send_messages(Direction::AToB, 1)
-        .await
-        .unwrap();
+    let (packets, sent_at) = start_and_send_one(&mut stand).await;
     let (src, _) = stand.devnet.sides(Direction::AToB);
-    let sent_at = src.chain.head().await.unwrap();
 
     // Depth 4: three more blocks after the send's.
     src.chain.mine(3).await.unwrap();
@@ -86,11 +80,10 @@ async fn confirm_stages_saw(stand: &Stand, head: u64) {
 /// deployer, calls `EndpointV2.setConfig`): one block on A.
 async fn set_send_confirmations(stand: &Stand, confirmations: u64) {
     let (src, dst) = stand.devnet.sides(Direction::AToB);
-    set_uln_config(
+    set_send_uln_config(
         &src.chain,
         src.roles.deployer,
-        src.contracts.endpoint,
-        src.contracts.send_lib,
+        &src.contracts,
         src.contracts.counter,
         dst.eid,
         uln_config(confirmations, vec![src.contracts.dvn]),
@@ -107,14 +100,8 @@ async fn set_send_confirmations(stand: &Stand, confirmations: u64) {
 async fn the_send_sides_confirmations_at_the_send_block_count_after_the_oapp_lowers_them() {
     let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
     set_send_confirmations(&stand, 5).await;
-    stand.nodes.start(&[0, 1, 2]).await.unwrap();
-    let packets = stand
-        .devnet
-        .send_messages(Direction::AToB, 1)
-        .await
-        .unwrap();
+    let (packets, sent_at) = start_and_send_one(&mut stand).await;
     let (src, _) = stand.devnet.sides(Direction::AToB);
-    let sent_at = src.chain.head().await.unwrap();
     // Lowered to 1 in the next block (depth 2), then two more: depth 4.
     set_send_confirmations(&stand, 1).await;
     src.chain.mine(2).await.unwrap();
@@ -148,4 +135,16 @@ async fn verified_once_with_5(stand: &Stand, packets: &[dvn_lz::SentPacket], why
         .unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].confirmations, U256::from(5), "{why}");
+}
+
+/// Starts the three nodes and sends one message A → B: its packet and the block it was sent in.
+async fn start_and_send_one(stand: &mut Stand) -> (Vec<dvn_lz::SentPacket>, u64) {
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let packets = stand
+        .devnet
+        .send_messages(Direction::AToB, 1)
+        .await
+        .unwrap();
+    let (src, _) = stand.devnet.sides(Direction::AToB);
+    (packets, src.chain.head().await.unwrap())
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use dvn_devnet::artifacts::Artifacts;
-use dvn_devnet::deploy::{deploy_dvn, set_uln_config, uln_config, SideSpec};
+use dvn_devnet::deploy::{deploy_dvn, set_send_uln_config, uln_config, SideSpec};
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::wait::eventually;
 use dvn_devnet::{DevnetConfig, Direction};
@@ -37,13 +37,11 @@ async fn packets_for_another_dvn_are_ignored() {
     .await
     .unwrap();
     let counter = src.contracts.counter;
-    let send_lib = src.contracts.send_lib;
     let set_required = |dvn| {
-        set_uln_config(
+        set_send_uln_config(
             &src.chain,
             src.roles.deployer,
-            src.contracts.endpoint,
-            send_lib,
+            &src.contracts,
             counter,
             dst.eid,
             uln_config(1, vec![dvn]),
@@ -87,11 +85,10 @@ async fn packets_for_another_dvn_are_ignored() {
 
     // Positive control: the same OApp, our DVN again → verified.
     let (src, _) = stand.devnet.sides(Direction::AToB);
-    set_uln_config(
+    set_send_uln_config(
         &src.chain,
         src.roles.deployer,
-        src.contracts.endpoint,
-        src.contracts.send_lib,
+        &src.contracts,
         src.contracts.counter,
         dst.eid,
         uln_config(1, vec![src.contracts.dvn]),
