@@ -368,6 +368,33 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU time a process has used so far (user + system, `/proc/PID/stat`), in seconds.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) are space-separated; utime
+    // and stime are the 14th and 15th of the line, the 12th and 13th after the name.
+    let after_name = stat.rsplit_once(')')?.1;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // `/proc` counts in USER_HZ, which is 100 on every Linux this runs on.
+    Some((utime + stime) / 100.0)
+}
+
+/// The processes whose CPU time a run reports, by name: the three nodes and the two anvils.
+fn cpu_by_process(devnet: &Devnet, nodes: &NodeSet) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, Option<u32>)> = nodes
+        .nodes
+        .iter()
+        .map(|n| (n.region.clone(), n.pid()))
+        .collect();
+    all.push(("anvil A".into(), Some(devnet.a.chain.pid())));
+    all.push(("anvil B".into(), Some(devnet.b.chain.pid())));
+    all.into_iter()
+        .map(|(name, pid)| (name, pid.and_then(cpu_secs).unwrap_or(0.0)))
+        .collect()
+}
+
 fn is_verified(state: VerificationState) -> bool {
     matches!(
         state,
@@ -417,6 +444,7 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
     }
     // With an outage the clock starts when the nodes do: the drain time.
     let started = if outage { Instant::now() } else { sending };
+    let cpu_at_start = cpu_by_process(&devnet, &nodes);
     let mut first_verified = None;
     let mut verified_at = None;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -465,9 +493,16 @@ async fn bench(run: BenchRun, log_dir: PathBuf, dvn_bin: PathBuf) -> anyhow::Res
         }
     }
     let verified = verified_at.unwrap_or_default();
+    // Where the cores went while the clock ran (for a burst to running nodes, sending included).
+    let cpu_secs: Vec<(String, f64)> = cpu_by_process(&devnet, &nodes)
+        .into_iter()
+        .zip(cpu_at_start)
+        .map(|((name, end), (_, start))| (name, end - start))
+        .collect();
     let report = devnet.check_invariants(direction, &packets).await?;
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
-    let costs = costs(&devnet, &nodes, &report, messages, &dvn_bin).await?;
+    let mut costs = costs(&devnet, &nodes, &report, messages, &dvn_bin).await?;
+    costs.cpu_secs = cpu_secs;
     Ok(Figures {
         messages,
         max_batch,
@@ -499,6 +534,8 @@ struct Costs {
     /// The `eth_call`s among them per packet, by contract function (`dvn_rpc_calls_total`).
     eth_calls_per_packet_by_function: std::collections::BTreeMap<String, f64>,
     peak_rss_mib: Vec<(String, Option<f64>)>,
+    /// CPU seconds each node and anvil used while the clock ran (bench runs only).
+    cpu_secs: Vec<(String, f64)>,
     /// Signature pushes to peers per packet by outcome (`dvn_peer_push_total`), and pull
     /// requests per packet (`dvn_peer_pulls_total`), the three nodes together.
     peer_pushes_per_packet: std::collections::BTreeMap<String, f64>,
@@ -538,6 +575,16 @@ impl Costs {
             })
             .collect();
         rss.join(", ")
+    }
+
+    /// CPU seconds per process, as `region N s, …, anvil A N s, …`.
+    fn cpu_line(&self) -> String {
+        let parts: Vec<String> = self
+            .cpu_secs
+            .iter()
+            .map(|(name, secs)| format!("{name} {secs:.1} s"))
+            .collect();
+        parts.join(", ")
     }
 
     /// `stage mean / p99, …` in pipeline order.
@@ -620,6 +667,7 @@ async fn costs(
         peer_pulls_per_packet: nodes.metric_sum("dvn_peer_pulls_total").await
             / messages.max(1) as f64,
         peak_rss_mib: rss,
+        cpu_secs: Vec::new(),
         stages: stage_timings(&texts),
         steps: step_timings(&texts),
         conditions: Conditions::now(dvn_bin),
@@ -769,6 +817,7 @@ impl Figures {
         println!("  per stage, mean / p99       {}", self.costs.stages_line());
         println!("  one step, mean / p99        {}", self.costs.steps_line());
         println!("  peak RSS per node           {}", self.costs.rss_line());
+        println!("  CPU time while timed        {}", self.costs.cpu_line());
         println!(
             "  conditions                  {}",
             self.costs.conditions_line()
