@@ -24,7 +24,8 @@
 //! 3. **check** — skip what the destination no longer needs (our verification already there,
 //!    or committed, or delivered), for packets that reached their confirmations a while ago
 //!    (a fresh one cannot have been verified by the other regions yet; the submit stage reads
-//!    the destination before sending either way);
+//!    the destination before sending either way); within a page, a path's packets between two
+//!    ends the destination still needs are not read one by one ([`PageEnds`]);
 //! 4. **sign** — the `verify` param with a deterministic expiration; the signature is stored
 //!    before it is shared with the peers.
 
@@ -142,6 +143,73 @@ struct Views {
     /// transaction, however many packets it sent.
     receipts: Shared<(u32, B256), Option<Arc<ReceiptPackets>>>,
     lazy: Mutex<LazyNonces>,
+    /// Each path's lowest and highest nonce among the step's packets: see [`PageEnds`].
+    ends: HashMap<PathKey, PageEnds>,
+    /// Whether the destination needs both ends of a path's run still (read once per step).
+    ends_open: Shared<PathKey, bool>,
+}
+
+/// A path's lowest- and highest-nonce packets in one step's page. After an outage a page holds
+/// hundreds of packets of a path that are not fresh, and checking each on the destination is
+/// three reads per packet on every node — most of a catch-up's reads, and the destination's
+/// endpoint did most of the work of the drain. The ends are checked instead: the destination
+/// verifies a path's packets roughly in nonce order, so when neither end is done there, the
+/// packets between them are signed without reads of their own; when either is (this node
+/// comes back alone after the others verified its backlog), each is checked as before. A
+/// packet between two open ends that was done anyway (verified out of order) costs a signature
+/// and no more: the check only ever spares work — the submit stage reads the destination
+/// afresh for every packet before sending it.
+#[derive(Debug, Clone)]
+struct PageEnds {
+    low: PageEnd,
+    high: PageEnd,
+}
+
+#[derive(Debug, Clone)]
+struct PageEnd {
+    nonce: u64,
+    header: Vec<u8>,
+    payload_hash: B256,
+}
+
+impl PageEnd {
+    fn of(row: &PacketRow) -> Self {
+        Self {
+            nonce: row.packet.nonce,
+            header: row.packet.header.clone(),
+            payload_hash: row.packet.payload_hash,
+        }
+    }
+}
+
+impl PageEnds {
+    /// The ends of each path's run among `rows`.
+    fn of<'a>(rows: impl IntoIterator<Item = &'a PacketRow>) -> HashMap<PathKey, Self> {
+        let mut ends: HashMap<PathKey, Self> = HashMap::new();
+        for row in rows {
+            let nonce = row.packet.nonce;
+            ends.entry(row.packet.path())
+                .and_modify(|e| {
+                    if nonce < e.low.nonce {
+                        e.low = PageEnd::of(row);
+                    }
+                    if nonce > e.high.nonce {
+                        e.high = PageEnd::of(row);
+                    }
+                })
+                .or_insert_with(|| Self {
+                    low: PageEnd::of(row),
+                    high: PageEnd::of(row),
+                });
+        }
+        ends
+    }
+
+    /// Whether a packet with `nonce` lies strictly between the ends (the ends check
+    /// themselves).
+    fn between(&self, nonce: u64) -> bool {
+        self.low.nonce < nonce && nonce < self.high.nonce
+    }
 }
 
 /// What processing one packet came to, with the packet it was.
@@ -259,7 +327,7 @@ impl SignStage {
         let holds = self.ctx.store.holds().await?;
         let mut held = 0usize;
         let mut rate_limited = 0usize;
-        let views = Views::default();
+        let mut views = Views::default();
         let mut moved = false;
         let mut failed: Vec<(B256, String)> = Vec::new();
         // First, in order and alone: holds, the governor's refusals and its rate cap. A path
@@ -303,6 +371,7 @@ impl SignStage {
         }
         // Side by side, at most SIGN_CONCURRENCY at once (a hand-fed `FuturesUnordered`: the
         // stream combinators over borrowing closures trip the compiler's `Send` check).
+        views.ends = PageEnds::of(admitted.iter().copied());
         let mut finished: Vec<Processed<'_>> = Vec::with_capacity(admitted.len());
         let mut queue = admitted.into_iter();
         let mut running = futures::stream::FuturesUnordered::new();
@@ -568,7 +637,7 @@ impl SignStage {
             .await?;
         let fresh = depth < required.saturating_add(FRESH_DEPTH)
             || now.saturating_sub(p.block_timestamp) < FRESH_SECS;
-        if !fresh {
+        if !fresh && !self.ends_open(views, p, dst, dvn.address, required).await {
             if let Some((state, why)) = destination_done_in(
                 dst,
                 dvn.address,
@@ -647,6 +716,49 @@ impl SignStage {
             .peers
             .push_in_background(call_hash, key.address(), signature);
         Ok(Outcome::Signed)
+    }
+}
+
+impl SignStage {
+    /// Whether `p` lies between its path's page ends and the destination still needs both
+    /// ends (see [`PageEnds`]): then `p` is signed without a destination check of its own. A
+    /// failed read of an end answers no (each packet is checked).
+    async fn ends_open(
+        &self,
+        views: &Views,
+        p: &NewPacket,
+        dst: &EvmChain,
+        dvn: Address,
+        required: u64,
+    ) -> bool {
+        let path = p.path();
+        let Some(ends) = views.ends.get(&path).filter(|e| e.between(p.nonce)) else {
+            return false;
+        };
+        views
+            .ends_open
+            .get_or(path, || async {
+                for end in [&ends.low, &ends.high] {
+                    let Ok(header) = PacketHeader::decode(&end.header) else {
+                        return Ok(false);
+                    };
+                    let done = destination_done_in(
+                        dst,
+                        dvn,
+                        &header,
+                        end.payload_hash,
+                        required,
+                        &views.lazy,
+                    )
+                    .await;
+                    if !matches!(done, Ok(None)) {
+                        return Ok(false);
+                    }
+                }
+                Ok::<_, std::convert::Infallible>(true)
+            })
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -898,6 +1010,68 @@ mod tests {
         assert!(!depth.is_gone(9_000));
         depth.find_reach(700, |d| async move { d < 600 }).await;
         assert!(depth.is_gone(600) && !depth.is_gone(599), "found afresh");
+    }
+
+    fn row(receiver: u8, nonce: u64) -> PacketRow {
+        PacketRow {
+            packet: NewPacket {
+                guid: B256::with_last_byte(nonce as u8),
+                src_eid: 30101,
+                dst_eid: 30212,
+                sender: B256::with_last_byte(1),
+                receiver: B256::with_last_byte(receiver),
+                nonce,
+                header: vec![nonce as u8],
+                payload_hash: B256::with_last_byte(nonce as u8),
+                tx_hash: B256::ZERO,
+                block_number: 1,
+                block_hash: B256::ZERO,
+                log_index: 0,
+                block_timestamp: 0,
+            },
+            state: PacketState::Observed,
+            confirmations: None,
+            expiration: None,
+            call_hash: None,
+            submission: None,
+            ready_at_ms: None,
+            updated_at_ms: 0,
+            attempts: 0,
+            last_error: None,
+            version: 0,
+            deferrals: 0,
+        }
+    }
+
+    #[test]
+    fn a_pages_path_ends_are_its_lowest_and_highest_nonce_and_only_packets_between_skip() {
+        // Two paths interleaved, out of nonce order (a page sorts by path, then nonce; a retried
+        // packet may come back later).
+        let rows = [
+            row(7, 12),
+            row(8, 3),
+            row(7, 10),
+            row(7, 15),
+            row(8, 4),
+            row(7, 11),
+        ];
+        let ends = PageEnds::of(rows.iter());
+        let seven = &ends[&rows[0].packet.path()];
+        assert_eq!((seven.low.nonce, seven.high.nonce), (10, 15));
+        assert_eq!(seven.low.header, vec![10], "the end's own packet is kept");
+        assert_eq!(seven.high.payload_hash, B256::with_last_byte(15));
+        assert!(seven.between(11) && seven.between(12));
+        assert!(
+            !seven.between(10) && !seven.between(15),
+            "an end checks itself"
+        );
+        // Two packets: both are ends, nothing between.
+        let eight = &ends[&rows[1].packet.path()];
+        assert_eq!((eight.low.nonce, eight.high.nonce), (3, 4));
+        assert!(!eight.between(3) && !eight.between(4));
+        // A path alone in its page: its one packet is both ends.
+        let one = PageEnds::of([&row(9, 5)]);
+        assert!(!one[&row(9, 5).packet.path()].between(5));
     }
 
     #[test]
