@@ -369,9 +369,9 @@ impl SignStage {
             *left -= 1;
             admitted.push(row);
         }
+        views.ends = PageEnds::of(admitted.iter().copied());
         // Side by side, at most SIGN_CONCURRENCY at once (a hand-fed `FuturesUnordered`: the
         // stream combinators over borrowing closures trip the compiler's `Send` check).
-        views.ends = PageEnds::of(admitted.iter().copied());
         let mut finished: Vec<Processed<'_>> = Vec::with_capacity(admitted.len());
         let mut queue = admitted.into_iter();
         let mut running = futures::stream::FuturesUnordered::new();
