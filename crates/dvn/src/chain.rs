@@ -577,14 +577,33 @@ impl EvmChain {
             .iter()
             .filter_map(|a| a.as_ref().ok().copied())
             .max();
-        highest.ok_or_else(|| {
-            let detail = answers
-                .into_iter()
-                .filter_map(Result::err)
-                .collect::<Vec<_>>()
-                .join("; ");
-            self.bad("eth_estimateGas", detail)
-        })
+        highest.ok_or_else(|| self.none_answered("eth_estimateGas", answers))
+    }
+
+    /// The error when no endpoint gave an answer: each one's reason.
+    fn none_answered<T>(&self, what: &'static str, answers: Vec<Answer<T>>) -> ChainError {
+        let detail = answers
+            .into_iter()
+            .filter_map(Result::err)
+            .collect::<Vec<_>>()
+            .join("; ");
+        self.bad(what, detail)
+    }
+
+    /// Runs `tx` once with `eth_call` on every endpoint: fine when any endpoint ran it
+    /// without reverting (as with [`Self::estimate_gas`], which this replaces where the gas
+    /// limit is already known: an endpoint that fails cannot make the transaction revert).
+    pub async fn runs_without_revert(&self, tx: &TransactionRequest) -> Result<(), ChainError> {
+        let answers = self
+            .ask_all("eth_call", |p| {
+                let tx = tx.clone();
+                async move { p.call(tx).await.map(|_| ()) }
+            })
+            .await;
+        if answers.iter().any(Result::is_ok) {
+            return Ok(());
+        }
+        Err(self.none_answered("eth_call", answers))
     }
 
     /// Sends a signed transaction to every endpoint; succeeds if any accepted it (or already

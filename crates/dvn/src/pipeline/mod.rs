@@ -18,6 +18,7 @@ pub mod batching;
 pub mod claims;
 pub mod execute;
 pub mod expiration;
+pub mod gas;
 pub mod governor;
 pub mod rotation;
 pub mod sign;

@@ -689,13 +689,13 @@ impl SubmitStage {
                 .with_from(from)
                 .with_to(to)
                 .with_input(input.clone());
-            let gas = match chain.estimate_gas(&request).await {
+            let gas = match self.txs.execute_gas(&request, batch.len()).await {
                 Ok(gas) => gas,
                 Err(e) => {
                     // An execute that would revert: most likely our submitter lost ADMIN_ROLE.
                     // Re-read it now rather than at the next periodic refresh.
                     self.ctx.wake.signers.notify_one();
-                    return Err(e.into());
+                    return Err(e);
                 }
             };
             if gas <= self.ctx.config.submitter.max_batch_gas || batch.len() == 1 {

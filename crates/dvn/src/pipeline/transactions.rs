@@ -26,16 +26,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy::consensus::{SignableTransaction, Transaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::{Decodable2718, Encodable2718};
 use alloy::primitives::{keccak256, Address, Bytes, TxKind, B256, U256};
-use alloy::rpc::types::TransactionReceipt;
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::sol_types::SolEvent;
 use dvn_lz::contracts::{IReceiveUln302, IDVN};
 use dvn_lz::PacketHeader;
 
+use super::gas::{self, CallShape, GasEstimates, MinedCall};
 use super::sign::destination_done;
 use super::{execute, turns, Context};
 use crate::peer::protocol::ClaimEntry;
@@ -97,6 +98,8 @@ pub struct TxManager {
     /// The mined nonce at which an unknown pending transaction of our account was last
     /// reported (logged once per nonce).
     reported_unknown: Option<u64>,
+    /// `execute` gas estimates our mined calls showed enough, per call shape.
+    gas_estimates: GasEstimates,
 }
 
 impl TxManager {
@@ -107,7 +110,34 @@ impl TxManager {
             nonce_taken_since: HashMap::new(),
             reported_stuck: HashSet::new(),
             reported_unknown: None,
+            gas_estimates: GasEstimates::default(),
         }
+    }
+
+    /// The gas estimate for an `execute` carrying `params` params: one learned from our mined
+    /// calls of the same shape when there is one (then the call is only run once, to see it
+    /// would not revert), else the endpoints' `eth_estimateGas`. See [`super::gas`].
+    pub async fn execute_gas(
+        &self,
+        request: &TransactionRequest,
+        params: usize,
+    ) -> anyhow::Result<u64> {
+        let chain = self.ctx.chain(self.eid)?;
+        let shape = CallShape {
+            to: request
+                .to
+                .and_then(|to| to.to().copied())
+                .unwrap_or_default(),
+            params,
+            calldata: request.input.input().map_or(0, |i| i.len()),
+        };
+        let Some(gas) = self.gas_estimates.reusable(&shape, Instant::now()) else {
+            return Ok(chain.estimate_gas(request).await?);
+        };
+        chain.runs_without_revert(request).await?;
+        metrics::counter!("dvn_execute_gas_estimates_reused_total", "chain" => chain.name().to_string())
+            .increment(1);
+        Ok(gas)
     }
 
     /// Signs, persists, broadcasts and announces one `execute` carrying `packets` (all or
@@ -158,8 +188,7 @@ impl TxManager {
         let tx = TxEip1559 {
             chain_id: chain.config.chain_id,
             nonce,
-            // Headroom over the estimate; Conflux charges ≥ ¾ of the limit, so keep it tight.
-            gas_limit: gas.saturating_mul(6) / 5,
+            gas_limit: gas::with_headroom(gas),
             max_fee_per_gas: max_fee,
             max_priority_fee_per_gas: priority,
             to: TxKind::Call(to),
@@ -524,7 +553,7 @@ impl TxManager {
 
     /// Applies a mined receipt to every packet attached to any same-nonce submission.
     async fn settle_receipt(
-        &self,
+        &mut self,
         same_nonce: &[&SubmissionRow],
         mined: &SubmissionRow,
         receipt: &TransactionReceipt,
@@ -554,6 +583,11 @@ impl TxManager {
                         signature_failed.push(event.idx);
                     }
                 }
+            }
+        }
+        if !cancelled {
+            if let Some(call) = mined_call(mined, receipt, failures, verified.len()) {
+                self.gas_estimates.mined(&call, Instant::now());
             }
         }
         // A reverted execute: the usual cause is a submitter that lost ADMIN_ROLE. Then the
@@ -718,6 +752,30 @@ fn decode_eip1559(row: &SubmissionRow) -> anyhow::Result<TxEip1559> {
 }
 
 /// Whether a stored submission is a cancel: a plain transfer to the sending account itself.
+/// What the gas estimates learn from one of our mined `execute`s; `None` when its stored
+/// bytes are not an `execute` (nothing to learn).
+fn mined_call(
+    mined: &SubmissionRow,
+    receipt: &TransactionReceipt,
+    failed_params: usize,
+    verified_params: usize,
+) -> Option<MinedCall> {
+    let tx = decode_eip1559(mined).ok()?;
+    let params = execute::mined_call_data(&tx.input)?.len();
+    Some(MinedCall {
+        shape: CallShape {
+            to: tx.to.to().copied()?,
+            params,
+            calldata: tx.input.len(),
+        },
+        gas_limit: tx.gas_limit,
+        gas_used: receipt.gas_used,
+        succeeded: receipt.status(),
+        failed_params,
+        verified_params,
+    })
+}
+
 fn is_cancel(row: &SubmissionRow, own: Address) -> bool {
     decode_eip1559(row).is_ok_and(|tx| tx.to == TxKind::Call(own) && tx.input.is_empty())
 }
