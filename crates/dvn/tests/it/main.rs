@@ -24,6 +24,7 @@ mod e2e;
 mod exactly_once;
 mod expiry;
 mod foreign;
+mod gas_estimates;
 mod governor;
 mod hostile_peer;
 mod hsm_e2e;
