@@ -953,6 +953,10 @@ async fn demo(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    // SIGTERM (a service manager, `timeout`, `kill`) stops at once like a second Ctrl-C, so
+    // the chains and nodes are stopped with the demo: with --keep-running they run outside
+    // its process group, and the default action would leave them running.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     if log_dir.exists() {
         std::fs::remove_dir_all(&log_dir)?;
     }
@@ -1077,6 +1081,11 @@ async fn demo(
                 }
                 stopping = true;
                 println!("stopping: no more sends; waiting for the messages in flight (Ctrl-C again to stop now)");
+            }
+            _ = terminate.recv() => {
+                stopping = true;
+                println!("terminated: stopping the chains and nodes");
+                break;
             }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
