@@ -65,6 +65,14 @@ impl Stand {
         report
     }
 
+    /// Sends `count` messages on `direction` and delivers them once verified (see
+    /// [`Self::deliver`], with the e2e timeout).
+    pub async fn send_delivered(&self, direction: Direction, count: usize) -> Vec<SentPacket> {
+        let packets = self.devnet.send_messages(direction, count).await.unwrap();
+        self.deliver(direction, &packets, crate::e2e::TIMEOUT).await;
+        packets
+    }
+
     /// Waits for all packets to become verifiable and delivers them; fails with node logs.
     pub async fn deliver(&self, direction: Direction, packets: &[SentPacket], timeout: Duration) {
         let ok = self

@@ -53,12 +53,7 @@ async fn a_learned_gas_estimate_is_reused_and_a_call_that_would_revert_is_still_
 
     // One packet, one `execute` of one param: estimated, and learned from its receipt (the
     // packet counts as verified on the node in the same step that learns).
-    let first = stand
-        .devnet
-        .send_messages(Direction::AToB, 1)
-        .await
-        .unwrap();
-    stand.deliver(Direction::AToB, &first, TIMEOUT).await;
+    let first = stand.send_delivered(Direction::AToB, 1).await;
     assert!(
         metric_until(node, "dvn_packets_verified_total", ON_B, |v| v >= 1.0).await,
         "{owner_name} settled its first execute"
@@ -66,12 +61,7 @@ async fn a_learned_gas_estimate_is_reused_and_a_call_that_would_revert_is_still_
     assert_eq!(reused(node).await, 0.0, "nothing learned before a receipt");
 
     // The next packet goes out as the same shape: sent with the learned estimate.
-    let second = stand
-        .devnet
-        .send_messages(Direction::AToB, 1)
-        .await
-        .unwrap();
-    stand.deliver(Direction::AToB, &second, TIMEOUT).await;
+    let second = stand.send_delivered(Direction::AToB, 1).await;
     assert_eq!(
         reused(node).await,
         1.0,
