@@ -1,10 +1,10 @@
 //! Gas limits for our `DVN.execute` calls: estimated once per call shape, and reused for
 //! calls of the same shape while a mined call keeps showing the estimate was enough.
 //!
-//! `eth_estimateGas` runs the call many times over (nodes bisect the limit; anvil to within a
-//! few units). Measured on the devnet's destination anvil, estimating a 15-param `execute`
-//! took 17 times as long as running it once with `eth_call` (99 against 5.8 ms), and under a
-//! backlog those estimates were most of that node's work. What an `execute` costs depends on
+//! `eth_estimateGas` runs the call many times over (nodes bisect the limit). Measured on the
+//! devnet's destination anvil, estimating a 15-param `execute` took 17 times as long as
+//! running it once with `eth_call` (99 against 5.8 ms); in a 10,000-packet drain the
+//! estimates were more than half of that node's CPU time. What an `execute` costs depends on
 //! its shape — where it goes, how many params, how many calldata bytes — not on which packets
 //! it carries: each param recovers the same number of signatures and writes one new slot in
 //! the DVN and one in the ULN. So:
