@@ -120,31 +120,27 @@ pub async fn settle_mined(ctx: &Context, eid: u32) -> anyhow::Result<usize> {
                 }
                 false => HashMap::new(),
             };
-            for guid in &claim.guids {
-                let Some(row) = ctx.reader.packet(*guid).await? else {
-                    continue;
-                };
-                let Some(required) = row.confirmations else {
-                    continue;
-                };
-                let key = (keccak256(&row.packet.header), row.packet.payload_hash);
-                if row.state != PacketState::Signed
-                    || verified.get(&key).is_none_or(|c| *c < required)
-                {
-                    continue;
-                }
-                let why = format!(
-                    "verified by {}'s transaction {} (its receipt)",
-                    claim.region, claim.tx_hash
-                );
-                if ctx
-                    .store
-                    .transition(row.expect(), PacketState::Verified, Some(&why))
-                    .await?
-                {
-                    closed += 1;
-                }
-            }
+            let why = format!(
+                "verified by {}'s transaction {} (its receipt)",
+                claim.region, claim.tx_hash
+            );
+            // The claim's packets in one read and their moves in one commit.
+            let moves: Vec<_> = ctx
+                .reader
+                .packets_by_guid(&claim.guids)
+                .await?
+                .into_iter()
+                .filter(|row| {
+                    let key = (keccak256(&row.packet.header), row.packet.payload_hash);
+                    row.state == PacketState::Signed
+                        && row.confirmations.is_some_and(|required| {
+                            verified.get(&key).is_some_and(|c| *c >= required)
+                        })
+                })
+                .map(|row| (row.expect(), PacketState::Verified, Some(why.as_str())))
+                .collect();
+            let applied = ctx.store.transition_all(&moves).await?;
+            closed += applied.into_iter().filter(|moved| *moved).count();
         }
         ctx.store.drop_peer_claim(eid, claim.tx_hash).await?;
     }

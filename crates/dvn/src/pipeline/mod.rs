@@ -73,7 +73,7 @@ pub struct Context {
     /// The same store through connections of its own, for readers that must never wait
     /// behind the pipeline or hold it up: the health snapshot, the `/status` page.
     pub reader: Store,
-    /// Peers' pushed signatures, stored many per transaction (see [`SignatureWriter`]).
+    /// Signatures, ours and the peers' pushes, stored many per transaction (see [`SignatureWriter`]).
     ///
     /// [`SignatureWriter`]: crate::store::SignatureWriter
     pub signature_writer: crate::store::SignatureWriter,

@@ -672,34 +672,46 @@ impl SignStage {
         // Peers' signatures over this param that arrived before ours (held in memory): stored
         // now that the param is built here, when their signer is in this DVN's set (each
         // already recovered to its signer over this hash; the aggregation checks it again) —
-        // before our own, so the submit stage never sees the packet signed without them and
-        // pulls what it already has.
-        for (signer, bytes) in self.ctx.early_signatures.take(call_hash) {
-            if !dvn.signers.contains(&signer) {
-                continue;
-            }
-            if let Err(e) = self
-                .ctx
-                .signature_writer
-                .insert(call_hash, signer, bytes, "peer")
-                .await
-            {
-                tracing::debug!(%call_hash, %signer, "a peer's early signature was not stored (it is pulled instead): {e}");
-            }
-        }
+        // queued before our own, so committed no later than ours: the submit stage never sees
+        // the packet signed without them and pulls what it already has.
+        let early: Vec<_> = self
+            .ctx
+            .early_signatures
+            .take(call_hash)
+            .into_iter()
+            .filter(|(signer, _)| dvn.signers.contains(signer))
+            .map(|(signer, bytes)| {
+                let queued = self
+                    .ctx
+                    .signature_writer
+                    .enqueue(call_hash, signer, bytes, "peer");
+                (signer, queued)
+            })
+            .collect();
+        // Committed together with the other packets signed meanwhile (group commit: one WAL
+        // sync for them all), and only then shared.
         let recorded = self
             .ctx
-            .store
-            .record_own_signature(
+            .signature_writer
+            .record_own(
                 row.expect(),
                 required,
                 expires,
                 call_hash,
                 key.address(),
-                &signature.as_bytes(),
+                signature.as_bytes().to_vec(),
             )
-            .await?;
-        if !recorded {
+            .await;
+        for (signer, queued) in early {
+            let stored = match queued {
+                Ok(queued) => queued.stored().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
+                tracing::debug!(%call_hash, %signer, "a peer's early signature was not stored (it is pulled instead): {e}");
+            }
+        }
+        if !recorded? {
             // The watcher re-observed or replaced the packet while we checked it: this
             // signature is over a stale snapshot and is dropped; the next step starts afresh.
             return Ok(Outcome::Waiting("moved while being signed"));

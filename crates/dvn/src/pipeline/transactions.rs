@@ -607,20 +607,31 @@ impl TxManager {
         // the mined call's params).
         let signature_failed = params_at(mined, &signature_failed);
         for sub in same_nonce {
-            for row in ctx.store.packets_of_submission(sub.tx_hash).await? {
+            let (done, rest): (Vec<PacketRow>, Vec<PacketRow>) = ctx
+                .store
+                .packets_of_submission(sub.tx_hash)
+                .await?
+                .into_iter()
+                .partition(|row| {
+                    verified.contains_key(&(keccak256(&row.packet.header), row.packet.payload_hash))
+                });
+            // The verified ones in one commit: a full batch is dozens of packets.
+            let moves: Vec<_> = done
+                .iter()
+                .map(|row| (row.expect(), PacketState::Verified, None))
+                .collect();
+            let applied = ctx.store.transition_all(&moves).await?;
+            for (row, _) in done.iter().zip(applied).filter(|(_, moved)| *moved) {
                 let p = &row.packet;
-                if verified.contains_key(&(keccak256(&p.header), p.payload_hash)) {
-                    ctx.store
-                        .transition(row.expect(), PacketState::Verified, None)
-                        .await?;
-                    PacketStage::Mine.reached(row.updated_at_ms);
-                    let latency = now_ms()
-                        .saturating_sub(i64::try_from(p.block_timestamp).unwrap_or(0) * 1000);
-                    metrics::histogram!("dvn_verification_latency_seconds", "chain" => chain.name().to_string()).record(latency as f64 / 1000.0);
-                    metrics::counter!("dvn_packets_verified_total", "chain" => chain.name().to_string()).increment(1);
-                    tracing::info!(guid = %p.guid, nonce = p.nonce, tx = %mined.tx_hash, "verified");
-                    continue;
-                }
+                PacketStage::Mine.reached(row.updated_at_ms);
+                let latency =
+                    now_ms().saturating_sub(i64::try_from(p.block_timestamp).unwrap_or(0) * 1000);
+                metrics::histogram!("dvn_verification_latency_seconds", "chain" => chain.name().to_string()).record(latency as f64 / 1000.0);
+                metrics::counter!("dvn_packets_verified_total", "chain" => chain.name().to_string()).increment(1);
+                tracing::info!(guid = %p.guid, nonce = p.nonce, tx = %mined.tx_hash, "verified");
+            }
+            for row in rest {
+                let p = &row.packet;
                 let header = PacketHeader::decode(&p.header)?;
                 let required = row.confirmations.unwrap_or(1);
                 if let Some((state, why)) =

@@ -1,32 +1,32 @@
-//! Group commit for the signatures peers push.
+//! Group commit for signatures: the peers' pushes and the sign stage's own.
 //!
 //! Under a backlog each peer pushes a signature for every packet it signs — hundreds a second
-//! per node — and each one stored on its own is a transaction of its own: on SQLite's single
-//! writer connection (`synchronous=FULL`) one WAL sync each, queued in front of the pipeline's
-//! own writes. Here the pushes that arrive while one commit is under way wait for it and go
-//! into the next transaction together: no timer, so a lone push is stored at once, and a
-//! burst costs one sync per commit instead of one per signature. A push is answered only
-//! after the transaction holding its signature committed, as before.
+//! per node — and the sign stage records one of its own for each packet, 16 side by side.
+//! Each stored on its own is a transaction of its own: on SQLite's single writer connection
+//! (`synchronous=FULL`) one WAL sync each, queued in front of the pipeline's other writes.
+//! Here the writes that arrive while one commit is under way wait for it and go into the next
+//! transaction together: no timer, so a lone write is stored at once, and a burst costs one
+//! sync per commit instead of one per signature. A write is answered only after the
+//! transaction holding it committed, so our own signature is still shared only once it is
+//! stored.
 
 use alloy::primitives::{Address, B256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError};
+use super::{Expect, SignatureWrite, Store, StoreError};
 
 /// Most signatures in one transaction.
 const MAX_GROUP: usize = 512;
 
 /// Pushes waiting for a commit before new ones are refused as "store busy" (the pusher
-/// retries, and pulls fill in what it gives up on).
+/// retries, and pulls fill in what it gives up on). Our own signatures wait for room instead:
+/// the sign stage has at most a few dozen in flight.
 const QUEUE: usize = 4 * MAX_GROUP;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<bool, String>>;
 
 struct Pending {
-    call_hash: B256,
-    signer: Address,
-    signature: Vec<u8>,
-    source: String,
+    write: SignatureWrite,
     reply: Reply,
 }
 
@@ -41,7 +41,7 @@ pub enum GroupCommitError {
     Store(String),
 }
 
-/// Stores peers' signatures, many per transaction (see the module docs). Cheap to clone.
+/// Stores signatures, many per transaction (see the module docs). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SignatureWriter {
     queue: mpsc::Sender<Pending>,
@@ -53,34 +53,31 @@ impl SignatureWriter {
         let (queue, mut waiting) = mpsc::channel::<Pending>(QUEUE);
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(MAX_GROUP);
+            let mut writes = Vec::with_capacity(MAX_GROUP);
             while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
-                let rows: Vec<(B256, Address, Vec<u8>, String)> = group
-                    .iter_mut()
-                    .map(|p| {
-                        (
-                            p.call_hash,
-                            p.signer,
-                            std::mem::take(&mut p.signature),
-                            std::mem::take(&mut p.source),
-                        )
+                let replies: Vec<Reply> = group
+                    .drain(..)
+                    .map(|p: Pending| {
+                        writes.push(p.write);
+                        p.reply
                     })
                     .collect();
                 let outcome = store
-                    .insert_signatures(&rows)
+                    .write_signatures(&writes)
                     .await
-                    .map(|_| ())
                     .map_err(|e: StoreError| e.to_string());
-                for pending in group.drain(..) {
-                    // The pusher may have gone (its request cancelled): nothing to tell.
-                    let _ = pending.reply.send(outcome.clone());
+                writes.clear();
+                for (i, reply) in replies.into_iter().enumerate() {
+                    // The caller may have gone (a push request cancelled): nothing to tell.
+                    let _ = reply.send(outcome.as_ref().map(|s| s[i]).map_err(Clone::clone));
                 }
             }
         });
         Self { queue }
     }
 
-    /// Stores one signature (ignored when already stored) in the next group; returns once
-    /// that group committed.
+    /// Stores a peer's signature (ignored when already stored) in the next group; returns once
+    /// that group committed. Refused at once when too many wait ([`GroupCommitError::Busy`]).
     pub async fn insert(
         &self,
         call_hash: B256,
@@ -88,23 +85,83 @@ impl SignatureWriter {
         signature: Vec<u8>,
         source: &str,
     ) -> Result<(), GroupCommitError> {
+        self.enqueue(call_hash, signer, signature, source)?
+            .stored()
+            .await
+    }
+
+    /// Queues a peer's signature for the next group without waiting for its commit; the
+    /// returned [`Queued`] tells how it went. Writes are committed in the order they were
+    /// queued: one queued before [`Self::record_own`] is committed no later than ours.
+    pub fn enqueue(
+        &self,
+        call_hash: B256,
+        signer: Address,
+        signature: Vec<u8>,
+        source: &str,
+    ) -> Result<Queued, GroupCommitError> {
+        let write = SignatureWrite::Peer {
+            call_hash,
+            signer,
+            signature,
+            source: source.to_string(),
+        };
         let (reply, answer) = oneshot::channel();
         self.queue
-            .try_send(Pending {
-                call_hash,
-                signer,
-                signature,
-                source: source.to_string(),
-                reply,
-            })
+            .try_send(Pending { write, reply })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => GroupCommitError::Busy,
                 mpsc::error::TrySendError::Closed(_) => GroupCommitError::Stopped,
             })?;
+        Ok(Queued(answer))
+    }
+
+    /// [`Store::record_own_signature`] in the next group: true once our signature and the
+    /// packet's move to signed committed; false (nothing stored) when the packet moved since
+    /// `expect` was read. Waits for room in the queue rather than being refused.
+    pub async fn record_own(
+        &self,
+        expect: Expect,
+        confirmations: u64,
+        expiration: u64,
+        call_hash: B256,
+        signer: Address,
+        signature: Vec<u8>,
+    ) -> Result<bool, GroupCommitError> {
+        let write = SignatureWrite::Own {
+            expect,
+            confirmations,
+            expiration,
+            call_hash,
+            signer,
+            signature,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { write, reply })
+            .await
+            .map_err(|_| GroupCommitError::Stopped)?;
+        Self::answer(answer).await
+    }
+
+    async fn answer(
+        answer: oneshot::Receiver<Result<bool, String>>,
+    ) -> Result<bool, GroupCommitError> {
         answer
             .await
             .map_err(|_| GroupCommitError::Stopped)?
             .map_err(GroupCommitError::Store)
+    }
+}
+
+/// A peer's signature queued by [`SignatureWriter::enqueue`].
+#[derive(Debug)]
+pub struct Queued(oneshot::Receiver<Result<bool, String>>);
+
+impl Queued {
+    /// Waits until the group holding the signature committed (or failed).
+    pub async fn stored(self) -> Result<(), GroupCommitError> {
+        SignatureWriter::answer(self.0).await.map(|_| ())
     }
 }
 
@@ -148,6 +205,88 @@ mod tests {
                 (1..=3).map(Address::with_last_byte).collect::<Vec<_>>(),
                 "{call_hash}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn our_signatures_commit_with_their_move_and_after_the_peers_queued_before_them() {
+        let (_dir, store) = store().await;
+        let writer = SignatureWriter::start(store.clone());
+        let packets: Vec<crate::store::NewPacket> = (1..=20u64)
+            .map(|n| crate::store::NewPacket {
+                guid: B256::with_last_byte(n as u8),
+                src_eid: 1,
+                dst_eid: 2,
+                sender: B256::with_last_byte(1),
+                receiver: B256::with_last_byte(2),
+                nonce: n,
+                header: vec![1; 81],
+                payload_hash: B256::with_last_byte(0xa0),
+                tx_hash: B256::with_last_byte(0xee),
+                block_number: n,
+                block_hash: B256::with_last_byte(0xbb),
+                log_index: 0,
+                block_timestamp: 1_700_000_000,
+            })
+            .collect();
+        store
+            .record_scan(1, &packets, &[], (20, B256::ZERO))
+            .await
+            .unwrap();
+        let rows = store
+            .packets(crate::store::PacketState::Observed, None, 100)
+            .await
+            .unwrap();
+        let (me, peer) = (Address::with_last_byte(1), Address::with_last_byte(2));
+        // Twenty packets signed side by side, each after queueing a peer's signature over the
+        // same param; the first packet's snapshot is stale (the row moved since it was read).
+        let stale = rows[0].expect();
+        store
+            .transition(stale, crate::store::PacketState::Observed, None)
+            .await
+            .unwrap();
+        let outcomes = futures::future::join_all(rows.iter().map(|row| {
+            let (writer, store) = (writer.clone(), store.clone());
+            let hash = B256::from(alloy::primitives::U256::from(row.packet.nonce));
+            async move {
+                let queued = writer.enqueue(hash, peer, vec![2; 65], "peer").unwrap();
+                let own = writer
+                    .record_own(row.expect(), 5, 9_000, hash, me, vec![1; 65])
+                    .await
+                    .unwrap();
+                // Answered: the peer's signature was in the same commit or an earlier one.
+                let peers_now = store.signatures(hash).await.unwrap();
+                queued.stored().await.unwrap();
+                (own, peers_now.iter().any(|(s, _)| *s == peer))
+            }
+        }))
+        .await;
+        assert_eq!(
+            outcomes[0],
+            (false, true),
+            "stale snapshot: ours not stored"
+        );
+        assert!(
+            outcomes[1..].iter().all(|o| *o == (true, true)),
+            "{outcomes:?}"
+        );
+        let signed = store
+            .packets(crate::store::PacketState::Signed, None, 100)
+            .await
+            .unwrap();
+        assert_eq!(signed.len(), 19);
+        for row in &signed {
+            let hash = B256::from(alloy::primitives::U256::from(row.packet.nonce));
+            assert_eq!(row.call_hash, Some(hash));
+            let mut signers: Vec<Address> = store
+                .signatures(hash)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            signers.sort();
+            assert_eq!(signers, [me, peer]);
         }
     }
 

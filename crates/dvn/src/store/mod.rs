@@ -25,12 +25,33 @@ pub use audit::{
 };
 pub use claims::PeerClaim;
 pub use control::{Holds, Pause, PauseScope, TokenRow};
-pub use group_commit::{GroupCommitError, SignatureWriter};
+pub use group_commit::{GroupCommitError, Queued, SignatureWriter};
 pub use rotations::{Rotation, RotationState};
 pub use rows::{NewPacket, PacketRow, PacketState, PathKey, SubmissionRow};
 pub use state::{is_legal, Expect};
 
 use state::Change;
+
+/// One signature for [`Store::write_signatures`].
+#[derive(Debug, Clone)]
+pub enum SignatureWrite {
+    /// A peer's (already recovered to its signer); a repeat from the same signer is a no-op.
+    Peer {
+        call_hash: B256,
+        signer: Address,
+        signature: Vec<u8>,
+        source: String,
+    },
+    /// Ours, stored together with its packet's move from `expect` to signed.
+    Own {
+        expect: Expect,
+        confirmations: u64,
+        expiration: u64,
+        call_hash: B256,
+        signer: Address,
+        signature: Vec<u8>,
+    },
+}
 
 /// The most recently changed packets (index `packets_updated`).
 const RECENT: &str = "SELECT * FROM packets ORDER BY updated_at_ms DESC LIMIT $1";
@@ -177,6 +198,16 @@ async fn all_applied(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool
         .all(|m| applied.get(&m.version).map(Vec::as_slice) == Some(&*m.checksum))
 }
 
+/// Whether the pool pings a connection each time it is handed out (sqlx's default). Not for
+/// SQLite: the database is a file in this process, there is no far end to have gone away, and
+/// the ping is a round trip to the connection's worker thread in front of every statement —
+/// in a 10,000-packet catch-up, `perf` put 4–5 % of a node's samples in it. A PostgreSQL
+/// connection keeps it: a server restart or a dropped TCP connection is found before a
+/// statement is lost to it.
+fn test_before_acquire(sqlite: bool) -> bool {
+    !sqlite
+}
+
 /// Whether a connection coming back to the pool still counts itself inside a transaction.
 /// Such a connection is closed (which rolls back whatever it holds) rather than reused.
 ///
@@ -241,6 +272,7 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 8 })
             .acquire_timeout(std::time::Duration::from_secs(10))
+            .test_before_acquire(test_before_acquire(sqlite))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     // Per connection: a connection closed by `left_in_transaction` is opened
@@ -305,6 +337,7 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            .test_before_acquire(test_before_acquire(self.is_sqlite()))
             .connect(&self.url)
             .await?;
         Ok(Self {
@@ -743,6 +776,28 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The packets with these GUIDs (those not stored are absent), in a few queries: one per
+    /// 500 GUIDs instead of one each.
+    pub async fn packets_by_guid(&self, guids: &[B256]) -> Result<Vec<PacketRow>, StoreError> {
+        let mut found = Vec::with_capacity(guids.len());
+        for chunk in guids.chunks(IN_LIST_CHUNK) {
+            let sql = format!(
+                "SELECT * FROM packets WHERE guid IN ({})",
+                placeholders(chunk.len())
+            );
+            let query = chunk
+                .iter()
+                // Only numbered placeholders are formatted in; every value is bound.
+                .fold(sqlx::query(sqlx::AssertSqlSafe(sql.as_str())), |q, guid| {
+                    q.bind(guid.to_vec())
+                });
+            for r in query.fetch_all(&self.pool).await? {
+                found.push(PacketRow::from_row(&r)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// One packet by GUID.
     pub async fn packet(&self, guid: B256) -> Result<Option<PacketRow>, StoreError> {
         let row = sqlx::query("SELECT * FROM packets WHERE guid = $1")
@@ -842,6 +897,25 @@ impl Store {
         state::apply(&mut conn, expect, to, Change::Note(error)).await
     }
 
+    /// [`Self::transition`] for many packets in one transaction (one commit instead of one
+    /// each): settling a mined `execute`, or a peer's, moves every packet it verified. Per
+    /// move, whether it was applied (false: the row moved meanwhile, as for one move).
+    pub async fn transition_all(
+        &self,
+        moves: &[(Expect, PacketState, Option<&str>)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(moves.len());
+        for (expect, to, error) in moves {
+            applied.push(state::apply(&mut tx, *expect, *to, Change::Note(*error)).await?);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
     /// Persists our signature and the exact param it signs, then marks the packet signed — in
     /// one transaction, before the signature is shared with anyone.
     ///
@@ -856,19 +930,64 @@ impl Store {
         signer: Address,
         signature: &[u8],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let change = Change::Signed {
+        let own = SignatureWrite::Own {
+            expect,
             confirmations,
             expiration,
             call_hash,
+            signer,
+            signature: signature.to_vec(),
         };
-        if !state::apply(&mut tx, expect, PacketState::Signed, change).await? {
-            tx.rollback().await?;
-            return Ok(false);
+        Ok(self.write_signatures(std::slice::from_ref(&own)).await?[0])
+    }
+
+    /// Stores many signatures, ours and peers', in one transaction (one commit): what the
+    /// [`SignatureWriter`] gathers while the previous commit runs. Per write, whether it was
+    /// stored: ours as by [`Self::record_own_signature`] (with its packet's move to signed, or
+    /// not at all), a peer's as by [`Self::insert_signature`].
+    pub async fn write_signatures(
+        &self,
+        writes: &[SignatureWrite],
+    ) -> Result<Vec<bool>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
         }
-        rows::insert_signature(&mut tx, call_hash, signer, signature, "self").await?;
+        let mut tx = self.pool.begin().await?;
+        let mut stored = Vec::with_capacity(writes.len());
+        for write in writes {
+            stored.push(match write {
+                SignatureWrite::Peer {
+                    call_hash,
+                    signer,
+                    signature,
+                    source,
+                } => {
+                    rows::insert_signature(&mut tx, *call_hash, *signer, signature, source).await?
+                }
+                SignatureWrite::Own {
+                    expect,
+                    confirmations,
+                    expiration,
+                    call_hash,
+                    signer,
+                    signature,
+                } => {
+                    let change = Change::Signed {
+                        confirmations: *confirmations,
+                        expiration: *expiration,
+                        call_hash: *call_hash,
+                    };
+                    // A row that moved is left as it is (the UPDATE matched nothing) and its
+                    // signature is not stored; the others in the transaction still are.
+                    state::apply(&mut tx, *expect, PacketState::Signed, change).await?
+                        && rows::insert_signature(&mut tx, *call_hash, *signer, signature, "self")
+                            .await
+                            .map(|_| true)?
+                }
+            });
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(stored)
     }
 
     /// Stores a (verified) signature; a repeat from the same signer is a no-op.
@@ -889,18 +1008,19 @@ impl Store {
         &self,
         signatures: &[(B256, Address, Vec<u8>, String)],
     ) -> Result<usize, StoreError> {
-        if signatures.is_empty() {
-            return Ok(0);
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut stored = 0;
-        for (call_hash, signer, signature, source) in signatures {
-            if rows::insert_signature(&mut tx, *call_hash, *signer, signature, source).await? {
-                stored += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(stored)
+        let writes: Vec<SignatureWrite> = signatures
+            .iter()
+            .map(
+                |(call_hash, signer, signature, source)| SignatureWrite::Peer {
+                    call_hash: *call_hash,
+                    signer: *signer,
+                    signature: signature.clone(),
+                    source: source.clone(),
+                },
+            )
+            .collect();
+        let stored = self.write_signatures(&writes).await?;
+        Ok(stored.into_iter().filter(|s| *s).count())
     }
 
     /// Every stored signature over `call_hash`.

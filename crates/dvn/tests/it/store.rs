@@ -1,7 +1,7 @@
 //! One store test suite, run against both backends: embedded SQLite and PostgreSQL.
 
 use alloy::primitives::{Address, B256};
-use dvn::store::{NewPacket, Observed, PacketState, PathKey, Store, SubmissionRow};
+use dvn::store::{NewPacket, Observed, PacketState, PathKey, SignatureWrite, Store, SubmissionRow};
 
 fn packet(nonce: u64, payload: u8) -> NewPacket {
     NewPacket {
@@ -733,6 +733,130 @@ async fn signatures_and_readiness_are_read_and_marked_for_many_packets_at_once(s
     );
 }
 
+async fn many_moves_and_signatures_commit_together_each_with_its_own_outcome(store: Store) {
+    // More packets than one IN list takes: the read is chunked.
+    let packets: Vec<NewPacket> = (1_000..1_510)
+        .map(|n| NewPacket {
+            guid: B256::left_padding_from(&u64::to_be_bytes(n)),
+            ..packet(n, 0xa1)
+        })
+        .collect();
+    store
+        .record_scan(30101, &packets, &[], (1, B256::ZERO))
+        .await
+        .unwrap();
+    let mut asked: Vec<B256> = packets.iter().map(|p| p.guid).collect();
+    asked.push(B256::repeat_byte(0xfe));
+    let mut found: Vec<B256> = store
+        .packets_by_guid(&asked)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.packet.guid)
+        .collect();
+    found.sort();
+    let mut want: Vec<B256> = packets.iter().map(|p| p.guid).collect();
+    want.sort();
+    assert_eq!(
+        found, want,
+        "every stored packet once, the unknown GUID absent"
+    );
+
+    let (a, b, c) = (packets[0].guid, packets[1].guid, packets[2].guid);
+    let row_a = store.packet(a).await.unwrap().unwrap();
+    let stale_b = store.packet(b).await.unwrap().unwrap().expect();
+    // B moves after its snapshot was taken: its writes below must not apply.
+    store
+        .transition(stale_b, PacketState::Observed, Some("re-observed"))
+        .await
+        .unwrap();
+    let (me, peer) = (Address::repeat_byte(1), Address::repeat_byte(2));
+    let (hash_a, hash_b) = (B256::repeat_byte(0xa0), B256::repeat_byte(0xb0));
+    let own = |expect, call_hash| SignatureWrite::Own {
+        expect,
+        confirmations: 5,
+        expiration: 4_600,
+        call_hash,
+        signer: me,
+        signature: vec![7; 65],
+    };
+    let peers = |call_hash| SignatureWrite::Peer {
+        call_hash,
+        signer: peer,
+        signature: vec![8; 65],
+        source: "peer".into(),
+    };
+    let stored = store
+        .write_signatures(&[
+            peers(hash_a),
+            own(row_a.expect(), hash_a),
+            own(stale_b, hash_b),
+            peers(hash_a),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(stored, [true, true, false, false]);
+    let mut signers: Vec<Address> = store
+        .signatures(hash_a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    signers.sort();
+    assert_eq!(signers, [me, peer]);
+    assert!(
+        store.signatures(hash_b).await.unwrap().is_empty(),
+        "a stale snapshot's signature is not stored"
+    );
+    let row_b = store.packet(b).await.unwrap().unwrap();
+    assert_eq!(
+        (row_b.state, row_b.call_hash),
+        (PacketState::Observed, None)
+    );
+
+    let row_a = store.packet(a).await.unwrap().unwrap();
+    assert_eq!(row_a.state, PacketState::Signed);
+    let row_c = store.packet(c).await.unwrap().unwrap();
+    let applied = store
+        .transition_all(&[
+            (row_a.expect(), PacketState::Verified, Some("by a receipt")),
+            (stale_b, PacketState::Skipped, None),
+            (row_c.expect(), PacketState::Skipped, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, [true, false, true]);
+    let states: Vec<PacketState> = futures::future::join_all([a, b, c].map(|g| store.packet(g)))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            PacketState::Verified,
+            PacketState::Observed,
+            PacketState::Skipped
+        ]
+    );
+    assert!(store.transition_all(&[]).await.unwrap().is_empty());
+    // An illegal move fails the whole commit: nothing of it is applied.
+    let row_c = store.packet(c).await.unwrap().unwrap();
+    let row_d = store.packet(packets[3].guid).await.unwrap().unwrap();
+    assert!(store
+        .transition_all(&[
+            (row_d.expect(), PacketState::Skipped, None),
+            (row_c.expect(), PacketState::Signed, None),
+        ])
+        .await
+        .is_err());
+    assert_eq!(
+        store.packet(packets[3].guid).await.unwrap().unwrap().state,
+        PacketState::Observed
+    );
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -771,6 +895,7 @@ both_backends!(
     prune_keeps_what_is_open_recent_or_waiting,
     counts_follow_every_insert_move_and_delete,
     signatures_and_readiness_are_read_and_marked_for_many_packets_at_once,
+    many_moves_and_signatures_commit_together_each_with_its_own_outcome,
 );
 
 #[tokio::test]
