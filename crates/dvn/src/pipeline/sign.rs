@@ -46,7 +46,7 @@ use super::expiration::expiration;
 use super::{Context, Progress, Stage};
 use crate::chain::EvmChain;
 use crate::config::Finality;
-use crate::store::{now_ms, NewPacket, PacketRow, PacketState, PathKey};
+use crate::store::{now_ms, NewPacket, PacketRow, PacketState, PathKey, SignatureWrite};
 use crate::telemetry::PacketStage;
 
 /// Most packets examined per step.
@@ -693,14 +693,14 @@ impl SignStage {
         let recorded = self
             .ctx
             .signature_writer
-            .record_own(
-                row.expect(),
-                required,
-                expires,
+            .record_own(SignatureWrite::Own {
+                expect: row.expect(),
+                confirmations: required,
+                expiration: expires,
                 call_hash,
-                key.address(),
-                signature.as_bytes().to_vec(),
-            )
+                signer: key.address(),
+                signature: signature.as_bytes().to_vec(),
+            })
             .await;
         for (signer, queued) in early {
             let stored = match queued {

@@ -13,7 +13,7 @@
 use alloy::primitives::{Address, B256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Expect, SignatureWrite, Store, StoreError};
+use super::{SignatureWrite, Store, StoreError};
 
 /// Most signatures in one transaction.
 const MAX_GROUP: usize = 512;
@@ -116,29 +116,14 @@ impl SignatureWriter {
         Ok(Queued(answer))
     }
 
-    /// [`Store::record_own_signature`] in the next group: true once our signature and the
-    /// packet's move to signed committed; false (nothing stored) when the packet moved since
-    /// `expect` was read. Waits for room in the queue rather than being refused.
-    pub async fn record_own(
-        &self,
-        expect: Expect,
-        confirmations: u64,
-        expiration: u64,
-        call_hash: B256,
-        signer: Address,
-        signature: Vec<u8>,
-    ) -> Result<bool, GroupCommitError> {
-        let write = SignatureWrite::Own {
-            expect,
-            confirmations,
-            expiration,
-            call_hash,
-            signer,
-            signature,
-        };
+    /// Our signature ([`SignatureWrite::Own`]) in the next group, as by
+    /// [`Store::record_own_signature`]: true once it and the packet's move to signed
+    /// committed; false (nothing stored) when the packet moved since it was read. Waits for
+    /// room in the queue rather than being refused.
+    pub async fn record_own(&self, own: SignatureWrite) -> Result<bool, GroupCommitError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { write, reply })
+            .send(Pending { write: own, reply })
             .await
             .map_err(|_| GroupCommitError::Stopped)?;
         Self::answer(answer).await
@@ -251,7 +236,14 @@ mod tests {
             async move {
                 let queued = writer.enqueue(hash, peer, vec![2; 65], "peer").unwrap();
                 let own = writer
-                    .record_own(row.expect(), 5, 9_000, hash, me, vec![1; 65])
+                    .record_own(SignatureWrite::Own {
+                        expect: row.expect(),
+                        confirmations: 5,
+                        expiration: 9_000,
+                        call_hash: hash,
+                        signer: me,
+                        signature: vec![1; 65],
+                    })
                     .await
                     .unwrap();
                 // Answered: the peer's signature was in the same commit or an earlier one.
