@@ -979,10 +979,12 @@ impl Store {
                     };
                     // A row that moved is left as it is (the UPDATE matched nothing) and its
                     // signature is not stored; the others in the transaction still are.
-                    state::apply(&mut tx, *expect, PacketState::Signed, change).await?
-                        && rows::insert_signature(&mut tx, *call_hash, *signer, signature, "self")
-                            .await
-                            .map(|_| true)?
+                    let moved = state::apply(&mut tx, *expect, PacketState::Signed, change).await?;
+                    if moved {
+                        rows::insert_signature(&mut tx, *call_hash, *signer, signature, "self")
+                            .await?;
+                    }
+                    moved
                 }
             });
         }
