@@ -110,6 +110,15 @@ const THRESHOLD_READS: &[&str] = &[
 /// Outcome of one endpoint's answer, for the agreement count.
 type Answer<T> = Result<T, String>;
 
+/// The head block as one read saw it. Ordered by number first: of several endpoints' answers
+/// the conservative one is the `rpc_quorum`-th highest block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LatestBlock {
+    pub number: u64,
+    pub timestamp: u64,
+    pub hash: B256,
+}
+
 impl EvmChain {
     /// Builds the providers (no network traffic yet).
     pub fn new(config: &ChainConfig) -> anyhow::Result<Self> {
@@ -265,12 +274,12 @@ impl EvmChain {
 
     /// The `rpc_quorum`-th highest of the numbers the endpoints report: at least that many
     /// endpoints have reached it.
-    async fn conservative(
+    async fn conservative<T: Ord + Copy>(
         &self,
         what: &'static str,
-        answers: Vec<Answer<u64>>,
-    ) -> Result<u64, ChainError> {
-        let mut ok: Vec<u64> = answers
+        answers: Vec<Answer<T>>,
+    ) -> Result<T, ChainError> {
+        let mut ok: Vec<T> = answers
             .iter()
             .filter_map(|a| a.as_ref().ok().copied())
             .collect();
@@ -420,18 +429,29 @@ impl EvmChain {
 
     /// The latest block's timestamp (what `DVN.execute` compares expirations with).
     pub async fn latest_timestamp(&self) -> Result<u64, ChainError> {
+        Ok(self.latest_block().await?.timestamp)
+    }
+
+    /// The latest block's number, timestamp and hash, read from one block (two separate reads
+    /// can straddle a new block and pair one block's number with the other's time). Of the
+    /// endpoints' answers, the one at least `rpc_quorum` endpoints have reached.
+    pub async fn latest_block(&self) -> Result<LatestBlock, ChainError> {
         let answers = self
             .ask_all("eth_getBlockByNumber(latest)", |p| async move {
                 let block = p.get_block_by_number(BlockNumberOrTag::Latest).await?;
-                Ok(block.map_or(0, |b| b.header.timestamp))
+                Ok(block.map_or_else(LatestBlock::default, |b| LatestBlock {
+                    number: b.header.number,
+                    timestamp: b.header.timestamp,
+                    hash: b.header.hash,
+                }))
             })
             .await;
-        let time = self.conservative("latest timestamp", answers).await?;
-        self.recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .latest_time = Some((time, Instant::now()));
-        Ok(time)
+        let latest = self.conservative("latest timestamp", answers).await?;
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.latest_time = Some((latest.timestamp, now));
+        recent.head = Some((latest.number, now));
+        Ok(latest)
     }
 
     /// Logs in `[from, to]` from `addresses` with any of `topics`, agreed in full.

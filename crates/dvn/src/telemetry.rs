@@ -91,6 +91,13 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ],
     ),
+    // Closing a batch to broadcasting it: tens of milliseconds, up to the block lead and past.
+    (
+        "dvn_submit_batch_seconds",
+        &[
+            0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0,
+        ],
+    ),
     // One stage of one packet: sub-second steps to a block or two, minutes when confirmations
     // or a turn are waited for.
     (

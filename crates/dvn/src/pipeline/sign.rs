@@ -645,6 +645,7 @@ impl SignStage {
                 p.payload_hash,
                 required,
                 &views.lazy,
+                None,
             )
             .await?
             {
@@ -759,6 +760,7 @@ impl SignStage {
                         end.payload_hash,
                         required,
                         &views.lazy,
+                        None,
                     )
                     .await;
                     if !matches!(done, Ok(None)) {
@@ -873,6 +875,19 @@ pub async fn destination_done(
     payload_hash: alloy::primitives::B256,
     required: u64,
 ) -> anyhow::Result<Option<(PacketState, String)>> {
+    destination_done_at(dst, dvn, header, payload_hash, required, None).await
+}
+
+/// [`destination_done`] as of destination block `block` (the latest when `None`): all three
+/// reads of one packet see the same state.
+pub async fn destination_done_at(
+    dst: &EvmChain,
+    dvn: Address,
+    header: &PacketHeader,
+    payload_hash: alloy::primitives::B256,
+    required: u64,
+    block: Option<u64>,
+) -> anyhow::Result<Option<(PacketState, String)>> {
     destination_done_in(
         dst,
         dvn,
@@ -880,6 +895,7 @@ pub async fn destination_done(
         payload_hash,
         required,
         &Mutex::new(LazyNonces::new()),
+        block,
     )
     .await
 }
@@ -893,6 +909,7 @@ pub async fn destination_done_in(
     payload_hash: alloy::primitives::B256,
     required: u64,
     lazy: &Mutex<LazyNonces>,
+    block: Option<u64>,
 ) -> anyhow::Result<Option<(PacketState, String)>> {
     let header_hash = keccak256(header.encode());
     let ours = dst
@@ -903,7 +920,7 @@ pub async fn destination_done_in(
                 payloadHash: payload_hash,
                 dvn,
             },
-            None,
+            block,
         )
         .await?;
     if ours.submitted && ours.confirmations >= required {
@@ -922,7 +939,7 @@ pub async fn destination_done_in(
                 sender: header.sender,
                 nonce: header.nonce,
             },
-            None,
+            block,
         )
         .await?;
     if stored == payload_hash {
@@ -948,7 +965,7 @@ pub async fn destination_done_in(
                         srcEid: header.src_eid,
                         sender: header.sender,
                     },
-                    None,
+                    block,
                 )
                 .await?;
             lazy.lock()

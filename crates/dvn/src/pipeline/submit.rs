@@ -36,12 +36,13 @@ use futures::StreamExt;
 use super::batching::{self, BlockCadence};
 use super::expiration::too_close;
 use super::rotation::Rotations;
-use super::sign::{canonical_problem, destination_done, Shared};
+use super::sign::{canonical_problem, destination_done, destination_done_at, Shared};
 use super::transactions::TxManager;
 use super::turns::{
     catch_up_designation, designated, owner, ROTATION_SLOT_SECS, TAKEOVER_MIN_BLOCKS,
 };
 use super::{claims, execute, Context, Progress, Stage};
+use crate::chain::LatestBlock;
 use crate::store::{now_ms, Designation, Expect, PacketRow, PacketState};
 use crate::telemetry::PacketStage;
 
@@ -108,6 +109,16 @@ pub struct SubmitStage {
     partial: HashMap<B256, (SignatureSet, HashSet<alloy::primitives::Address>)>,
     /// The destination's block cadence: when a partial batch closes.
     cadence: BlockCadence,
+    /// When the last step held a partial batch back: how long until it closes, so the stage
+    /// wakes then rather than at its next tick.
+    closes_in: Option<Duration>,
+    /// The destination's latest block as this step's aggregation read it.
+    latest: Option<LatestBlock>,
+    /// Packets found still to submit on the destination, by GUID: the destination block
+    /// (hash) they were checked at. While a batch gathers its packets are checked as they
+    /// become ready; when it closes, only those not checked at the then latest block are
+    /// read again, so the reads are not between the batch closing and its broadcast.
+    prechecked: HashMap<B256, B256>,
 }
 
 struct Ready {
@@ -133,10 +144,14 @@ impl SubmitStage {
             packed_for: (Vec::new(), 0),
             partial: HashMap::new(),
             cadence: BlockCadence::default(),
+            closes_in: None,
+            latest: None,
+            prechecked: HashMap::new(),
         }
     }
 
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
+        self.closes_in = None;
         // A replica without the region's submitter lease sends nothing, not even retries.
         if !self.ctx.holds_submitter_role() {
             return Ok(Progress::Idle);
@@ -187,6 +202,7 @@ impl SubmitStage {
         // draining); fewer packets wait for it to settle and gather meanwhile, as they would
         // with one transaction in flight.
         if in_flight > 0 && ready.len() < max_batch {
+            self.check_ahead(ready).await;
             return Ok(Progress::Idle);
         }
         // Let packets gather into one transaction until the destination's next block is due
@@ -199,15 +215,20 @@ impl SubmitStage {
         let waited =
             Duration::from_millis(u64::try_from(now_ms().saturating_sub(oldest)).unwrap_or(0));
         let submitter = &self.ctx.config.submitter;
-        if ready.len() < max_batch
-            && !batching::closes(
+        let (max_wait, lead) = (
+            Duration::from_millis(submitter.batch_wait_ms),
+            Duration::from_millis(submitter.block_lead_ms),
+        );
+        let at = Instant::now();
+        if ready.len() < max_batch && !batching::closes(&self.cadence, waited, max_wait, lead, at) {
+            self.closes_in = Some(batching::closes_in(
                 &self.cadence,
                 waited,
-                Duration::from_millis(submitter.batch_wait_ms),
-                Duration::from_millis(submitter.block_lead_ms),
-                Instant::now(),
-            )
-        {
+                max_wait,
+                lead,
+                at,
+            ));
+            self.check_ahead(ready).await;
             return Ok(Progress::Idle);
         }
         let mut ready = ready;
@@ -239,9 +260,10 @@ impl SubmitStage {
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let ttl = self.ctx.config.verification.expiration_secs;
-        let now = chain.latest_timestamp().await?;
+        let latest = chain.latest_block().await?;
+        let (head, now) = (latest.number, latest.timestamp);
+        self.latest = Some(latest);
         self.note_clock_offset(chain.name(), now);
-        let head = chain.head().await?;
         self.cadence.observe(head, now, Instant::now());
         let regions = self.ctx.config.regions();
         let me = self.ctx.config.region_index();
@@ -259,6 +281,7 @@ impl SubmitStage {
         // Sets, not scans: a catch-up holds thousands of signed packets.
         let guids: HashSet<B256> = signed.iter().map(|r| r.packet.guid).collect();
         self.last_pull.retain(|guid, _| guids.contains(guid));
+        self.prechecked.retain(|guid, _| guids.contains(guid));
         if self.packed_for.0 != dvn.signers || self.packed_for.1 != dvn.quorum {
             self.packed.clear();
             self.partial.clear();
@@ -599,19 +622,25 @@ impl SubmitStage {
     /// transaction manager. True when a transaction was sent; and the candidates not looked
     /// at.
     async fn send_batch(&mut self, ready: Vec<Ready>) -> anyhow::Result<(bool, Vec<Ready>)> {
+        let started = Instant::now();
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
         let max_batch = self.ctx.config.submitter.max_batch;
+        // The destination as it is now: packets already checked at this very block are not
+        // read again.
+        let latest = chain.latest_block().await?;
         // Source heads, read once per batch, for the re-check of not-yet-final packets.
-        let mut source_heads = HashMap::new();
+        let mut heads = HashMap::new();
         for item in &ready {
             let src_eid = item.row.packet.src_eid;
-            if let std::collections::hash_map::Entry::Vacant(e) = source_heads.entry(src_eid) {
+            if let std::collections::hash_map::Entry::Vacant(e) = heads.entry(src_eid) {
                 e.insert(ctx.chain(src_eid)?.recent_head().await?);
             }
         }
-        let source_heads = Arc::new(source_heads);
-        let source_blocks = Arc::new(Shared::default());
+        let source = SourceView {
+            heads: Arc::new(heads),
+            blocks: Arc::new(Shared::default()),
+        };
         let mut batch = Vec::new();
         let mut candidates = ready.into_iter();
         while batch.len() < max_batch {
@@ -619,45 +648,10 @@ impl SubmitStage {
             if chunk.is_empty() {
                 break;
             }
-            // Each packet's checks are independent reads: run them side by side (in order),
-            // then apply what they found one by one.
-            // (Owned inputs: a stream of borrowing futures trips the compiler's `Send` check.)
-            let eid = self.eid;
-            let verdicts: Vec<anyhow::Result<Option<Verdict>>> = futures::stream::iter(
-                chunk
-                    .iter()
-                    .map(|item| item.row.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .map(|row| {
-                let (ctx, heads) = (Arc::clone(&ctx), Arc::clone(&source_heads));
-                let blocks = Arc::clone(&source_blocks);
-                async move { still_to_submit(&ctx, eid, &row, &heads, &blocks).await }
-            })
-            .buffered(CHECK_CONCURRENCY)
-            .collect()
-            .await;
-            for (item, verdict) in chunk.into_iter().zip(verdicts) {
-                let Some(verdict) = verdict? else {
-                    batch.push(item);
-                    continue;
-                };
-                let guid = item.row.packet.guid;
-                match &verdict {
-                    Verdict::Orphaned(why) => {
-                        tracing::warn!(%guid, "signed packet orphaned before submission: {why}")
-                    }
-                    Verdict::Done(_, why) => tracing::info!(%guid, "{why}"),
-                }
-                let (state, why) = match verdict {
-                    Verdict::Orphaned(why) => (PacketState::Orphaned, why),
-                    Verdict::Done(state, why) => (state, why),
-                };
-                self.ctx
-                    .store
-                    .transition(item.row.expect(), state, Some(&why))
-                    .await?;
-            }
+            batch.extend(
+                self.keep_still_to_submit(chunk, latest, Some(&source))
+                    .await?,
+            );
         }
         let rest: Vec<Ready> = candidates.collect();
         // Whose turn, read afresh right before sending: under a backlog a step can outlast the
@@ -706,11 +700,109 @@ impl SubmitStage {
         let packets: Vec<Expect> = batch.iter().map(|r| r.row.expect()).collect();
         let sent = self.txs.send(to, input, gas, &packets).await?;
         if sent {
+            // Checks, estimate, signing and broadcast of one batch: what `block_lead_ms` must
+            // cover for the batch to make the block it closed for.
+            metrics::histogram!("dvn_submit_batch_seconds", "chain" => chain.name().to_string())
+                .record(started.elapsed().as_secs_f64());
             for ready in &batch {
                 PacketStage::Send.reached(ready.row.ready_at_ms.unwrap_or_else(now_ms));
             }
         }
         Ok((sent, rest))
+    }
+
+    /// While a batch gathers, checks its packets against the destination as this step read it
+    /// (see `prechecked`); a failed read only leaves them to be checked when the batch closes.
+    async fn check_ahead(&mut self, ready: Vec<Ready>) {
+        let Some(latest) = self.latest else { return };
+        let upcoming = ready
+            .into_iter()
+            .take(self.ctx.config.submitter.max_batch)
+            .collect();
+        if let Err(e) = self.keep_still_to_submit(upcoming, latest, None).await {
+            tracing::debug!(
+                chain = self.eid,
+                "checking a gathering batch failed (checked again when it closes): {e:#}"
+            );
+        }
+    }
+
+    /// The packets of `chunk` still to submit as of destination block `latest` (and, given
+    /// `source`, whose source block is still canonical); the others are settled here. A packet
+    /// already found still to submit at this very block is not read on the destination again:
+    /// the state a batch sent now would meet is that block's until the next one.
+    async fn keep_still_to_submit(
+        &mut self,
+        chunk: Vec<Ready>,
+        latest: LatestBlock,
+        source: Option<&SourceView>,
+    ) -> anyhow::Result<Vec<Ready>> {
+        let chunk: Vec<Ready> = match source {
+            Some(_) => chunk,
+            // Checking ahead: only what this block has not seen yet.
+            None => chunk
+                .into_iter()
+                .filter(|r| self.prechecked.get(&r.row.packet.guid) != Some(&latest.hash))
+                .collect(),
+        };
+        if chunk.is_empty() {
+            return Ok(chunk);
+        }
+        // Each packet's checks are independent reads: run them side by side (in order), then
+        // apply what they found one by one.
+        // (Owned inputs: a stream of borrowing futures trips the compiler's `Send` check.)
+        let (ctx, eid) = (Arc::clone(&self.ctx), self.eid);
+        let checks: Vec<(PacketRow, bool)> = chunk
+            .iter()
+            .map(|item| {
+                let checked = self.prechecked.get(&item.row.packet.guid) == Some(&latest.hash);
+                (item.row.clone(), checked)
+            })
+            .collect();
+        let verdicts: Vec<anyhow::Result<Option<Verdict>>> = futures::stream::iter(checks)
+            .map(|(row, checked)| {
+                let ctx = Arc::clone(&ctx);
+                let source = source.map(|s| (Arc::clone(&s.heads), Arc::clone(&s.blocks)));
+                async move {
+                    if let Some((heads, blocks)) = source {
+                        if let Some(why) = source_problem(&ctx, &row, &heads, &blocks).await? {
+                            return Ok(Some(Verdict::Orphaned(why)));
+                        }
+                    }
+                    if checked {
+                        return Ok(None);
+                    }
+                    destination_verdict(&ctx, eid, &row, latest.number).await
+                }
+            })
+            .buffered(CHECK_CONCURRENCY)
+            .collect()
+            .await;
+        let mut kept = Vec::new();
+        for (item, verdict) in chunk.into_iter().zip(verdicts) {
+            let guid = item.row.packet.guid;
+            let Some(verdict) = verdict? else {
+                self.prechecked.insert(guid, latest.hash);
+                kept.push(item);
+                continue;
+            };
+            self.prechecked.remove(&guid);
+            match &verdict {
+                Verdict::Orphaned(why) => {
+                    tracing::warn!(%guid, "signed packet orphaned before submission: {why}")
+                }
+                Verdict::Done(_, why) => tracing::info!(%guid, "{why}"),
+            }
+            let (state, why) = match verdict {
+                Verdict::Orphaned(why) => (PacketState::Orphaned, why),
+                Verdict::Done(state, why) => (state, why),
+            };
+            self.ctx
+                .store
+                .transition(item.row.expect(), state, Some(&why))
+                .await?;
+        }
+        Ok(kept)
     }
 
     /// Takes out of `ready` every packet a standing peer claim holds back (another region's
@@ -757,37 +849,58 @@ enum Verdict {
     Done(PacketState, String),
 }
 
-/// The last checks right before a packet goes into a batch, read afresh:
-/// - signed before a reorg, not yet submitted: while the source block could still be
-///   reorganised away, its hash is re-checked; an orphan is never submitted;
-/// - the destination, read after the claims (a claim lapses once its transaction's nonce is
-///   used, and if that transaction verified the packet, this read sees it). Read for every
-///   packet, never cached per batch: once committed, a packet's own verification is gone from
-///   the ULN and only the path's lazy nonce shows it delivered — a nonce read earlier in the
-///   batch can miss that and verify it a second time.
-async fn still_to_submit(
+/// The source side of the checks right before a packet goes into a batch, read afresh:
+/// signed before a reorg, not yet submitted, while the source block could still be
+/// reorganised away its hash is re-checked; an orphan is never submitted.
+async fn source_problem(
     ctx: &Context,
-    eid: u32,
     row: &PacketRow,
     source_heads: &HashMap<u32, u64>,
     source_blocks: &Shared<(u32, u64), Option<B256>>,
-) -> anyhow::Result<Option<Verdict>> {
+) -> anyhow::Result<Option<String>> {
     let p = &row.packet;
     let src = ctx.chain(p.src_eid)?;
     let src_head = source_heads.get(&p.src_eid).copied().unwrap_or(u64::MAX);
     if src_head.saturating_sub(p.block_number) < src.config.max_reorg_depth {
-        if let Some(why) = canonical_problem(src, p, source_blocks).await? {
-            return Ok(Some(Verdict::Orphaned(why)));
-        }
+        return canonical_problem(src, p, source_blocks).await;
     }
+    Ok(None)
+}
+
+/// The destination side: whether the destination, as of block `block`, already has the
+/// packet verified by us, committed or delivered. Read after the claims (a claim lapses once
+/// its transaction's nonce is used, and if that transaction verified the packet, this read
+/// sees it), at the block read after them. All three reads of a packet are at that one block,
+/// never a path's lazy nonce cached across blocks: once committed, a packet's own verification
+/// is gone from the ULN and only the path's lazy nonce shows it delivered — a nonce read at an
+/// earlier block can miss that and verify it a second time.
+async fn destination_verdict(
+    ctx: &Context,
+    eid: u32,
+    row: &PacketRow,
+    block: u64,
+) -> anyhow::Result<Option<Verdict>> {
+    let p = &row.packet;
     let (chain, dvn) = (ctx.chain(eid)?, ctx.dvn(eid)?);
     let header = PacketHeader::decode(&p.header)?;
     let required = row.confirmations.unwrap_or(1);
-    Ok(
-        destination_done(chain, dvn.address, &header, p.payload_hash, required)
-            .await?
-            .map(|(state, why)| Verdict::Done(state, why)),
+    Ok(destination_done_at(
+        chain,
+        dvn.address,
+        &header,
+        p.payload_hash,
+        required,
+        Some(block),
     )
+    .await?
+    .map(|(state, why)| Verdict::Done(state, why)))
+}
+
+/// What a batch's source-side checks share: each source chain's head, read once per batch,
+/// and the source blocks' hashes as read (one read per block).
+struct SourceView {
+    heads: Arc<HashMap<u32, u64>>,
+    blocks: Arc<Shared<(u32, u64), Option<B256>>>,
 }
 
 /// The stored signatures over `call_hash` that count: each must recover to a member of the
@@ -815,5 +928,11 @@ fn count_signature(set: &mut SignatureSet, bytes: &[u8], signers: &[alloy::primi
 impl Stage for SubmitStage {
     async fn step(&mut self) -> anyhow::Result<Progress> {
         self.run_step().await
+    }
+
+    /// A partial batch waiting for the destination's next block wakes the stage when it is
+    /// to close (a tick could come after the block); otherwise the tick.
+    fn idle_wait(&self) -> Option<Duration> {
+        self.closes_in.map(|d| d.min(self.ctx.tick()))
     }
 }
