@@ -33,6 +33,8 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_peer_up", "gauge", "1 when a peer answered its last health check or signature pull"),
     ("dvn_peer_push_total", "counter", "Signature pushes to peers by outcome"),
     ("dvn_peer_pulls_total", "counter", "Signature pull requests sent to each peer"),
+    ("dvn_execute_gas_estimates_reused_total", "counter", "DVN.execute calls sent with a gas estimate learned from our mined calls, or interpolated between two learned ones, instead of eth_estimateGas"),
+    ("dvn_submit_batch_seconds", "histogram", "From a batch closing to its DVN.execute broadcast (checks, gas estimate, signing, persisting): submitter.block_lead_ms must cover it, or batches miss their block"),
     ("dvn_stage_step_seconds", "histogram", "How long one step of a pipeline stage took (watch, sign, submit; every chain's together): steps of seconds mean an overloaded node or a slow dependency"),
     ("dvn_peer_signatures_rejected_total", "counter", "Peer signatures rejected by reason"),
     ("dvn_submissions_total", "counter", "DVN.execute transactions broadcast"),

@@ -27,7 +27,13 @@
 //!   between two points of it never lies below it in between. Outside the learned range
 //!   nothing is guessed (a line extended beyond its points can fall short). Under steady load
 //!   the batch sizes vary from block to block, and an estimate for a size not seen yet took
-//!   150–225 ms on the devnet's anvil — between the batch closing and its broadcast.
+//!   150–285 ms on the devnet's anvil — between the batch closing and its broadcast;
+//! - so that every size up to a learned one has a line, the low end is **anchored**: while a
+//!   batch gathers, a one-param call carrying a packet just found still to submit is estimated
+//!   (a one-param estimate took 10–30 ms) and kept like a learned one — it is the estimate that
+//!   call would be sent with anyway, and it is forgotten and aged by the same rules. (A param
+//!   skipped meanwhile would make it low; the 20 % headroom absorbs that, and the first mined
+//!   call that used more than its estimate forgets it.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -125,6 +131,20 @@ impl GasEstimates {
             by_params
         };
         Some(by_params.max(by_bytes))
+    }
+
+    /// Whether a young estimate for `shape` is known (learned or anchored).
+    pub fn knows(&self, shape: &CallShape, now: Instant) -> bool {
+        self.learned
+            .get(shape)
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < REUSE_FOR)
+    }
+
+    /// Takes in an `eth_estimateGas` of a one-param call taken while a batch gathers: the
+    /// low end of the lines (see the module docs).
+    pub fn anchor(&mut self, shape: CallShape, estimate: u64, now: Instant) {
+        debug_assert_eq!(shape.params, 1);
+        self.learned.insert(shape, (estimate, now));
     }
 
     /// Takes in what a mined call of ours shows (see the module docs).
@@ -238,6 +258,31 @@ mod tests {
         other_target.to = Address::repeat_byte(0xdc);
         assert_eq!(estimates.reusable(&other_target, t0), None);
         assert_eq!(estimates.reusable(&shape(20), t0 + REUSE_FOR), None);
+    }
+
+    #[test]
+    fn an_anchored_one_param_estimate_gives_every_size_up_to_a_learned_one_and_is_forgotten_alike()
+    {
+        let t0 = Instant::now();
+        let mut estimates = GasEstimates::default();
+        estimates.mined(&clean(50, 2_400_000), t0);
+        assert_eq!(estimates.reusable(&shape(45), t0), None);
+        assert!(!estimates.knows(&shape(1), t0));
+        estimates.anchor(shape(1), 60_000, t0);
+        assert!(estimates.knows(&shape(1), t0));
+        let hi = estimate_in(2_400_000);
+        assert_eq!(
+            estimates.reusable(&shape(45), t0),
+            Some(60_000 + ((hi - 60_000) * 44).div_ceil(49))
+        );
+        assert_eq!(estimates.reusable(&shape(1), t0), Some(60_000));
+        // Aged like a learned one, and forgotten with them when a call shows it short.
+        assert!(!estimates.knows(&shape(1), t0 + REUSE_FOR));
+        let mut short = clean(45, 2_200_000);
+        short.gas_used = estimate_in(short.gas_limit) + 1;
+        estimates.mined(&short, t0);
+        assert!(!estimates.knows(&shape(1), t0));
+        assert_eq!(estimates.reusable(&shape(45), t0), None);
     }
 
     #[test]

@@ -719,12 +719,37 @@ impl SubmitStage {
             .into_iter()
             .take(self.ctx.config.submitter.max_batch)
             .collect();
-        if let Err(e) = self.keep_still_to_submit(upcoming, latest, None).await {
-            tracing::debug!(
-                chain = self.eid,
-                "checking a gathering batch failed (checked again when it closes): {e:#}"
-            );
+        let fresh = match self.keep_still_to_submit(upcoming, latest, None).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::debug!(
+                    chain = self.eid,
+                    "checking a gathering batch failed (checked again when it closes): {e:#}"
+                );
+                return;
+            }
+        };
+        // One packet just found still to submit anchors the gas estimates' low end.
+        if let Some(first) = fresh.first() {
+            if let Err(e) = self.anchor_gas(first).await {
+                tracing::debug!(
+                    chain = self.eid,
+                    "estimating a one-param execute failed (the batch is estimated when it closes): {e:#}"
+                );
+            }
         }
+    }
+
+    /// See [`TxManager::anchor_gas`].
+    async fn anchor_gas(&mut self, ready: &Ready) -> anyhow::Result<()> {
+        let ctx = Arc::clone(&self.ctx);
+        let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
+        let (to, input) = execute::call(&chain.config, dvn.address, vec![ready.param.clone()])?;
+        let request = TransactionRequest::default()
+            .with_from(ctx.submitter.address())
+            .with_to(to)
+            .with_input(input);
+        self.txs.anchor_gas(&request).await
     }
 
     /// The packets of `chunk` still to submit as of destination block `latest` (and, given

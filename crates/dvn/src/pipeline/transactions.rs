@@ -123,14 +123,7 @@ impl TxManager {
         params: usize,
     ) -> anyhow::Result<u64> {
         let chain = self.ctx.chain(self.eid)?;
-        let shape = CallShape {
-            to: request
-                .to
-                .and_then(|to| to.to().copied())
-                .unwrap_or_default(),
-            params,
-            calldata: request.input.input().map_or(0, |i| i.len()),
-        };
+        let shape = call_shape(request, params);
         let Some(gas) = self.gas_estimates.reusable(&shape, Instant::now()) else {
             return Ok(chain.estimate_gas(request).await?);
         };
@@ -138,6 +131,19 @@ impl TxManager {
         metrics::counter!("dvn_execute_gas_estimates_reused_total", "chain" => chain.name().to_string())
             .increment(1);
         Ok(gas)
+    }
+
+    /// While a batch gathers: makes sure the estimate of `request`, a one-param `execute`,
+    /// is known, so that a batch of any size up to a learned one gets an interpolated estimate
+    /// when it closes instead of waiting for `eth_estimateGas` (see [`super::gas`]).
+    pub async fn anchor_gas(&mut self, request: &TransactionRequest) -> anyhow::Result<()> {
+        let shape = call_shape(request, 1);
+        if self.gas_estimates.knows(&shape, Instant::now()) {
+            return Ok(());
+        }
+        let estimate = self.ctx.chain(self.eid)?.estimate_gas(request).await?;
+        self.gas_estimates.anchor(shape, estimate, Instant::now());
+        Ok(())
     }
 
     /// Signs, persists, broadcasts and announces one `execute` carrying `packets` (all or
@@ -827,6 +833,18 @@ pub fn payloads_verified(
         }
     }
     verified
+}
+
+/// The shape of an `execute` request carrying `params` params (what its gas depends on).
+fn call_shape(request: &TransactionRequest, params: usize) -> CallShape {
+    CallShape {
+        to: request
+            .to
+            .and_then(|to| to.to().copied())
+            .unwrap_or_default(),
+        params,
+        calldata: request.input.input().map_or(0, |i| i.len()),
+    }
 }
 
 #[cfg(test)]
