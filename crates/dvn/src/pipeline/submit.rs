@@ -114,6 +114,8 @@ pub struct SubmitStage {
     closes_in: Option<Duration>,
     /// The destination's latest block as this step's aggregation read it.
     latest: Option<LatestBlock>,
+    /// The destination head when a partial batch of ours last went out.
+    partial_sent_at: Option<u64>,
     /// Packets found still to submit on the destination, by GUID: the destination block
     /// (hash) they were checked at. While a batch gathers its packets are checked as they
     /// become ready; when it closes, only those not checked at the then latest block are
@@ -146,6 +148,7 @@ impl SubmitStage {
             cadence: BlockCadence::default(),
             closes_in: None,
             latest: None,
+            partial_sent_at: None,
             prechecked: HashMap::new(),
         }
     }
@@ -198,10 +201,17 @@ impl SubmitStage {
             return Ok(Progress::Idle);
         }
         let max_batch = self.ctx.config.submitter.max_batch;
-        // Behind a transaction already in flight only a full batch goes out (a backlog
-        // draining); fewer packets wait for it to settle and gather meanwhile, as they would
-        // with one transaction in flight.
-        if in_flight > 0 && ready.len() < max_batch {
+        // A partial batch goes out at most once per destination block: behind one of ours in
+        // flight only when that went out at an earlier head or was full. So ordinary traffic
+        // gathers into one transaction per block, while packets left over after a full batch
+        // (more ready in a block than `max_batch`) still make the next block instead of
+        // waiting for the full one to settle — at a rate near `max_batch` per block they
+        // otherwise piled up, and every packet waited a block more.
+        let head = self.latest.map(|l| l.number);
+        if in_flight > 0
+            && ready.len() < max_batch
+            && self.partial_sent_at.is_some_and(|at| Some(at) >= head)
+        {
             self.check_ahead(ready).await;
             return Ok(Progress::Idle);
         }
@@ -234,14 +244,18 @@ impl SubmitStage {
         let mut ready = ready;
         self.hold_back_claimed(&mut ready).await?;
         // As many batches as there are free slots, from this one aggregation: a partial batch
-        // goes out only first, behind nothing of ours.
+        // goes out only first.
         let mut slots = self.ctx.config.submitter.max_in_flight - in_flight;
         let mut sent = 0;
         while slots > 0 && !ready.is_empty() && (sent == 0 || ready.len() >= max_batch) {
+            let partial = ready.len() < max_batch;
             let (went_out, rest) = self.send_batch(ready).await?;
             ready = rest;
             if !went_out {
                 break;
+            }
+            if partial {
+                self.partial_sent_at = head;
             }
             sent += 1;
             slots -= 1;
