@@ -99,7 +99,7 @@ pub fn closes(
     lead: Duration,
     at: Instant,
 ) -> bool {
-    waited >= max_wait || cadence.next_block_in(at).is_some_and(|d| d <= lead)
+    closes_in(cadence, waited, max_wait, lead, at).is_zero()
 }
 
 /// How long until a batch that does not close now would: when the next block is less than

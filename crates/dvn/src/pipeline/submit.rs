@@ -229,15 +229,9 @@ impl SubmitStage {
             Duration::from_millis(submitter.batch_wait_ms),
             Duration::from_millis(submitter.block_lead_ms),
         );
-        let at = Instant::now();
-        if ready.len() < max_batch && !batching::closes(&self.cadence, waited, max_wait, lead, at) {
-            self.closes_in = Some(batching::closes_in(
-                &self.cadence,
-                waited,
-                max_wait,
-                lead,
-                at,
-            ));
+        let closes_in = batching::closes_in(&self.cadence, waited, max_wait, lead, Instant::now());
+        if ready.len() < max_batch && !closes_in.is_zero() {
+            self.closes_in = Some(closes_in);
             self.check_ahead(ready).await;
             return Ok(Progress::Idle);
         }
