@@ -1,6 +1,7 @@
 //! A JSON-RPC forwarding proxy on 127.0.0.1 that a test can switch between forwarding,
 //! failing (HTTP 503) and stopped (port closed), make its `eth_getLogs` answers go bad in
-//! the ways real providers do (see [`LogFaults`]), or hold transactions back: accepted as a
+//! the ways real providers do (see [`LogFaults`]), answer as an honest node one block behind
+//! the others, or hold transactions back: accepted as a
 //! node accepts them, but kept until the test releases them (a transaction stuck somewhere
 //! between its sender and the chain, that may still land later), or hold back the answers to
 //! one contract function's `eth_call`s (a read made now whose answer arrives late: see
@@ -40,6 +41,9 @@ pub struct LogFaults {
     /// Answer as a Conflux eSpace RPC does: `eth_getLogs` over more than 1,000 blocks is refused
     /// with an error, and `net_peerCount` does not exist.
     pub conflux_quirks: bool,
+    /// Answer every request as an honest node that has not imported the newest block yet (one
+    /// block behind the others): see [`one_block_behind`].
+    pub behind: bool,
 }
 
 /// The JSON-RPC error a Conflux eSpace node would give `request`, if any.
@@ -278,6 +282,12 @@ async fn forward(
             return (StatusCode::OK, refusal);
         }
     }
+    if faults.behind {
+        return match one_block_behind(&shared, &body).await {
+            Some(answer) => (StatusCode::OK, answer),
+            None => (StatusCode::BAD_GATEWAY, Bytes::new()),
+        };
+    }
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -298,6 +308,7 @@ async fn forward(
             hold_watched_answer(&shared.gate, &body).await;
             let log_faults = LogFaults {
                 conflux_quirks: false,
+                behind: false,
                 ..faults
             };
             if log_faults != LogFaults::default() && is_get_logs(&body) {
@@ -308,6 +319,81 @@ async fn forward(
         }
         Err(_) => (StatusCode::BAD_GATEWAY, Bytes::new()),
     }
+}
+
+/// `request` answered as an honest node one block behind the chain it forwards to would answer
+/// it: its head is the upstream head minus one; "latest" and "pending" mean that block; a
+/// block, receipt or transaction of the newest block does not exist yet (`null`); state or
+/// logs asked at the newest block are refused as a node refuses a block it does not have.
+/// `None` when the request or upstream's answer is not JSON-RPC.
+async fn one_block_behind(shared: &Shared, request: &[u8]) -> Option<Bytes> {
+    use serde_json::{json, Value};
+    let mut request: Value = serde_json::from_slice(request).ok()?;
+    let upstream = |body: Value| async move {
+        let answer = shared
+            .client
+            .post(&shared.upstream)
+            .json(&body)
+            .send()
+            .await;
+        answer.ok()?.json::<Value>().await.ok()
+    };
+    let hex = |v: &Value| u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok();
+    let head = upstream(json!({ "jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber" }))
+        .await
+        .and_then(|a| hex(&a["result"]))?;
+    let seen = head.saturating_sub(1);
+    let id = request["id"].clone();
+    let reply = |result: Value| json!({ "jsonrpc": "2.0", "id": id.clone(), "result": result });
+    let refuse = |message: &str| json!({ "jsonrpc": "2.0", "id": id.clone(), "error": { "code": -32000, "message": message } });
+    let encode = |v: Value| serde_json::to_vec(&v).ok().map(Bytes::from);
+    let method = request["method"].as_str()?.to_string();
+    let block_param = match method.as_str() {
+        "eth_blockNumber" => return encode(reply(json!(format!("{seen:#x}")))),
+        "eth_getBlockByNumber" => Some(0),
+        "eth_call"
+        | "eth_estimateGas"
+        | "eth_getTransactionCount"
+        | "eth_getCode"
+        | "eth_getBalance" => Some(1),
+        "eth_getStorageAt" => Some(2),
+        _ => None,
+    };
+    if let Some(at) = block_param {
+        let params = request["params"].as_array_mut()?;
+        if params.len() <= at {
+            params.push(json!("latest"));
+        }
+        let block = &mut params[at];
+        if matches!(block.as_str(), Some("latest" | "pending")) {
+            *block = json!(format!("{seen:#x}"));
+        } else if hex(block).is_some_and(|n| n > seen) {
+            return encode(if method == "eth_getBlockByNumber" {
+                reply(Value::Null)
+            } else {
+                refuse("header not found")
+            });
+        }
+    }
+    if method == "eth_getLogs" {
+        let filter = request["params"].get_mut(0)?;
+        for end in ["fromBlock", "toBlock"] {
+            if matches!(filter[end].as_str(), Some("latest" | "pending")) {
+                filter[end] = json!(format!("{seen:#x}"));
+            } else if hex(&filter[end]).is_some_and(|n| n > seen) {
+                return encode(refuse("block range extends beyond current head block"));
+            }
+        }
+    }
+    let mut answer = upstream(request).await?;
+    if matches!(
+        method.as_str(),
+        "eth_getTransactionReceipt" | "eth_getTransactionByHash"
+    ) && hex(&answer["result"]["blockNumber"]).is_some_and(|n| n > seen)
+    {
+        answer["result"] = Value::Null;
+    }
+    encode(answer)
 }
 
 /// When `request` sends a transaction the hold applies to: keeps it and answers with its hash.

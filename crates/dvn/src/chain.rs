@@ -237,12 +237,46 @@ impl EvmChain {
         F: Fn(DynProvider) -> Fut,
         Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
     {
+        self.agree_all_counting(what, f, |_, _| true).await
+    }
+
+    /// [`Self::agree`] for something that appears at some block (a receipt, a block by
+    /// number): an endpoint that has not reached that block yet answers "none", one a block
+    /// ahead of the others already has it. Neither is a lie, so "none" against "some" is not
+    /// counted as a disagreement; two different answers that both have it are.
+    async fn agree_seen<T, F, Fut>(&self, what: &'static str, f: F) -> Result<Option<T>, ChainError>
+    where
+        T: PartialEq + Clone,
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = Result<Option<T>, RpcError<TransportErrorKind>>>,
+    {
+        let mut agreeing = self
+            .agree_all_counting(what, f, |answer: &Option<T>, agreed: &Option<T>| {
+                answer.is_some() && agreed.is_some()
+            })
+            .await?;
+        Ok(agreeing.swap_remove(0))
+    }
+
+    /// [`Self::agree_all`], counting an outvoted answer as a disagreement only where
+    /// `comparable(answer, agreed)`.
+    async fn agree_all_counting<T, F, Fut>(
+        &self,
+        what: &'static str,
+        f: F,
+        comparable: impl Fn(&T, &T) -> bool,
+    ) -> Result<Vec<T>, ChainError>
+    where
+        T: PartialEq + Clone,
+        F: Fn(DynProvider) -> Fut,
+        Fut: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
         let answers = self.ask_all(what, f).await;
         let ok: Vec<&T> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
         for candidate in &ok {
             let votes = ok.iter().filter(|v| *v == candidate).count();
             if votes >= self.quorum() {
-                self.note_disagreements(what, &answers, candidate);
+                self.note_disagreements(what, &answers, candidate, &comparable);
                 return Ok(ok
                     .iter()
                     .filter(|v| *v == candidate)
@@ -312,9 +346,10 @@ impl EvmChain {
         what: &'static str,
         answers: &[Answer<T>],
         agreed: &T,
+        comparable: impl Fn(&T, &T) -> bool,
     ) {
         for (index, answer) in answers.iter().enumerate() {
-            if matches!(answer, Ok(v) if v != agreed) {
+            if matches!(answer, Ok(v) if v != agreed && comparable(v, agreed)) {
                 metrics::counter!("dvn_rpc_disagreements_total", "chain" => self.config.name.clone(), "endpoint" => index.to_string(), "method" => what).increment(1);
                 tracing::warn!(chain = %self.config.name, endpoint = index, method = what, "RPC endpoint answered differently from the agreed answer (outvoted)");
                 self.tally_outvoted(index, what);
@@ -418,7 +453,7 @@ impl EvmChain {
     /// `(hash, timestamp)` of block `number`; `None` when the endpoints agree it does not exist
     /// (yet, or any more: the chain was rolled back below it).
     pub async fn block_opt(&self, number: u64) -> Result<Option<(B256, u64)>, ChainError> {
-        self.agree("eth_getBlockByNumber", |p| async move {
+        self.agree_seen("eth_getBlockByNumber", |p| async move {
             let block = p
                 .get_block_by_number(BlockNumberOrTag::Number(number))
                 .await?;
@@ -504,19 +539,26 @@ impl EvmChain {
 
     /// A transaction receipt, agreed (`None` when the agreed answer is "no such receipt").
     pub async fn receipt(&self, tx: B256) -> Result<Option<TransactionReceipt>, ChainError> {
-        let answers = self.agree("eth_getTransactionReceipt", |p| async move {
+        let answers = self.agree_seen("eth_getTransactionReceipt", |p| async move {
             Ok(p.get_transaction_receipt(tx).await?.map(ReceiptKey::from))
         });
         Ok(answers.await?.map(|k| k.0))
     }
 
-    /// `eth_call` at `block` (latest when `None`), agreed on the exact return bytes.
+    /// `eth_call` at `block`, agreed on the exact return bytes. `None` reads at the head
+    /// `rpc_quorum` endpoints have reached ([`Self::recent_head`]), not at each endpoint's
+    /// own latest: endpoints a block apart answer "latest" for different states, and the
+    /// one outvoted would be counted as lying when it is only early or late.
     pub async fn call<C: SolCall>(
         &self,
         to: Address,
         call: &C,
         block: Option<u64>,
     ) -> Result<C::Return, ChainError> {
+        let block = match block {
+            Some(number) => number,
+            None => self.recent_head().await?,
+        };
         let data = Bytes::from(call.abi_encode());
         // Which contract reads the `eth_call`s are (one per endpoint asked, as
         // `dvn_rpc_requests_total` counts them): what a read budget is spent on.
@@ -528,10 +570,7 @@ impl EvmChain {
                 let tx = TransactionRequest::default()
                     .with_to(to)
                     .with_input(data.clone());
-                async move {
-                    let id = block.map_or(BlockId::latest(), BlockId::number);
-                    p.call(tx).block(id).await
-                }
+                async move { p.call(tx).block(BlockId::number(block)).await }
             })
             .await?;
         C::abi_decode_returns(&out)

@@ -878,8 +878,8 @@ pub async fn destination_done(
     destination_done_at(dst, dvn, header, payload_hash, required, None).await
 }
 
-/// [`destination_done`] as of destination block `block` (the latest when `None`): all three
-/// reads of one packet see the same state.
+/// [`destination_done`] as of destination block `block` (when `None`, the head `rpc_quorum`
+/// endpoints have reached): all three reads of one packet see the same state.
 pub async fn destination_done_at(
     dst: &EvmChain,
     dvn: Address,
@@ -911,6 +911,10 @@ pub async fn destination_done_in(
     lazy: &Mutex<LazyNonces>,
     block: Option<u64>,
 ) -> anyhow::Result<Option<(PacketState, String)>> {
+    let block = Some(match block {
+        Some(number) => number,
+        None => dst.recent_head().await?,
+    });
     let header_hash = keccak256(header.encode());
     let ours = dst
         .call(

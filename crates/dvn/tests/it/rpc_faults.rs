@@ -238,3 +238,58 @@ async fn a_lying_minority_endpoint_is_counted_not_only_outvoted() {
         assert!(!log.contains(&proxy.url), "endpoints appear by index only");
     }
 }
+
+/// An honest endpoint one block behind the other two (a node still importing the newest
+/// block) answers "no such receipt" for a transaction just mined, "no such block" for the
+/// newest one, and "latest" for an older state. None of that is a lie: with packets flowing
+/// both ways (chain A the source one way, the destination of our `execute`s the other), it is
+/// outvoted where it must be and never counted as disagreeing — a count the alert
+/// `DvnRpcEndpointDisagrees` pages on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_endpoint_a_block_behind_is_not_counted_as_lying() {
+    let devnet = Devnet::start(DevnetConfig::default()).await.unwrap();
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap());
+    }
+    proxies[2].edit_faults(|f| f.behind = true);
+    let options = NodeOptions {
+        rpc_a: proxies.iter().map(|p| p.url.clone()).collect(),
+        ..NodeOptions::default()
+    };
+    let mut stand = Stand::with_devnet(devnet, options);
+    for node in &stand.nodes.nodes {
+        node.edit_config(|c| c["chains"][0]["rpc_quorum"] = serde_json::json!(2))
+            .unwrap();
+    }
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    stand.round_trip_both_ways(3).await;
+    for node in &stand.nodes.nodes {
+        let behind = ["chain=\"ethereum\"", "endpoint=\"2\""];
+        let answered = labelled_metric(
+            node,
+            "dvn_rpc_requests_total",
+            &[behind[0], behind[1], "outcome=\"ok\""],
+        )
+        .await;
+        assert!(
+            answered > 0.0,
+            "{}: the endpoint behind was asked",
+            node.region
+        );
+        let counted = labelled_metric(node, "dvn_rpc_disagreements_total", &behind).await;
+        let by_method: Vec<String> = node
+            .metrics()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("dvn_rpc_disagreements_total{") && !l.ends_with(" 0"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            counted, 0.0,
+            "{}: an endpoint a block behind is not lying: {by_method:#?}",
+            node.region
+        );
+    }
+}
