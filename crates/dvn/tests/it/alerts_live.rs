@@ -112,7 +112,12 @@ async fn faults_in_live_nodes_arrive_as_the_shipped_alerts_and_resolve() {
         .into_iter()
         .filter(|(name, _, _)| !expected(name))
         .collect();
-    assert_eq!(others, vec![], "a healthy devnet fires nothing else");
+    assert_eq!(
+        others,
+        vec![],
+        "a healthy devnet fires nothing else; the nodes' warnings:\n{}",
+        warnings(&stand)
+    );
     let unexpected: Vec<_> = webhook
         .since(0)
         .into_iter()
@@ -405,4 +410,21 @@ fn disk_over_80_percent() -> bool {
         [size, avail] if size > 0.0 => 1.0 - avail / size > 0.8,
         _ => panic!("df gave no size and available bytes: {text}"),
     }
+}
+
+/// Each node's last 40 warning and error lines, for a failure message: the alert says what
+/// fired, the node's log says why.
+fn warnings(stand: &Stand) -> String {
+    let mut out = String::new();
+    for node in &stand.nodes.nodes {
+        let log = std::fs::read_to_string(&node.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            out.push_str(&format!("{}: {line}\n", node.region));
+        }
+    }
+    out
 }
