@@ -34,7 +34,9 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_peer_push_total", "counter", "Signature pushes to peers by outcome"),
     ("dvn_peer_pulls_total", "counter", "Signature pull requests sent to each peer"),
     ("dvn_execute_gas_estimates_reused_total", "counter", "DVN.execute calls sent with a gas estimate learned from our mined calls, or interpolated between two learned ones, instead of eth_estimateGas"),
-    ("dvn_submit_batch_seconds", "histogram", "From a batch closing to its DVN.execute broadcast (checks, gas estimate, signing, persisting): submitter.block_lead_ms must cover it, or batches miss their block"),
+    ("dvn_submit_batch_seconds", "histogram", "From a batch closing to its DVN.execute broadcast (checks, gas estimate, signing, persisting): the lead a batch closes with before the next block is sized from it (up to submitter.block_lead_ms)"),
+    ("dvn_submit_batches_landed_total", "counter", "Partial batches mined, by whether they made the destination block they closed for (block=made) or a later one (block=missed: the lead was too short; it widens by itself)"),
+    ("dvn_submit_lead_seconds", "gauge", "How long before the destination's next block is due a partial batch closes now (longest recent closing to broadcast plus submitter.block_lead_margin_ms, up to submitter.block_lead_ms)"),
     ("dvn_stage_step_seconds", "histogram", "How long one step of a pipeline stage took (watch, sign, submit; every chain's together): steps of seconds mean an overloaded node or a slow dependency"),
     ("dvn_peer_signatures_rejected_total", "counter", "Peer signatures rejected by reason"),
     ("dvn_submissions_total", "counter", "DVN.execute transactions broadcast"),
@@ -217,6 +219,10 @@ pub fn zero_init<'a>(chains: impl IntoIterator<Item = &'a str>) {
         }
         for name in PER_CHAIN_COUNTERS {
             metrics::counter!(*name, "chain" => chain.to_string()).increment(0);
+        }
+        for block in ["made", "missed"] {
+            metrics::counter!("dvn_submit_batches_landed_total", "chain" => chain.to_string(), "block" => block)
+                .increment(0);
         }
     }
     for state in crate::store::PacketState::ALL {

@@ -564,10 +564,17 @@ pub struct SubmitterConfig {
     /// never costs a block; this bound applies while the cadence is unknown or blocks stall.
     #[serde(default = "default_batch_wait_ms")]
     pub batch_wait_ms: u64,
-    /// How long before the destination's next block is due a batch closes: time to check,
-    /// estimate, sign and broadcast it.
+    /// The most a batch closes before the destination's next block is due: time to check,
+    /// estimate, sign and broadcast it, and for the transaction to reach the block producer.
+    /// The lead in force is this node's longest recent closing → broadcast time plus
+    /// `block_lead_margin_ms`, up to this (see `pipeline::batching::BlockLead`).
     #[serde(default = "default_block_lead_ms")]
     pub block_lead_ms: u64,
+    /// Added to the measured closing → broadcast time for the lead: the way from broadcast
+    /// to the block producer. Doubled for a while after a batch misses its block. At or
+    /// above `block_lead_ms` the lead is fixed at `block_lead_ms`.
+    #[serde(default = "default_block_lead_margin_ms")]
+    pub block_lead_margin_ms: u64,
     /// Gas ceiling for one `execute` transaction; batches are split below it.
     #[serde(default = "default_max_batch_gas")]
     pub max_batch_gas: u64,
@@ -597,6 +604,9 @@ fn default_batch_wait_ms() -> u64 {
 }
 fn default_block_lead_ms() -> u64 {
     500
+}
+fn default_block_lead_margin_ms() -> u64 {
+    150
 }
 fn default_max_in_flight() -> usize {
     4

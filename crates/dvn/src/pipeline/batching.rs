@@ -119,9 +119,132 @@ pub fn closes_in(
     }
 }
 
+/// Batches whose closing → broadcast time the lead is sized from.
+const TIMED_BATCHES: usize = 32;
+
+/// Timed batches needed before the lead is sized from them (until then: the configured most).
+const TIMED_BEFORE_ADAPTING: usize = 8;
+
+/// Batches in a row that made their block before a margin widened by a miss narrows again.
+const MADE_IN_A_ROW: u32 = 32;
+
+/// How long before the next block is due a batch closes. What the lead must cover is this
+/// node's own time from closing a batch to its broadcast (checks, estimate, signing, the RPC
+/// round trips, a cloud KMS call) plus the way to the block producer, and only the first is
+/// measured here: the lead is the longest of the last [`TIMED_BATCHES`] closing → broadcast
+/// times plus a margin, never more than the configured most (`block_lead_ms`). A batch that
+/// still misses the block it closed for doubles the margin (up to that most); it narrows back
+/// by half after [`MADE_IN_A_ROW`] batches in a row made theirs. With local endpoints and a
+/// local key, closing to broadcast takes tens of milliseconds, and a lead sized for a remote
+/// endpoint or a KMS would cost every packet that difference in latency.
+#[derive(Debug)]
+pub struct BlockLead {
+    most: Duration,
+    base_margin: Duration,
+    margin: Duration,
+    timed: VecDeque<Duration>,
+    made_in_a_row: u32,
+}
+
+impl BlockLead {
+    pub fn new(most: Duration, margin: Duration) -> Self {
+        Self {
+            most,
+            base_margin: margin,
+            margin,
+            timed: VecDeque::new(),
+            made_in_a_row: 0,
+        }
+    }
+
+    /// The lead now.
+    pub fn lead(&self) -> Duration {
+        if self.timed.len() < TIMED_BEFORE_ADAPTING {
+            return self.most;
+        }
+        let longest = self.timed.iter().max().copied().unwrap_or_default();
+        longest.saturating_add(self.margin).min(self.most)
+    }
+
+    /// One batch went from closing to broadcast in `took`.
+    pub fn took(&mut self, took: Duration) {
+        if self.timed.len() == TIMED_BATCHES {
+            self.timed.pop_front();
+        }
+        self.timed.push_back(took);
+    }
+
+    /// One batch landed: in the block it closed for, or later.
+    pub fn landed(&mut self, made_its_block: bool) {
+        if made_its_block {
+            self.made_in_a_row += 1;
+            if self.made_in_a_row >= MADE_IN_A_ROW {
+                self.made_in_a_row = 0;
+                self.margin = (self.margin / 2).max(self.base_margin);
+            }
+        } else {
+            self.made_in_a_row = 0;
+            self.margin = self.margin.saturating_mul(2).max(self.base_margin).min(self.most);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lead_is_the_longest_recent_closing_to_broadcast_plus_a_margin_that_misses_widen() {
+        let ms = Duration::from_millis;
+        let mut lead = BlockLead::new(ms(500), ms(100));
+        assert_eq!(lead.lead(), ms(500), "nothing timed yet: the configured most");
+        for _ in 0..TIMED_BEFORE_ADAPTING - 1 {
+            lead.took(ms(30));
+        }
+        assert_eq!(lead.lead(), ms(500), "too few timed to go by");
+        lead.took(ms(40));
+        assert_eq!(lead.lead(), ms(140), "the longest (40) plus the margin");
+        // A slow one (an estimate for a new size) sets the lead while it is among the last
+        // 32, then ages out.
+        lead.took(ms(280));
+        assert_eq!(lead.lead(), ms(380));
+        for _ in 0..TIMED_BATCHES {
+            lead.took(ms(30));
+        }
+        assert_eq!(lead.lead(), ms(130));
+        // Never beyond the configured most.
+        lead.took(ms(900));
+        assert_eq!(lead.lead(), ms(500));
+        for _ in 0..TIMED_BATCHES {
+            lead.took(ms(30));
+        }
+        // A miss doubles the margin, a second again; 32 made in a row halve it, never below
+        // the configured margin.
+        lead.landed(false);
+        assert_eq!(lead.lead(), ms(230));
+        lead.landed(false);
+        assert_eq!(lead.lead(), ms(430));
+        for _ in 0..MADE_IN_A_ROW - 1 {
+            lead.landed(true);
+        }
+        assert_eq!(lead.lead(), ms(430), "not yet");
+        lead.landed(true);
+        assert_eq!(lead.lead(), ms(230));
+        for _ in 0..3 * MADE_IN_A_ROW {
+            lead.landed(true);
+        }
+        assert_eq!(lead.lead(), ms(130));
+        // A miss in the middle of a run starts the count again.
+        lead.landed(false);
+        for _ in 0..MADE_IN_A_ROW - 1 {
+            lead.landed(true);
+        }
+        lead.landed(false);
+        for _ in 0..MADE_IN_A_ROW - 1 {
+            lead.landed(true);
+        }
+        assert_eq!(lead.lead(), ms(430));
+    }
 
     /// Whole milliseconds, so that sums and differences compare exactly.
     fn secs(s: f64) -> Duration {

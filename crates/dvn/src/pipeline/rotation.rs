@@ -471,7 +471,7 @@ impl Rotations {
             let gas = chain.estimate_gas(&request).await?;
             // Straight to the DVN (its target is the DVN itself, which a decompressor's
             // targets need not hold): rotations need the submitter's own ADMIN_ROLE.
-            if txs.send(dvn.address, input, gas, &[]).await? {
+            if txs.send(dvn.address, input, gas, &[], None).await? {
                 ctx.store.count_rotation_attempt(rotation.id).await?;
                 tracing::warn!(chain = chain.name(), id = %rotation.id, "signer rotation has a quorum: executing it");
                 return Ok(true);

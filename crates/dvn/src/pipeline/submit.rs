@@ -33,7 +33,7 @@ use dvn_lz::contracts::ExecuteParam;
 use dvn_lz::{PacketHeader, SignatureSet, UnsignedParam};
 use futures::StreamExt;
 
-use super::batching::{self, BlockCadence};
+use super::batching::{self, BlockCadence, BlockLead};
 use super::expiration::too_close;
 use super::rotation::Rotations;
 use super::sign::{canonical_problem, destination_done, destination_done_at, Shared};
@@ -109,6 +109,8 @@ pub struct SubmitStage {
     partial: HashMap<B256, (SignatureSet, HashSet<alloy::primitives::Address>)>,
     /// The destination's block cadence: when a partial batch closes.
     cadence: BlockCadence,
+    /// How long before the next block a partial batch closes, from how long ours took.
+    lead: BlockLead,
     /// When the last step held a partial batch back: how long until it closes, so the stage
     /// wakes then rather than at its next tick.
     closes_in: Option<Duration>,
@@ -130,6 +132,11 @@ struct Ready {
 
 impl SubmitStage {
     pub fn new(ctx: Arc<Context>, eid: u32) -> Self {
+        let submitter = &ctx.config.submitter;
+        let lead = BlockLead::new(
+            Duration::from_millis(submitter.block_lead_ms),
+            Duration::from_millis(submitter.block_lead_margin_ms),
+        );
         Self {
             txs: TxManager::new(Arc::clone(&ctx), eid),
             rotations: Rotations::new(Arc::clone(&ctx), eid),
@@ -146,6 +153,7 @@ impl SubmitStage {
             packed_for: (Vec::new(), 0),
             partial: HashMap::new(),
             cadence: BlockCadence::default(),
+            lead,
             closes_in: None,
             latest: None,
             partial_sent_at: None,
@@ -171,6 +179,9 @@ impl SubmitStage {
             }
         }
         let in_flight = self.txs.settle_in_flight().await?;
+        for made_its_block in self.txs.take_landed() {
+            self.lead.landed(made_its_block);
+        }
         if in_flight >= self.ctx.config.submitter.max_in_flight {
             return Ok(Progress::Idle);
         }
@@ -224,11 +235,10 @@ impl SubmitStage {
             .unwrap_or_else(now_ms);
         let waited =
             Duration::from_millis(u64::try_from(now_ms().saturating_sub(oldest)).unwrap_or(0));
-        let submitter = &self.ctx.config.submitter;
-        let (max_wait, lead) = (
-            Duration::from_millis(submitter.batch_wait_ms),
-            Duration::from_millis(submitter.block_lead_ms),
-        );
+        let max_wait = Duration::from_millis(self.ctx.config.submitter.batch_wait_ms);
+        let lead = self.lead.lead();
+        metrics::gauge!("dvn_submit_lead_seconds", "chain" => self.ctx.chain(self.eid)?.name().to_string())
+            .set(lead.as_secs_f64());
         let closes_in = batching::closes_in(&self.cadence, waited, max_wait, lead, Instant::now());
         if ready.len() < max_batch && !closes_in.is_zero() {
             self.closes_in = Some(closes_in);
@@ -243,7 +253,7 @@ impl SubmitStage {
         let mut sent = 0;
         while slots > 0 && !ready.is_empty() && (sent == 0 || ready.len() >= max_batch) {
             let partial = ready.len() < max_batch;
-            let (went_out, rest) = self.send_batch(ready).await?;
+            let (went_out, rest) = self.send_batch(ready, partial).await?;
             ready = rest;
             if !went_out {
                 break;
@@ -629,7 +639,14 @@ impl SubmitStage {
     /// Checks and batches one `execute` from the front of `ready` and hands it to the
     /// transaction manager. True when a transaction was sent; and the candidates not looked
     /// at.
-    async fn send_batch(&mut self, ready: Vec<Ready>) -> anyhow::Result<(bool, Vec<Ready>)> {
+    /// Checks, estimates and sends one batch from the front of `ready`; returns whether one
+    /// went out and the packets left. A `partial` batch closed for the destination's next
+    /// block: whether it made it teaches the lead.
+    async fn send_batch(
+        &mut self,
+        ready: Vec<Ready>,
+        partial: bool,
+    ) -> anyhow::Result<(bool, Vec<Ready>)> {
         let started = Instant::now();
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
@@ -706,12 +723,15 @@ impl SubmitStage {
             batch.truncate(batch.len().div_ceil(2));
         };
         let packets: Vec<Expect> = batch.iter().map(|r| r.row.expect()).collect();
-        let sent = self.txs.send(to, input, gas, &packets).await?;
+        let aim = partial.then(|| latest.number + 1);
+        let sent = self.txs.send(to, input, gas, &packets, aim).await?;
         if sent {
-            // Checks, estimate, signing and broadcast of one batch: what `block_lead_ms` must
-            // cover for the batch to make the block it closed for.
+            // Checks, estimate, signing and broadcast of one batch: what the lead must cover
+            // for the batch to make the block it closed for.
+            let took = started.elapsed();
+            self.lead.took(took);
             metrics::histogram!("dvn_submit_batch_seconds", "chain" => chain.name().to_string())
-                .record(started.elapsed().as_secs_f64());
+                .record(took.as_secs_f64());
             for ready in &batch {
                 PacketStage::Send.reached(ready.row.ready_at_ms.unwrap_or_else(now_ms));
             }

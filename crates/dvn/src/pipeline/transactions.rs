@@ -100,6 +100,11 @@ pub struct TxManager {
     reported_unknown: Option<u64>,
     /// `execute` gas estimates our mined calls showed enough, per call shape.
     gas_estimates: GasEstimates,
+    /// The destination block each batch closed for was meant to make, by nonce (a fee bump
+    /// keeps the nonce, and counts as late).
+    aims: HashMap<u64, u64>,
+    /// Whether each aimed transaction mined since the last [`Self::take_landed`] made its block.
+    landed: Vec<bool>,
 }
 
 impl TxManager {
@@ -111,7 +116,15 @@ impl TxManager {
             reported_stuck: HashSet::new(),
             reported_unknown: None,
             gas_estimates: GasEstimates::default(),
+            aims: HashMap::new(),
+            landed: Vec::new(),
         }
+    }
+
+    /// Whether each transaction sent with an aim and mined since the last call made the
+    /// block it aimed at, oldest first.
+    pub fn take_landed(&mut self) -> Vec<bool> {
+        std::mem::take(&mut self.landed)
     }
 
     /// The gas estimate for an `execute` carrying `params` params: one learned from our mined
@@ -148,13 +161,16 @@ impl TxManager {
 
     /// Signs, persists, broadcasts and announces one `execute` carrying `packets` (all or
     /// nothing: when a packet moved since it was read, nothing is sent). True when it was
-    /// recorded (and so will be broadcast, now or by the next steps).
+    /// recorded (and so will be broadcast, now or by the next steps). `aim`: the destination
+    /// block it is meant to make (a batch closed for that block), to tell when it is mined
+    /// whether it did (see [`Self::take_landed`]).
     pub async fn send(
         &mut self,
         to: Address,
         input: Bytes,
         gas: u64,
         packets: &[Expect],
+        aim: Option<u64>,
     ) -> anyhow::Result<bool> {
         let ctx = Arc::clone(&self.ctx);
         let chain = ctx.chain(self.eid)?;
@@ -215,6 +231,9 @@ impl TxManager {
         }
         metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
             .increment(1);
+        if let Some(block) = aim {
+            self.aims.insert(nonce, block);
+        }
         tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = packets.len(), gas, "submitting DVN.execute");
         if !ctx.may_broadcast().await {
             // Persisted but not sent: the lease holder's own nonce wins; this row is settled
@@ -268,6 +287,7 @@ impl TxManager {
         let Some(first) = pending.first() else {
             self.nonce_taken_since.clear();
             self.reported_stuck.clear();
+            self.aims.clear();
             return Ok(0);
         };
         let chain = ctx.chain(self.eid)?;
@@ -276,6 +296,7 @@ impl TxManager {
         nonces.dedup();
         self.nonce_taken_since
             .retain(|n, _| *n >= first.account_nonce);
+        self.aims.retain(|n, _| *n >= first.account_nonce);
         self.reported_stuck
             .retain(|tx| pending.iter().any(|s| s.tx_hash == *tx));
         // The account's mined nonce is read *before* the receipts: if one of ours is mined by
@@ -595,6 +616,12 @@ impl TxManager {
             if let Some(call) = mined_call(mined, receipt, failures, verified.len()) {
                 self.gas_estimates.mined(&call, Instant::now());
             }
+        }
+        if let Some(aim) = self.aims.remove(&mined.account_nonce) {
+            let made = receipt.block_number.is_some_and(|b| b <= aim);
+            let block = if made { "made" } else { "missed" };
+            metrics::counter!("dvn_submit_batches_landed_total", "chain" => chain.name().to_string(), "block" => block).increment(1);
+            self.landed.push(made);
         }
         // A reverted execute: the usual cause is a submitter that lost ADMIN_ROLE. Then the
         // packets were never tried, so no attempt is used up; the role is re-read at once.
