@@ -109,6 +109,9 @@ enum Command {
         /// partial batch closes (the node's default when absent).
         #[arg(long)]
         block_lead_ms: Option<u64>,
+        /// Each chain's `poll_interval_ms`: how often the watcher looks for new blocks.
+        #[arg(long, default_value_t = NodeOptions::default().poll_interval_ms)]
+        poll_interval_ms: u64,
         #[arg(long, default_value = ".devnet-logs/steady")]
         log_dir: PathBuf,
         #[arg(long)]
@@ -195,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             max_batch,
             max_in_flight,
             block_lead_ms,
+            poll_interval_ms,
             log_dir,
             dvn_bin,
             json,
@@ -204,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
                 max_batch,
                 max_in_flight,
                 block_lead_ms,
+                poll_interval_ms,
                 ..NodeOptions::default()
             };
             let mut all = Vec::new();
