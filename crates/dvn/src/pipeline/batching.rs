@@ -184,7 +184,11 @@ impl BlockLead {
             }
         } else {
             self.made_in_a_row = 0;
-            self.margin = self.margin.saturating_mul(2).max(self.base_margin).min(self.most);
+            self.margin = self
+                .margin
+                .saturating_mul(2)
+                .max(self.base_margin)
+                .min(self.most);
         }
     }
 }
@@ -197,7 +201,11 @@ mod tests {
     fn the_lead_is_the_longest_recent_closing_to_broadcast_plus_a_margin_that_misses_widen() {
         let ms = Duration::from_millis;
         let mut lead = BlockLead::new(ms(500), ms(100));
-        assert_eq!(lead.lead(), ms(500), "nothing timed yet: the configured most");
+        assert_eq!(
+            lead.lead(),
+            ms(500),
+            "nothing timed yet: the configured most"
+        );
         for _ in 0..TIMED_BEFORE_ADAPTING - 1 {
             lead.took(ms(30));
         }

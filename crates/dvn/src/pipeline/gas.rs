@@ -345,7 +345,10 @@ mod tests {
         over.gas_used = learned + 401;
         estimates.mined(&over, t0);
         assert_eq!(estimates.reusable(&shape(50), t0), Some(learned + 401));
-        assert_eq!(estimates.reusable(&shape(10), t0), Some(estimate_in(600_000)));
+        assert_eq!(
+            estimates.reusable(&shape(10), t0),
+            Some(estimate_in(600_000))
+        );
         // A later call under it does not lower it again.
         estimates.mined(&clean(50, 2_400_000), t0);
         assert_eq!(estimates.reusable(&shape(50), t0), Some(learned + 401));
