@@ -24,6 +24,29 @@ async fn stand_behind_one_proxy() -> (Stand, RpcProxy) {
     (Stand::with_devnet(devnet, options), proxy)
 }
 
+/// Every node reading chain A from three proxies of its anvil, two of which must agree
+/// (`rpc_quorum` 2), each proxy's faults set by `faults` before the nodes start. The proxies
+/// stop when dropped: keep them for the test's length.
+async fn stand_on_three_endpoints_of_a(faults: impl FnOnce(&[RpcProxy])) -> (Stand, Vec<RpcProxy>) {
+    let devnet = Devnet::start(DevnetConfig::default()).await.unwrap();
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap());
+    }
+    faults(&proxies);
+    let options = NodeOptions {
+        rpc_a: proxies.iter().map(|p| p.url.clone()).collect(),
+        ..NodeOptions::default()
+    };
+    let mut stand = Stand::with_devnet(devnet, options);
+    for node in &stand.nodes.nodes {
+        node.edit_config(|c| c["chains"][0]["rpc_quorum"] = serde_json::json!(2))
+            .unwrap();
+    }
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    (stand, proxies)
+}
+
 /// Issue 9 §4: the provider drops the *last* `PacketSent` of a scan, and the nodes' cursors
 /// move past its block. The gap only shows at the next packet; the watcher scans back from the
 /// block of the path's last known nonce and finds it — no restart, nothing lost or doubled.
@@ -139,24 +162,11 @@ async fn logs_marked_removed_are_never_acted_on() {
 /// endpoint and method, the one with extras is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_minority_endpoint_is_counted_not_only_outvoted() {
-    let devnet = Devnet::start(DevnetConfig::default()).await.unwrap();
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        proxies.push(RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap());
-    }
-    proxies[1].edit_faults(|f| f.extras = true);
-    proxies[2].edit_faults(|f| f.corrupt = true);
-    let options = NodeOptions {
-        rpc_a: proxies.iter().map(|p| p.url.clone()).collect(),
-        rpc_b: vec![devnet.b.chain.rpc_url().to_string()],
-        ..NodeOptions::default()
-    };
-    let mut stand = Stand::with_devnet(devnet, options);
-    for node in &stand.nodes.nodes {
-        node.edit_config(|c| c["chains"][0]["rpc_quorum"] = serde_json::json!(2))
-            .unwrap();
-    }
-    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (stand, proxies) = stand_on_three_endpoints_of_a(|proxies| {
+        proxies[1].edit_faults(|f| f.extras = true);
+        proxies[2].edit_faults(|f| f.corrupt = true);
+    })
+    .await;
     let sent = stand
         .devnet
         .send_messages(Direction::AToB, 3)
@@ -247,22 +257,8 @@ async fn a_lying_minority_endpoint_is_counted_not_only_outvoted() {
 /// `DvnRpcEndpointDisagrees` pages on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_endpoint_a_block_behind_is_not_counted_as_lying() {
-    let devnet = Devnet::start(DevnetConfig::default()).await.unwrap();
-    let mut proxies = Vec::new();
-    for _ in 0..3 {
-        proxies.push(RpcProxy::start(devnet.a.chain.rpc_url()).await.unwrap());
-    }
-    proxies[2].edit_faults(|f| f.behind = true);
-    let options = NodeOptions {
-        rpc_a: proxies.iter().map(|p| p.url.clone()).collect(),
-        ..NodeOptions::default()
-    };
-    let mut stand = Stand::with_devnet(devnet, options);
-    for node in &stand.nodes.nodes {
-        node.edit_config(|c| c["chains"][0]["rpc_quorum"] = serde_json::json!(2))
-            .unwrap();
-    }
-    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let (stand, _proxies) =
+        stand_on_three_endpoints_of_a(|proxies| proxies[2].edit_faults(|f| f.behind = true)).await;
     stand.round_trip_both_ways(3).await;
     for node in &stand.nodes.nodes {
         let behind = ["chain=\"ethereum\"", "endpoint=\"2\""];
