@@ -864,10 +864,10 @@ fn is_sole_verifier(our_dvn: Address, cfg: &dvn_lz::contracts::UlnConfig) -> boo
 pub type LazyNonces = HashMap<(Address, u32, B256), u64>;
 
 /// Whether the destination already has what this packet needs, and so no signature is due.
-/// The three reads go in the order a packet moves on the destination — our verification
-/// (`hashLookup`), committed (`inboundPayloadHash`), delivered (`lazyInboundNonce`) — so a
-/// packet that moves on while it is read is still seen done by a later read; reading a later
-/// stage first could miss it (committed after that read, its `hashLookup` entry is gone).
+/// The three reads — our verification (`hashLookup`), committed (`inboundPayloadHash`),
+/// delivered (`lazyInboundNonce`) — are made at one block, so the packet cannot move on
+/// between them (committed between two reads at "latest", its `hashLookup` entry would be
+/// gone from the later one's view). They go in the order a packet moves on all the same.
 pub async fn destination_done(
     dst: &EvmChain,
     dvn: Address,

@@ -638,10 +638,8 @@ impl SubmitStage {
 
     /// Checks and batches one `execute` from the front of `ready` and hands it to the
     /// transaction manager. True when a transaction was sent; and the candidates not looked
-    /// at.
-    /// Checks, estimates and sends one batch from the front of `ready`; returns whether one
-    /// went out and the packets left. A `partial` batch closed for the destination's next
-    /// block: whether it made it teaches the lead.
+    /// at. A `partial` batch closed for the destination's next block: whether it made that
+    /// block teaches the lead.
     async fn send_batch(
         &mut self,
         ready: Vec<Ready>,
