@@ -91,17 +91,6 @@ impl BlockCadence {
     }
 }
 
-/// Whether a batch short of full goes out now: its oldest packet has waited `waited`.
-pub fn closes(
-    cadence: &BlockCadence,
-    waited: Duration,
-    max_wait: Duration,
-    lead: Duration,
-    at: Instant,
-) -> bool {
-    closes_in(cadence, waited, max_wait, lead, at).is_zero()
-}
-
 /// How long until a batch that does not close now would: when the next block is less than
 /// `lead` away or its oldest packet has waited `max_wait`. The stage sleeps until then rather
 /// than until its next tick, which could be later than the block.
@@ -196,6 +185,18 @@ impl BlockLead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a batch short of full goes out now (the stage asks [`closes_in`] once and
+    /// closes at zero): its oldest packet has waited `waited`.
+    fn closes(
+        cadence: &BlockCadence,
+        waited: Duration,
+        max_wait: Duration,
+        lead: Duration,
+        at: Instant,
+    ) -> bool {
+        closes_in(cadence, waited, max_wait, lead, at).is_zero()
+    }
 
     #[test]
     fn the_lead_is_the_longest_recent_closing_to_broadcast_plus_a_margin_that_misses_widen() {
