@@ -41,6 +41,8 @@ pub struct Watcher {
     /// The scan is halted by a reorg deeper than the limit and that is in the audit log (one
     /// record per halt, not one per retried step).
     deep_reorg_audited: bool,
+    /// The last step found nothing more to read (or failed): the next one reads a fresh head.
+    caught_up: bool,
 }
 
 /// How far back a gap's recovery scans again by itself; beyond, `dvn rescan` is the tool.
@@ -55,13 +57,21 @@ impl Watcher {
             range,
             gap: None,
             deep_reorg_audited: false,
+            caught_up: true,
         }
     }
 
     async fn run_step(&mut self) -> anyhow::Result<Progress> {
         let ctx = Arc::clone(&self.ctx);
         let chain = ctx.chain(self.eid)?;
-        let head = chain.recent_head().await?;
+        // After an idle wait, a fresh head: one another stage read up to `RECENT_READ` ago would
+        // add its age to every new packet's time to be seen, on top of the poll interval. While
+        // catching up (steps back to back), a moment-old head is as good and saves the reads.
+        let head = if self.caught_up {
+            chain.head().await?
+        } else {
+            chain.recent_head().await?
+        };
         metrics::gauge!("dvn_chain_head", "chain" => chain.name().to_string()).set(head as f64);
         let cursor = self.ctx.store.cursor(self.eid).await?;
         let from = match cursor {
@@ -518,7 +528,9 @@ enum Scan {
 
 impl Stage for Watcher {
     async fn step(&mut self) -> anyhow::Result<Progress> {
-        self.run_step().await
+        let progress = self.run_step().await;
+        self.caught_up = !matches!(progress, Ok(Progress::Busy));
+        progress
     }
 
     /// Caught up: look for new blocks again after the chain's `poll_interval_ms`.
