@@ -171,6 +171,11 @@ impl Chain {
         &self.rpc_url
     }
 
+    /// The same anvil's WebSocket endpoint (anvil serves both on one port).
+    pub fn ws_url(&self) -> String {
+        self.rpc_url.replacen("http://", "ws://", 1)
+    }
+
     /// The anvil process id (for leak checks).
     pub fn pid(&self) -> u32 {
         self.anvil.child().id()

@@ -43,6 +43,13 @@ pub struct NodeOptions {
     /// Submit through the devnet's `DVNDecompressor`s (each node its own admin's; the devnet
     /// must have been started with `decompressors`).
     pub decompressor: bool,
+    /// Give each chain its anvil's WebSocket as `ws` (the new-heads stream that wakes the
+    /// watcher); without it the nodes only poll.
+    pub new_heads: bool,
+    /// With `new_heads`: a `ws` URL for chain A or B instead of its anvil's own (a test's
+    /// dead or lying stream).
+    pub ws_a: Option<String>,
+    pub ws_b: Option<String>,
     /// RPC URLs for chain A and chain B (default: each anvil's own URL), and the agreement
     /// threshold (default: all of them).
     pub rpc_a: Vec<String>,
@@ -67,6 +74,9 @@ impl Default for NodeOptions {
             max_in_flight: 4,
             block_lead_ms: None,
             decompressor: false,
+            new_heads: true,
+            ws_a: None,
+            ws_b: None,
             rpc_a: vec![],
             rpc_b: vec![],
             rpc_quorum: None,
@@ -360,7 +370,13 @@ pub fn free_port() -> anyhow::Result<u16> {
     anyhow::bail!("no free port found in 20000..32000")
 }
 
-fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions, node: usize) -> Value {
+fn chain_entry(
+    side: &Side,
+    rpc: &[String],
+    ws: Option<&String>,
+    options: &NodeOptions,
+    node: usize,
+) -> Value {
     let rpc: Vec<String> = if rpc.is_empty() {
         vec![side.chain.rpc_url().to_string()]
     } else {
@@ -378,6 +394,9 @@ fn chain_entry(side: &Side, rpc: &[String], options: &NodeOptions, node: usize) 
         "receive_uln": side.contracts.receive_lib.to_string(),
         "dvn": side.contracts.dvn.to_string(),
         "poll_interval_ms": options.poll_interval_ms,
+        "ws": options
+            .new_heads
+            .then(|| ws.cloned().unwrap_or_else(|| side.chain.ws_url())),
         "rpc_timeout_ms": 5000,
         "decompressor": options
             .decompressor
@@ -457,8 +476,8 @@ impl NodeSet {
                 },
                 "store": { "url": store_url },
                 "chains": [
-                    chain_entry(&devnet.a, &options.rpc_a, options, i),
-                    chain_entry(&devnet.b, &options.rpc_b, options, i),
+                    chain_entry(&devnet.a, &options.rpc_a, options.ws_a.as_ref(), options, i),
+                    chain_entry(&devnet.b, &options.rpc_b, options.ws_b.as_ref(), options, i),
                 ],
                 "peers": peers,
                 "signer": { "kind": "env", "var": "DVN_SIGNER_KEY", "allow_plaintext": true },

@@ -17,6 +17,8 @@ use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, Bytes, B256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+
+use crate::heads::NewHeads;
 use alloy::rpc::types::{Filter, Log, TransactionReceipt, TransactionRequest};
 use alloy::sol_types::SolCall;
 use alloy::transports::{RpcError, TransportErrorKind};
@@ -54,6 +56,8 @@ pub struct EvmChain {
     outvoted: Arc<Mutex<BTreeMap<usize, Outvoted>>>,
     /// The last head and latest block time read, and when (see [`Self::recent_head`]).
     recent: Arc<Mutex<Recent>>,
+    /// What the chain's new-heads stream (`ws`) announced: hints, never read from.
+    pub new_heads: Arc<NewHeads>,
 }
 
 /// How old a head or latest block time may be for the reads that accept a recent one.
@@ -139,6 +143,7 @@ impl EvmChain {
             timeout: Duration::from_millis(config.rpc_timeout_ms),
             outvoted: Arc::default(),
             recent: Arc::default(),
+            new_heads: Arc::default(),
         })
     }
 

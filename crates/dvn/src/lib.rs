@@ -19,6 +19,7 @@ pub mod backup;
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod heads;
 pub mod health;
 pub mod lease;
 pub mod logs;

@@ -860,11 +860,20 @@ pub async fn run(
             .await?;
         Ok::<_, anyhow::Error>("http")
     });
-    for &eid in ctx.chains.keys() {
+    for (&eid, chain) in &ctx.chains {
+        if let Some(url) = chain.config.ws.clone() {
+            let (name, heads) = (chain.name().to_string(), Arc::clone(&chain.new_heads));
+            let cancel = ctx.cancel.clone();
+            tasks.spawn(async move {
+                crate::heads::follow(name, url, heads, cancel).await;
+                Ok("new heads")
+            });
+        }
         let watcher = Watcher::new(Arc::clone(&ctx), eid);
         let c = Arc::clone(&ctx);
+        let new_heads = Arc::clone(&chain.new_heads);
         tasks.spawn(async move {
-            run_stage(Arc::clone(&c), "watch", None, watcher).await;
+            run_stage(Arc::clone(&c), "watch", Some(new_heads.wake()), watcher).await;
             Ok("watch")
         });
         let submitter = SubmitStage::new(Arc::clone(&ctx), eid);

@@ -22,6 +22,8 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ("dvn_packets_observed_total", "counter", "Packets assigned to our DVN seen on a source chain"),
     ("dvn_packets_signed_total", "counter", "Packets this node signed"),
     ("dvn_packets_verified_total", "counter", "Packets whose verification by our DVN landed on the destination"),
+    ("dvn_chain_head_stream_up", "gauge", "1 while the chain's new-heads stream (chains[].ws) is subscribed; 0 while it reconnects (the watcher then only polls)"),
+    ("dvn_chain_heads_announced_total", "counter", "New blocks the chain's new-heads stream announced (hints that wake the watcher; never trusted)"),
     ("dvn_rpc_requests_total", "counter", "RPC requests per chain, endpoint index and outcome"),
     ("dvn_rpc_calls_total", "counter", "eth_call requests per chain and contract function read (hashLookup, inboundPayloadHash, getUlnConfig, ...), one per endpoint asked"),
     ("dvn_rpc_quorum_failures_total", "counter", "Reads where the RPC endpoints did not agree or answer"),

@@ -367,6 +367,12 @@ pub struct ChainConfig {
     /// checks with `cfx_epochNumber` (eSpace RPCs do not show the node's own sync).
     #[serde(default)]
     pub conflux_core_rpc: Option<String>,
+    /// A WebSocket endpoint whose new-heads stream wakes the watcher as soon as a block
+    /// arrives (instead of at its next poll) and times the destination's blocks for batch
+    /// closing. A hint only: nothing read from it is signed or trusted, and the poll still
+    /// runs. Off when absent.
+    #[serde(default)]
+    pub ws: Option<String>,
     /// Submit packets on this chain through a `DVNDecompressor` (compact calldata) instead of
     /// calling the DVN directly. Off when absent.
     #[serde(default)]

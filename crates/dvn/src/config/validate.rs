@@ -118,6 +118,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
                 );
             }
         }
+        if let Some(ws) = &chain.ws {
+            if !(ws.starts_with("ws://") || ws.starts_with("wss://"))
+                || reqwest::Url::parse(ws).is_err()
+            {
+                problem(at("ws"), "must be a ws(s) URL".into());
+            }
+        }
         match chain.rpc_quorum {
             Some(0) => problem(at("rpc_quorum"), "must be at least 1".into()),
             Some(q) if q > chain.rpc.len() => problem(
@@ -635,6 +642,22 @@ submitter:
                 "verification.expiration_secs"
             ]
         );
+    }
+
+    #[test]
+    fn a_new_heads_stream_must_be_a_websocket_url() {
+        let paths = |ws: &str| {
+            let mut config = sample_config();
+            config.chains[0].ws = Some(ws.into());
+            validate(&config)
+                .into_iter()
+                .map(|p| p.path)
+                .collect::<Vec<_>>()
+        };
+        assert!(paths("wss://eth.example/KEY").is_empty());
+        assert!(paths("ws://127.0.0.1:8546").is_empty());
+        assert_eq!(paths("https://eth.example"), vec!["chains[0].ws"]);
+        assert_eq!(paths("ws://"), vec!["chains[0].ws"]);
     }
 
     #[test]

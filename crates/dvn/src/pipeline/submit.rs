@@ -282,7 +282,15 @@ impl SubmitStage {
         let (head, now) = (latest.number, latest.timestamp);
         self.latest = Some(latest);
         self.note_clock_offset(chain.name(), now);
-        self.cadence.observe(head, now, Instant::now());
+        // The new-heads stream saw this block arrive, most likely before this read did: its
+        // sighting counts once the agreed endpoints confirm the number.
+        let read_at = Instant::now();
+        let seen = chain
+            .new_heads
+            .latest()
+            .filter(|announced| announced.number == head)
+            .map_or(read_at, |announced| announced.at.min(read_at));
+        self.cadence.observe(head, now, seen);
         let regions = self.ctx.config.regions();
         let me = self.ctx.config.region_index();
         let takeover = self.ctx.config.submitter.takeover_after_secs;

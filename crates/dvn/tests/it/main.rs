@@ -32,6 +32,7 @@ mod hsm_e2e;
 mod kms;
 mod kms_e2e;
 mod lease;
+mod new_heads;
 mod nonce_gap;
 mod ops;
 mod ops_tools;
