@@ -6,8 +6,9 @@
 //! confirmation: a send's receipt is its required confirmation, so that is when a packet's
 //! clock starts. The destination must produce blocks by itself (interval mining: see
 //! [`crate::Chain::set_interval_mining`]). Its clock stops when the harness first sees our DVN's `PayloadVerified` for
-//! it in the destination's logs (read every [`POLL`], one `eth_getLogs` per look, so the
-//! harness does not load the chain it measures).
+//! it in the destination's logs: the harness reads the head every [`POLL`] and the logs only
+//! when a block was added (one `eth_getLogs` per destination block), so it does not load the
+//! chain it measures, and a verification is seen at most [`POLL`] after its block.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ use dvn_lz::SentPacket;
 use crate::{Devnet, Direction};
 
 /// How often the harness looks for new verifications (the latency figures' resolution).
-pub const POLL: Duration = Duration::from_millis(50);
+pub const POLL: Duration = Duration::from_millis(10);
 
 /// What a run of steady load saw.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct LoadRun {
     /// Each packet's time from its required confirmation to its verification seen, in send
     /// order (every packet is verified when [`offer`] returns).
     pub latencies: Vec<Duration>,
+    /// When each packet was confirmed, from the start of sending, in send order.
+    pub confirmed_after: Vec<Duration>,
 }
 
 impl LoadRun {
@@ -43,6 +46,18 @@ impl LoadRun {
     /// The `q`-quantile (0–1) latency, nearest rank.
     pub fn latency_quantile(&self, q: f64) -> Duration {
         quantile(&self.latencies, q)
+    }
+
+    /// The latencies of the packets confirmed `warmup` or later after sending began: the
+    /// nodes have learned what they learn at first (gas per batch shape, the destination's
+    /// block cadence, the lead a batch needs) and run as they would for hours.
+    pub fn latencies_after(&self, warmup: Duration) -> Vec<Duration> {
+        self.latencies
+            .iter()
+            .zip(&self.confirmed_after)
+            .filter(|(_, at)| **at >= warmup)
+            .map(|(latency, _)| *latency)
+            .collect()
     }
 }
 
@@ -82,6 +97,7 @@ pub async fn offer(
     let send = async {
         let started = Instant::now();
         let mut packets = Vec::new();
+        let mut confirmed_after = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while started.elapsed() < duration {
@@ -98,12 +114,13 @@ pub async fn offer(
             let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
             for p in &sent {
                 seen.confirmed.insert(key(p), at);
+                confirmed_after.push(at.saturating_duration_since(started));
             }
             packets.extend(sent);
         }
         let sending = started.elapsed();
         sending_done.store(true, Ordering::SeqCst);
-        Ok((packets, sending))
+        Ok((packets, confirmed_after, sending))
     };
     let watch = async {
         let (_, dst) = devnet.sides(direction);
@@ -152,7 +169,7 @@ pub async fn offer(
         }
     };
     let (sent, watched) = tokio::join!(send, watch);
-    let (packets, sending) = sent?;
+    let (packets, confirmed_after, sending) = sent?;
     watched?;
     let seen = seen.into_inner().unwrap_or_else(|e| e.into_inner());
     let latencies = packets
@@ -169,6 +186,7 @@ pub async fn offer(
         packets,
         sending,
         latencies,
+        confirmed_after,
     })
 }
 

@@ -112,6 +112,13 @@ enum Command {
         /// Each chain's `poll_interval_ms`: how often the watcher looks for new blocks.
         #[arg(long, default_value_t = NodeOptions::default().poll_interval_ms)]
         poll_interval_ms: u64,
+        /// Seconds at the start of each rate whose packets count towards gas and RPC but not
+        /// towards the "after warm-up" latencies (the whole run's are printed too).
+        #[arg(long, default_value_t = 10)]
+        warmup_secs: u64,
+        /// Leave the chains' `ws` out: the watchers only poll (no new-heads stream).
+        #[arg(long)]
+        no_new_heads: bool,
         #[arg(long, default_value = ".devnet-logs/steady")]
         log_dir: PathBuf,
         #[arg(long)]
@@ -199,6 +206,8 @@ async fn main() -> anyhow::Result<()> {
             max_in_flight,
             block_lead_ms,
             poll_interval_ms,
+            no_new_heads,
+            warmup_secs,
             log_dir,
             dvn_bin,
             json,
@@ -209,6 +218,7 @@ async fn main() -> anyhow::Result<()> {
                 max_in_flight,
                 block_lead_ms,
                 poll_interval_ms,
+                new_heads: !no_new_heads,
                 ..NodeOptions::default()
             };
             let mut all = Vec::new();
@@ -216,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
                 let figures = steady(
                     rate,
                     Duration::from_secs(secs),
+                    Duration::from_secs(warmup_secs),
                     &options,
                     &log_dir.join(format!("{rate}")),
                     &dvn_bin,
@@ -245,6 +256,11 @@ struct SteadyFigures {
     latency_p50_secs: f64,
     latency_p99_secs: f64,
     latency_max_secs: f64,
+    /// The first seconds left out of the `warm_` figures.
+    warmup_secs: f64,
+    warm_packets: usize,
+    warm_latency_p50_secs: f64,
+    warm_latency_p99_secs: f64,
     #[serde(flatten)]
     costs: Costs,
 }
@@ -260,6 +276,13 @@ impl SteadyFigures {
             self.latency_p50_secs, self.latency_p99_secs, self.latency_max_secs
         );
         println!(
+            "  the same, confirmed after the first {:.0} s ({} packets): p50 {:.2} s, p99 {:.2} s",
+            self.warmup_secs,
+            self.warm_packets,
+            self.warm_latency_p50_secs,
+            self.warm_latency_p99_secs
+        );
+        println!(
             "  {} DVN.execute, {} gas per packet, {:.1} RPC requests per packet (three nodes)",
             self.costs.execute_transactions,
             self.costs.gas_per_packet,
@@ -271,8 +294,8 @@ impl SteadyFigures {
     }
 
     fn table(all: &[SteadyFigures]) {
-        println!("\n| offered | achieved | p50 | p99 | max | execute txs | gas / packet | RPC requests / packet | peak RSS |");
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("\n| offered | achieved | p50 | p99 | max | p99 after warm-up | execute txs | gas / packet | RPC requests / packet | peak RSS |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for f in all {
             let rss = f
                 .costs
@@ -281,12 +304,13 @@ impl SteadyFigures {
                 .filter_map(|(_, m)| *m)
                 .fold(0.0_f64, f64::max);
             println!(
-                "| {:.0}/s | {:.1}/s | {:.2} s | {:.2} s | {:.2} s | {} | {} | {:.1} | {:.1} MiB |",
+                "| {:.0}/s | {:.1}/s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {} | {} | {:.1} | {:.1} MiB |",
                 f.offered_per_sec,
                 f.achieved_per_sec,
                 f.latency_p50_secs,
                 f.latency_p99_secs,
                 f.latency_max_secs,
+                f.warm_latency_p99_secs,
                 f.costs.execute_transactions,
                 f.costs.gas_per_packet,
                 f.costs.rpc_requests_per_packet,
@@ -300,6 +324,7 @@ impl SteadyFigures {
 async fn steady(
     rate: f64,
     duration: Duration,
+    warmup: Duration,
     options: &NodeOptions,
     log_dir: &std::path::Path,
     dvn_bin: &std::path::Path,
@@ -324,7 +349,12 @@ async fn steady(
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
     let messages = run.packets.len();
     let costs = costs(&devnet, &nodes, &report, messages, dvn_bin).await?;
+    let warm = run.latencies_after(warmup);
     Ok(SteadyFigures {
+        warmup_secs: warmup.as_secs_f64(),
+        warm_packets: warm.len(),
+        warm_latency_p50_secs: dvn_devnet::load::quantile(&warm, 0.5).as_secs_f64(),
+        warm_latency_p99_secs: dvn_devnet::load::quantile(&warm, 0.99).as_secs_f64(),
         offered_per_sec: rate,
         achieved_per_sec: run.offered_per_sec(),
         packets: messages,
