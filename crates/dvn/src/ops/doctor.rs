@@ -218,6 +218,33 @@ async fn check_chains(http: &reqwest::Client, config: &Config, out: &mut Vec<Fin
     }
 }
 
+/// Whether the node is subscribed to `chain`'s new-heads stream (`chains[].ws`).
+fn check_head_stream(samples: &[prom::Sample], chain: &str, poll_interval_ms: u64) -> Finding {
+    let check = format!("new-heads stream: {chain}");
+    let labels = [("chain", chain)];
+    let up = prom::select(samples, "dvn_chain_head_stream_up", &labels)
+        .map(|s| s.value)
+        .next();
+    let announced: f64 = prom::select(samples, "dvn_chain_heads_announced_total", &labels)
+        .map(|s| s.value)
+        .sum();
+    match up {
+        Some(up) if up >= 1.0 => Finding::pass(
+            check,
+            format!("subscribed; {announced} blocks announced since start"),
+        ),
+        _ => Finding::fail(
+            check,
+            Severity::P3,
+            format!(
+                "not subscribed: the watcher finds new blocks only by its poll (every {poll_interval_ms} ms), so packets are seen later; nothing is lost"
+            ),
+            "the chain node's WebSocket is down, refuses the subscription, or is unreachable (port, proxy, provider plan)",
+            "check chains[].ws against the node (websocat / wscat: eth_subscribe newHeads) and the node's log lines 'new-heads stream'; the node reconnects by itself",
+        ),
+    }
+}
+
 /// Disk use of the filesystem holding the store (`df -P`, as the manual does).
 fn check_disk(config: &Config, threshold: f64) -> Finding {
     let path = crate::store::sqlite_file(&config.store.url)
@@ -367,6 +394,17 @@ pub async fn run(config: &Config, options: &DoctorOptions) -> anyhow::Result<Rep
                     ));
                 }
             }
+        }
+    }
+
+    // The new-heads streams, as the node sees them (a hint: down, the node only polls).
+    if !samples.is_empty() {
+        for chain in config.chains.iter().filter(|c| c.ws.is_some()) {
+            out.push(check_head_stream(
+                &samples,
+                &chain.name,
+                chain.poll_interval_ms,
+            ));
         }
     }
 

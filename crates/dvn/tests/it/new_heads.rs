@@ -1,7 +1,7 @@
 //! The new-heads stream (`chains[].ws`): a block announced on it wakes the watchers at once,
 //! so a packet is seen long before the next poll; and since nothing read from the stream is
 //! trusted, a dead stream or one announcing another chain's blocks costs only the poll's
-//! latency, never a packet.
+//! latency, never a packet — and `dvn doctor` names a stream that is down.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use dvn_devnet::{DevnetConfig, Direction};
 
 use crate::common::{labelled_metric, metric_until, Stand};
 use crate::e2e::TIMEOUT;
+use crate::ops_tools::{doctor, finding};
 
 const ON_A: &str = "chain=\"ethereum\"";
 const ON_B: &str = "chain=\"conflux-espace\"";
@@ -83,6 +84,19 @@ async fn a_dead_or_lying_stream_costs_only_the_poll() {
     stand.deliver(Direction::BToA, &b_to_a, TIMEOUT).await;
     stand.assert_invariants(Direction::AToB, &a_to_b).await;
     stand.assert_invariants(Direction::BToA, &b_to_a).await;
+    // The operator's daily check names the stream that is down, as a P3: nothing is lost.
+    let config = stand.nodes.nodes[0]
+        .config_path
+        .to_str()
+        .unwrap()
+        .to_string();
+    let run = doctor(&config, &[]);
+    let down = finding(&run, "new-heads stream: ethereum");
+    assert_eq!(down["severity"], "P3", "{down}");
+    assert_eq!(
+        finding(&run, "new-heads stream: conflux-espace")["ok"],
+        true
+    );
     for node in &stand.nodes.nodes {
         let up = labelled_metric(node, "dvn_chain_head_stream_up", &[ON_A]).await;
         assert_eq!(up, 0.0, "{}: a stream from nowhere is up", node.region);

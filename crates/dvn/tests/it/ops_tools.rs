@@ -17,9 +17,9 @@ use crate::common::{dvn_binary, Stand};
 use crate::e2e::TIMEOUT;
 use crate::pkcs11::{SoftHsm, MODULE, PIN, TOKEN};
 
-struct Run {
-    code: i32,
-    json: Value,
+pub struct Run {
+    pub code: i32,
+    pub json: Value,
 }
 
 fn dvn(args: &[&str]) -> Run {
@@ -38,7 +38,7 @@ fn dvn(args: &[&str]) -> Run {
 
 /// `dvn doctor --json`; the devnet's OApps require only our DVN (1-of-1), which the operator
 /// here accepts (the finding itself is checked once, without the flag).
-fn doctor(config: &str, extra: &[&str]) -> Run {
+pub fn doctor(config: &str, extra: &[&str]) -> Run {
     let mut args = vec![
         "doctor",
         "--json",
@@ -50,7 +50,7 @@ fn doctor(config: &str, extra: &[&str]) -> Run {
     dvn(&args)
 }
 
-fn finding<'a>(run: &'a Run, prefix: &str) -> &'a Value {
+pub fn finding<'a>(run: &'a Run, prefix: &str) -> &'a Value {
     run.json["findings"]
         .as_array()
         .unwrap()
@@ -124,6 +124,8 @@ async fn doctor_status_and_why_answer_the_daily_checklist_and_name_each_fault() 
         "sole verifier",
         "peers",
         "disk",
+        "new-heads stream: ethereum",
+        "new-heads stream: conflux-espace",
     ] {
         assert_eq!(finding(&healthy, check)["ok"], true, "{check}");
     }
