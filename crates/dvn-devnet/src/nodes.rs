@@ -382,7 +382,7 @@ fn chain_entry(
     } else {
         rpc.to_vec()
     };
-    json!({
+    let mut entry = json!({
         "name": side.chain.name,
         "eid": side.eid,
         "chain_id": side.chain.chain_id,
@@ -394,16 +394,18 @@ fn chain_entry(
         "receive_uln": side.contracts.receive_lib.to_string(),
         "dvn": side.contracts.dvn.to_string(),
         "poll_interval_ms": options.poll_interval_ms,
-        "ws": options
-            .new_heads
-            .then(|| ws.cloned().unwrap_or_else(|| side.chain.ws_url())),
         "rpc_timeout_ms": 5000,
         "decompressor": options
             .decompressor
             .then(|| side.contracts.decompressors.get(node))
             .flatten()
             .map(|address| json!({ "address": address.to_string() })),
-    })
+    });
+    // Left out without a stream (not `null`): a release before `ws` refuses the field.
+    if options.new_heads {
+        entry["ws"] = json!(ws.cloned().unwrap_or_else(|| side.chain.ws_url()));
+    }
+    entry
 }
 
 impl NodeSet {

@@ -17,13 +17,12 @@ use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, Bytes, B256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-
-use crate::heads::NewHeads;
 use alloy::rpc::types::{Filter, Log, TransactionReceipt, TransactionRequest};
 use alloy::sol_types::SolCall;
 use alloy::transports::{RpcError, TransportErrorKind};
 
 use crate::config::ChainConfig;
+use crate::heads::NewHeads;
 
 /// Why a chain read did not produce an answer the node may act on.
 #[derive(Debug, thiserror::Error)]
