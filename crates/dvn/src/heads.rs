@@ -19,8 +19,12 @@ use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use tokio::sync::{broadcast::error::RecvError, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// Shortest time between two wake-ups of the watcher.
-pub const MIN_WAKE: Duration = Duration::from_millis(50);
+/// Shortest time between two wake-ups of the watcher. On a chain whose blocks come faster
+/// (a devnet mining one per transaction) each wake-up scans several blocks together, as a poll
+/// would: at 50 one-packet blocks a second, waking up to every 50 ms cost a third more reads
+/// per packet than 100 ms for a p99 within the same spread. Live chains' blocks are further
+/// apart and are each announced at once.
+pub const MIN_WAKE: Duration = Duration::from_millis(100);
 
 /// Longest wait before connecting again after the stream failed or ended.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(30);
