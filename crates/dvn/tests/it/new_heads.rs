@@ -9,7 +9,6 @@ use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::{DevnetConfig, Direction};
 
 use crate::common::{labelled_metric, metric_until, Stand};
-use crate::e2e::TIMEOUT;
 use crate::ops_tools::{doctor, finding};
 
 const ON_A: &str = "chain=\"ethereum\"";
@@ -70,20 +69,7 @@ async fn a_dead_or_lying_stream_costs_only_the_poll() {
     };
     let mut stand = Stand::with_devnet(devnet, options);
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
-    let a_to_b = stand
-        .devnet
-        .send_messages(Direction::AToB, 3)
-        .await
-        .unwrap();
-    let b_to_a = stand
-        .devnet
-        .send_messages(Direction::BToA, 3)
-        .await
-        .unwrap();
-    stand.deliver(Direction::AToB, &a_to_b, TIMEOUT).await;
-    stand.deliver(Direction::BToA, &b_to_a, TIMEOUT).await;
-    stand.assert_invariants(Direction::AToB, &a_to_b).await;
-    stand.assert_invariants(Direction::BToA, &b_to_a).await;
+    stand.round_trip_both_ways(3).await;
     // The operator's daily check names the stream that is down, as a P3: nothing is lost.
     let config = stand.nodes.nodes[0]
         .config_path
