@@ -39,7 +39,9 @@ pub struct LogFaults {
     /// count as disagreement.
     pub extras: bool,
     /// Answer as a Conflux eSpace RPC does: `eth_getLogs` over more than 1,000 blocks is refused
-    /// with an error, and `net_peerCount` does not exist.
+    /// with an error, `net_peerCount` does not exist, and the calldata gas floor (CIP-130) holds:
+    /// a transaction whose gas limit is under 100 gas per calldata byte is refused, and
+    /// `eth_estimateGas` answers at least that floor.
     pub conflux_quirks: bool,
     /// Answer every request as an honest node that has not imported the newest block yet (one
     /// block behind the others): see [`one_block_behind`].
@@ -54,6 +56,17 @@ fn conflux_refusal(request: &[u8]) -> Option<Bytes> {
         |v: &serde_json::Value| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok();
     let error = match request["method"].as_str()? {
         "net_peerCount" => serde_json::json!({ "code": -32601, "message": "Method not found" }),
+        "eth_sendRawTransaction" => {
+            use alloy::consensus::{Transaction, TxEnvelope};
+            use alloy::eips::eip2718::Decodable2718;
+            let raw = alloy::primitives::hex::decode(request["params"][0].as_str()?).ok()?;
+            let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).ok()?;
+            if tx.gas_limit() >= conflux_calldata_floor(tx.input().len()) {
+                return None;
+            }
+            // What conflux-rust answers for `NotEnoughBaseGas`.
+            serde_json::json!({ "code": -32000, "message": "intrinsic gas too low" })
+        }
         "eth_getLogs" => {
             let filter = &request["params"][0];
             let (from, to) = (hex(&filter["fromBlock"])?, hex(&filter["toBlock"])?);
@@ -69,6 +82,29 @@ fn conflux_refusal(request: &[u8]) -> Option<Bytes> {
     };
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error });
     serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
+/// The least gas limit Conflux accepts for `calldata_len` bytes of input (CIP-130).
+fn conflux_calldata_floor(calldata_len: usize) -> u64 {
+    calldata_len as u64 * 100
+}
+
+/// Upstream's `eth_estimateGas` answer as Conflux's would be: the gas the call needs plus a
+/// sixth, and at least the calldata floor (conflux-rust `estimated_gas_limit`); `None` when
+/// `request` is not an estimate or the answer not a number.
+fn conflux_estimate(request: &[u8], answer: &[u8]) -> Option<Bytes> {
+    let request: serde_json::Value = serde_json::from_slice(request).ok()?;
+    if request["method"] != "eth_estimateGas" {
+        return None;
+    }
+    let call = &request["params"][0];
+    let input = call["input"].as_str().or_else(|| call["data"].as_str())?;
+    let floor = conflux_calldata_floor(alloy::primitives::hex::decode(input).ok()?.len());
+    let mut answer: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    let estimate = u64::from_str_radix(answer["result"].as_str()?.strip_prefix("0x")?, 16).ok()?;
+    let estimate = estimate.saturating_mul(7) / 6;
+    answer["result"] = serde_json::json!(format!("{:#x}", estimate.max(floor)));
+    serde_json::to_vec(&answer).ok().map(Bytes::from)
 }
 
 /// Transactions the proxy holds back instead of forwarding.
@@ -304,8 +340,11 @@ async fn forward(
         Ok(response) => {
             let status =
                 StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let bytes = response.bytes().await.unwrap_or_default();
+            let mut bytes = response.bytes().await.unwrap_or_default();
             hold_watched_answer(&shared.gate, &body).await;
+            if faults.conflux_quirks {
+                bytes = conflux_estimate(&body, &bytes).unwrap_or(bytes);
+            }
             let log_faults = LogFaults {
                 conflux_quirks: false,
                 behind: false,

@@ -301,8 +301,9 @@ pub enum ChainProfile {
     /// Conflux eSpace: `eth_getLogs` spans at most 1,000 blocks (wider ranges are refused),
     /// `safe` = confirmed by PoW and `finalized` = PoS finality (hundreds of epochs),
     /// `net_peerCount` may be missing, no blob (type-3) transactions. The node sends EIP-1559
-    /// transactions, keeps gas limits tight (Conflux charges at least ¾ of the limit) and
-    /// checks the log range fits.
+    /// transactions, keeps gas limits tight (Conflux charges at least ¾ of the limit) and no
+    /// lower than the calldata floor (see [`ChainProfile::calldata_gas_floor`]), and checks
+    /// the log range fits.
     ConfluxEspace,
 }
 
@@ -312,6 +313,22 @@ impl ChainProfile {
         match self {
             Self::Generic => None,
             Self::ConfluxEspace => Some(1_000),
+        }
+    }
+
+    /// The least gas limit the chain accepts for a transaction carrying `calldata_len` bytes
+    /// of input, where it has such a floor. Conflux (CIP-130, in force since hardfork v2.4):
+    /// 100 gas per calldata byte — a transaction below it is refused ("intrinsic gas too
+    /// low") and `eth_estimateGas` answers at least it. With the ¾-of-the-limit charge, a
+    /// call whose calldata floor binds pays 75 gas per calldata byte, whatever it executes.
+    pub fn calldata_gas_floor(self, calldata_len: usize) -> Option<u64> {
+        match self {
+            Self::Generic => None,
+            Self::ConfluxEspace => Some(
+                u64::try_from(calldata_len)
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(100),
+            ),
         }
     }
 }

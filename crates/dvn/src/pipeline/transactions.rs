@@ -207,10 +207,11 @@ impl TxManager {
         }
         let (max_fee, priority) =
             capped_fees(chain.fees().await?, ctx.config.submitter.max_fee_gwei);
+        let floor = chain.config.profile.calldata_gas_floor(input.len());
         let tx = TxEip1559 {
             chain_id: chain.config.chain_id,
             nonce,
-            gas_limit: gas::with_headroom(gas),
+            gas_limit: gas::limit_for(gas, floor),
             max_fee_per_gas: max_fee,
             max_priority_fee_per_gas: priority,
             to: TxKind::Call(to),

@@ -1,6 +1,8 @@
 //! Issue 9 §9: the `conflux-espace` chain profile behind a proxy that answers as a Conflux
 //! eSpace RPC does (wider `eth_getLogs` ranges refused, no `net_peerCount`), in front of the
-//! chain-id-1030 anvil, with `finality: safe` (confirmed by PoW on Conflux).
+//! chain-id-1030 anvil, with `finality: safe` (confirmed by PoW on Conflux); and as a
+//! destination, where the proxy also holds Conflux's calldata gas floor (CIP-130) and answers
+//! estimates as Conflux does: what each `execute` is sent with, and what Conflux would charge.
 
 use dvn_devnet::nodes::NodeOptions;
 use dvn_devnet::proxy::RpcProxy;
@@ -70,5 +72,153 @@ async fn the_conflux_profile_scans_in_thousand_block_ranges_and_waits_for_safe()
             "{}: {log}",
             node.region
         );
+    }
+}
+
+/// What Conflux charges for a transaction that used `used` of its `limit`: at least ¾ of the
+/// limit (conflux-rust `pre_checked_executive`: all but a quarter is charged when a quarter or
+/// more of the limit is left over).
+fn conflux_charge(limit: u64, used: u64) -> u64 {
+    if 3 * limit.saturating_sub(used) >= used {
+        limit - limit / 4
+    } else {
+        used
+    }
+}
+
+/// One verifying transaction on a Conflux destination: what it was sent with and used.
+#[derive(Debug)]
+struct Verifying {
+    params: u64,
+    limit: u64,
+    floor: u64,
+    used: u64,
+}
+
+/// Sixteen packets (two bursts: the second goes out with what the first taught) from A to a B
+/// that answers as Conflux eSpace does — a transaction under 100 gas per calldata byte is
+/// refused, and estimates are at least that (CIP-130) — with B's `conflux-espace` profile on
+/// every node, directly or each region through its `DVNDecompressor`; every one is verified
+/// exactly once. The transactions that carried our DVN's verifications.
+async fn verified_on_conflux(compressed: bool) -> Vec<Verifying> {
+    use alloy::consensus::Transaction as _;
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolEvent;
+    use dvn_lz::contracts::IReceiveUln302::PayloadVerified;
+
+    let devnet = Devnet::start(DevnetConfig {
+        decompressors: compressed,
+        ..DevnetConfig::default()
+    })
+    .await
+    .unwrap();
+    let proxy = RpcProxy::start(devnet.b.chain.rpc_url()).await.unwrap();
+    proxy.edit_faults(|f| f.conflux_quirks = true);
+    let options = NodeOptions {
+        rpc_b: vec![proxy.url.clone()],
+        decompressor: compressed,
+        ..NodeOptions::default()
+    };
+    let mut stand = Stand::with_devnet(devnet, options);
+    for node in &stand.nodes.nodes {
+        node.edit_config(|c| c["chains"][1]["profile"] = json!("conflux-espace"))
+            .unwrap();
+    }
+    stand.nodes.start(&[0, 1, 2]).await.unwrap();
+    let mut sent = stand.send_delivered(Direction::AToB, 8).await;
+    sent.extend(stand.send_delivered(Direction::AToB, 8).await);
+    stand.assert_invariants(Direction::AToB, &sent).await;
+
+    let (_, dst) = stand.devnet.sides(Direction::AToB);
+    let logs = dst
+        .chain
+        .logs(dst.contracts.receive_lib, PayloadVerified::SIGNATURE_HASH)
+        .await
+        .unwrap();
+    let mut params = std::collections::BTreeMap::new();
+    for log in logs {
+        let event = PayloadVerified::decode_log_data(&log.inner.data).unwrap();
+        if event.dvn == dst.contracts.dvn {
+            *params.entry(log.transaction_hash.unwrap()).or_insert(0) += 1;
+        }
+    }
+    let mut verifying = Vec::new();
+    for (hash, params) in params {
+        let tx = dst
+            .chain
+            .provider
+            .get_transaction_by_hash(hash)
+            .await
+            .unwrap()
+            .unwrap();
+        let receipt = dst
+            .chain
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .unwrap()
+            .unwrap();
+        let one = Verifying {
+            params,
+            limit: tx.gas_limit(),
+            floor: 100 * tx.input().len() as u64,
+            used: receipt.gas_used,
+        };
+        println!(
+            "{} execute of {params} params: {one:?}, charged on Conflux {}",
+            if compressed { "compressed" } else { "plain" },
+            conflux_charge(one.limit, one.used)
+        );
+        verifying.push(one);
+    }
+    let packets: u64 = verifying.iter().map(|v| v.params).sum();
+    assert_eq!(
+        packets,
+        sent.len() as u64,
+        "each packet verified by one of ours"
+    );
+    let charged: u64 = verifying
+        .iter()
+        .map(|v| conflux_charge(v.limit, v.used))
+        .sum();
+    println!(
+        "{}: {} gas charged on Conflux per packet",
+        if compressed { "compressed" } else { "plain" },
+        charged / packets
+    );
+    verifying
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_conflux_an_execute_goes_out_at_the_calldata_floor_and_not_above_it() {
+    let verifying = verified_on_conflux(false).await;
+    for v in &verifying {
+        assert!(
+            v.limit >= v.floor,
+            "under the floor would be refused: {v:?}"
+        );
+        if v.params >= 2 {
+            // Execution with its margin fits under the floor from two params on (a param
+            // executes in about 45 k gas and carries about 670 bytes): headroom above the
+            // floor would only be charged.
+            assert_eq!(v.limit, v.floor, "sent above the floor: {v:?}");
+        }
+    }
+    assert!(
+        verifying.iter().any(|v| v.params >= 2),
+        "no execute carried more than one param: {verifying:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_conflux_a_compressed_execute_keeps_above_its_calldata_floor() {
+    // Compact calldata: the floor is lower and execution (the decoding besides) sets the limit.
+    let verifying = verified_on_conflux(true).await;
+    for v in &verifying {
+        assert!(
+            v.limit >= v.floor,
+            "under the floor would be refused: {v:?}"
+        );
+        assert!(v.used < v.limit, "ran out of gas: {v:?}");
     }
 }
