@@ -36,7 +36,7 @@ use alloy::sol_types::SolEvent;
 use dvn_lz::contracts::{IReceiveUln302, IDVN};
 use dvn_lz::PacketHeader;
 
-use super::gas::{self, CallShape, GasEstimates, MinedCall};
+use super::gas::{CallShape, GasEstimates, Headroom, MinedCall};
 use super::sign::destination_done;
 use super::{execute, turns, Context};
 use crate::peer::protocol::ClaimEntry;
@@ -109,13 +109,14 @@ pub struct TxManager {
 
 impl TxManager {
     pub fn new(ctx: Arc<Context>, eid: u32) -> Self {
+        let profile = ctx.chains.get(&eid).map(|c| c.config.profile);
         Self {
             ctx,
             eid,
             nonce_taken_since: HashMap::new(),
             reported_stuck: HashSet::new(),
             reported_unknown: None,
-            gas_estimates: GasEstimates::default(),
+            gas_estimates: GasEstimates::new(Headroom::for_profile(profile.unwrap_or_default())),
             aims: HashMap::new(),
             landed: Vec::new(),
         }
@@ -211,7 +212,7 @@ impl TxManager {
         let tx = TxEip1559 {
             chain_id: chain.config.chain_id,
             nonce,
-            gas_limit: gas::limit_for(gas, floor),
+            gas_limit: self.gas_estimates.headroom().limit_for(gas, floor),
             max_fee_per_gas: max_fee,
             max_priority_fee_per_gas: priority,
             to: TxKind::Call(to),
