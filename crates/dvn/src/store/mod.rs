@@ -334,10 +334,24 @@ impl Store {
     /// never wait behind the pipeline (the health snapshot, operator queries): with SQLite's
     /// one writer connection, a snapshot scanning history would otherwise hold up every stage.
     pub async fn reader(&self) -> Result<Self, StoreError> {
+        let sqlite = self.is_sqlite();
         let pool = AnyPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(10))
-            .test_before_acquire(test_before_acquire(self.is_sqlite()))
+            .test_before_acquire(test_before_acquire(sqlite))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // A page cache of 1 MiB instead of SQLite's 2 MiB per connection: what
+                    // these readers scan is in the OS's cache anyway, and each connection's
+                    // pages count in the node's memory (issue 13's 64 MB).
+                    if sqlite {
+                        sqlx::query("PRAGMA cache_size=-1024")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&self.url)
             .await?;
         Ok(Self {
