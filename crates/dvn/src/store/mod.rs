@@ -208,6 +208,20 @@ fn test_before_acquire(sqlite: bool) -> bool {
     !sqlite
 }
 
+/// Runs `pragmas` on a new connection of an SQLite pool (nothing on PostgreSQL).
+async fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    sqlite: bool,
+    pragmas: &'static [&'static str],
+) -> Result<(), sqlx::Error> {
+    if sqlite {
+        for pragma in pragmas {
+            sqlx::query(*pragma).execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a connection coming back to the pool still counts itself inside a transaction.
 /// Such a connection is closed (which rolls back whatever it holds) rather than reused.
 ///
@@ -273,17 +287,10 @@ impl Store {
             .max_connections(if sqlite { 1 } else { 8 })
             .acquire_timeout(std::time::Duration::from_secs(10))
             .test_before_acquire(test_before_acquire(sqlite))
+            // Per connection: a connection closed by `left_in_transaction` is opened again
+            // with the same durability.
             .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    // Per connection: a connection closed by `left_in_transaction` is opened
-                    // again with the same durability.
-                    if sqlite {
-                        sqlx::query("PRAGMA synchronous=FULL")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
+                Box::pin(sqlite_pragmas(conn, sqlite, &["PRAGMA synchronous=FULL"]))
             })
             .after_release(|conn, _| Box::pin(async move { Ok(!left_in_transaction(conn).await) }))
             .connect(&url)
@@ -339,18 +346,11 @@ impl Store {
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .test_before_acquire(test_before_acquire(sqlite))
+            // A page cache of 1 MiB instead of SQLite's 2 MiB per connection: what these
+            // readers scan is in the OS's cache anyway, and each connection's pages count in
+            // the node's memory.
             .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    // A page cache of 1 MiB instead of SQLite's 2 MiB per connection: what
-                    // these readers scan is in the OS's cache anyway, and each connection's
-                    // pages count in the node's memory (issue 13's 64 MB).
-                    if sqlite {
-                        sqlx::query("PRAGMA cache_size=-1024")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
+                Box::pin(sqlite_pragmas(conn, sqlite, &["PRAGMA cache_size=-1024"]))
             })
             .connect(&self.url)
             .await?;
