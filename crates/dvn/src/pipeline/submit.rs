@@ -46,9 +46,10 @@ use crate::chain::LatestBlock;
 use crate::store::{now_ms, Designation, Expect, PacketRow, PacketState};
 use crate::telemetry::PacketStage;
 
-/// Signed packets read per step, lowest nonces of every path first: five times what a step
-/// can send (`max_in_flight` 4 × `max_batch` 50). Each row is held twice while read (SQLite's
-/// sorter and the decoded row): 2,000 held about 4 MB at the peak of a 10,000-packet catch-up.
+/// Signed packets read per step, lowest nonces of every path first: at least five times what
+/// a step can send (with the defaults, `max_in_flight` 4 × `max_batch` 50), and never fewer
+/// than this. Each row is held twice while read (SQLite's sorter and the decoded row): 2,000
+/// held about 4 MB at the peak of a 10,000-packet catch-up.
 const PAGE: usize = 1_000;
 
 /// Beyond a full page, this region's own share read besides (per designation it owns now).
@@ -473,10 +474,16 @@ impl SubmitStage {
         takeover: u64,
     ) -> anyhow::Result<Vec<PacketRow>> {
         let reader = &self.ctx.reader;
+        let submitter = &self.ctx.config.submitter;
+        let page = PAGE.max(
+            5usize
+                .saturating_mul(submitter.max_in_flight)
+                .saturating_mul(submitter.max_batch),
+        );
         let mut signed = reader
-            .packets(PacketState::Signed, Some(self.eid), PAGE)
+            .packets(PacketState::Signed, Some(self.eid), page)
             .await?;
-        if signed.len() < PAGE || regions < 2 {
+        if signed.len() < page || regions < 2 {
             return Ok(signed);
         }
         let mut seen: HashSet<B256> = signed.iter().map(|r| r.packet.guid).collect();
