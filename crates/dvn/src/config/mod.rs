@@ -301,9 +301,9 @@ pub enum ChainProfile {
     /// Conflux eSpace: `eth_getLogs` spans at most 1,000 blocks (wider ranges are refused),
     /// `safe` = confirmed by PoW and `finalized` = PoS finality (hundreds of epochs),
     /// `net_peerCount` may be missing, no blob (type-3) transactions. The node sends EIP-1559
-    /// transactions, keeps gas limits tight (Conflux charges at least ¾ of the limit) and no
-    /// lower than the calldata floor (see [`ChainProfile::calldata_gas_floor`]), and checks
-    /// the log range fits.
+    /// transactions, keeps gas limits tight (Conflux charges at least ¾ of the limit: see
+    /// [`ChainProfile::gas_headroom_percent`]) and no lower than the calldata floor (see
+    /// [`ChainProfile::calldata_gas_floor`]), and checks the log range fits.
     ConfluxEspace,
 }
 

@@ -208,7 +208,8 @@ impl GasEstimates {
     pub fn mined(&mut self, call: &MinedCall, now: Instant) {
         let estimate = self.headroom.estimate_in(call.gas_limit);
         // Half the headroom: 10 % of the estimate by default.
-        let tolerated = estimate.saturating_add(estimate * self.headroom.percent / 200);
+        let tolerated =
+            estimate.saturating_add(estimate.saturating_mul(self.headroom.percent) / 200);
         if !call.succeeded || call.failed_params > 0 || call.gas_used > tolerated {
             self.learned.clear();
             return;
