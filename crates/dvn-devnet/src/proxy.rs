@@ -57,10 +57,8 @@ fn conflux_refusal(request: &[u8]) -> Option<Bytes> {
     let error = match request["method"].as_str()? {
         "net_peerCount" => serde_json::json!({ "code": -32601, "message": "Method not found" }),
         "eth_sendRawTransaction" => {
-            use alloy::consensus::{Transaction, TxEnvelope};
-            use alloy::eips::eip2718::Decodable2718;
-            let raw = alloy::primitives::hex::decode(request["params"][0].as_str()?).ok()?;
-            let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).ok()?;
+            use alloy::consensus::Transaction;
+            let (_, tx) = raw_transaction(&request)?;
             if tx.gas_limit() >= conflux_calldata_floor(tx.input().len()) {
                 return None;
             }
@@ -435,10 +433,18 @@ async fn one_block_behind(shared: &Shared, request: &[u8]) -> Option<Bytes> {
     encode(answer)
 }
 
+/// The raw transaction an `eth_sendRawTransaction` request carries: its hex and its decoding.
+fn raw_transaction(request: &serde_json::Value) -> Option<(String, alloy::consensus::TxEnvelope)> {
+    use alloy::eips::eip2718::Decodable2718;
+    let raw_hex = request["params"][0].as_str()?.to_string();
+    let raw = alloy::primitives::hex::decode(&raw_hex).ok()?;
+    let tx = alloy::consensus::TxEnvelope::decode_2718(&mut raw.as_slice()).ok()?;
+    Some((raw_hex, tx))
+}
+
 /// When `request` sends a transaction the hold applies to: keeps it and answers with its hash.
 fn hold_transaction(hold: &Mutex<TxHold>, request: &[u8]) -> Option<Bytes> {
-    use alloy::consensus::{Transaction, TxEnvelope};
-    use alloy::eips::eip2718::Decodable2718;
+    use alloy::consensus::Transaction;
     let mut hold = hold.lock().unwrap_or_else(|e| e.into_inner());
     if hold.to.is_none() && !hold.all {
         return None;
@@ -447,13 +453,11 @@ fn hold_transaction(hold: &Mutex<TxHold>, request: &[u8]) -> Option<Bytes> {
     if request["method"] != "eth_sendRawTransaction" {
         return None;
     }
-    let raw_hex = request["params"][0].as_str()?.to_string();
-    let raw = alloy::primitives::hex::decode(&raw_hex).ok()?;
-    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).ok()?;
+    let (raw_hex, tx) = raw_transaction(&request)?;
     if !hold.all && tx.to() != hold.to {
         return None;
     }
-    let hash = alloy::primitives::keccak256(&raw);
+    let hash = *tx.tx_hash();
     hold.held.push(raw_hex);
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": request["id"], "result": hash });
     serde_json::to_vec(&body).ok().map(Bytes::from)
