@@ -43,6 +43,8 @@ pub struct LogFaults {
     /// a transaction whose gas limit is under 100 gas per calldata byte is refused, and
     /// `eth_estimateGas` answers at least that floor.
     pub conflux_quirks: bool,
+    /// Refuse a transaction larger than 128 KiB as geth's pool does ("oversized data").
+    pub geth_size_limit: bool,
     /// Answer every request as an honest node that has not imported the newest block yet (one
     /// block behind the others): see [`one_block_behind`].
     pub behind: bool,
@@ -79,6 +81,27 @@ fn conflux_refusal(request: &[u8]) -> Option<Bytes> {
         _ => return None,
     };
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error });
+    serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
+/// Geth's pool's largest transaction (`txMaxSize`, four 32-KiB slots).
+const GETH_TX_MAX_SIZE: usize = 128 * 1024;
+
+/// Geth's answer to `request` when it sends a transaction larger than its pool takes.
+fn oversized_refusal(request: &[u8]) -> Option<Bytes> {
+    let request: serde_json::Value = serde_json::from_slice(request).ok()?;
+    if request["method"] != "eth_sendRawTransaction" {
+        return None;
+    }
+    let raw = alloy::primitives::hex::decode(request["params"][0].as_str()?).ok()?;
+    if raw.len() <= GETH_TX_MAX_SIZE {
+        return None;
+    }
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": request["id"].clone(),
+        "error": { "code": -32000, "message": "oversized data" },
+    });
     serde_json::to_vec(&body).ok().map(Bytes::from)
 }
 
@@ -316,6 +339,11 @@ async fn forward(
             return (StatusCode::OK, refusal);
         }
     }
+    if faults.geth_size_limit {
+        if let Some(refusal) = oversized_refusal(&body) {
+            return (StatusCode::OK, refusal);
+        }
+    }
     if faults.behind {
         return match one_block_behind(&shared, &body).await {
             Some(answer) => (StatusCode::OK, answer),
@@ -345,6 +373,7 @@ async fn forward(
             }
             let log_faults = LogFaults {
                 conflux_quirks: false,
+                geth_size_limit: false,
                 behind: false,
                 ..faults
             };

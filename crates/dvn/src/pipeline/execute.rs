@@ -12,6 +12,14 @@ use dvn_lz::contracts::{ExecuteParam, ADMIN_ROLE, IDVN};
 use crate::chain::EvmChain;
 use crate::config::ChainConfig;
 
+/// The most input an `execute` is sent with. Geth's pool (and Erigon's, and Nethermind's)
+/// refuses a transaction over 128 KiB ("oversized data"), reth's one whose input is over that;
+/// the rest of an EIP-1559 transaction (fees, recipient, signature, an empty access list) is
+/// under 200 bytes, so a kibibyte is left for it. A refused transaction is stored before it is
+/// broadcast and would be sent again, and replaced, forever: batches are halved to fit (about
+/// 190 plain params; `max_batch` allows 255, and `max_batch_gas` can be raised past it).
+pub const MAX_INPUT_BYTES: usize = 127 * 1024;
+
 /// The transaction for `params`: `(to, input)`.
 pub fn call(
     chain: &ChainConfig,

@@ -13,7 +13,8 @@
 //! - **respect claims**: a packet another region's still-pending transaction carries waits
 //!   until the chain shows that transaction's nonce used ([`claims`]);
 //! - **check again** right before sending (someone else's transaction may have landed);
-//! - **batch** up to `max_batch` params under `max_batch_gas` — a partial batch closes when
+//! - **batch** up to `max_batch` params under `max_batch_gas` and within what a node's pool
+//!   takes ([`execute::MAX_INPUT_BYTES`] of calldata) — a partial batch closes when
 //!   the destination's next block is due ([`batching`]) — and hand the call to the
 //!   transaction manager, which signs, persists, broadcasts and announces it.
 //!
@@ -719,6 +720,10 @@ impl SubmitStage {
         let (to, input, gas) = loop {
             let params: Vec<ExecuteParam> = batch.iter().map(|r| r.param.clone()).collect();
             let (to, input) = execute::call(&chain.config, dvn.address, params)?;
+            if input.len() > execute::MAX_INPUT_BYTES && batch.len() > 1 {
+                batch.truncate(batch.len().div_ceil(2));
+                continue;
+            }
             let request = TransactionRequest::default()
                 .with_from(from)
                 .with_to(to)

@@ -12,6 +12,15 @@ pub fn dvn_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_dvn"))
 }
 
+/// One transaction that carried verifications of our DVN (see
+/// [`Stand::verifying_transactions`]).
+pub struct Verifying {
+    /// Our `PayloadVerified`s it emitted.
+    pub params: u64,
+    pub tx: alloy::rpc::types::Transaction,
+    pub receipt: alloy::rpc::types::TransactionReceipt,
+}
+
 /// A devnet plus three configured (not started) nodes; the temp dir holds configs, stores, logs.
 pub struct Stand {
     pub devnet: Devnet,
@@ -113,6 +122,46 @@ impl Stand {
             .await;
         self.assert_invariants(Direction::AToB, &packets).await;
         packets
+    }
+
+    /// The transactions that carried our DVN's verifications on `direction`'s destination,
+    /// each with its receipt and how many of our `PayloadVerified`s it emitted.
+    pub async fn verifying_transactions(&self, direction: Direction) -> Vec<Verifying> {
+        use alloy::providers::Provider;
+        use alloy::sol_types::SolEvent;
+        use dvn_lz::contracts::IReceiveUln302::PayloadVerified;
+
+        let (_, dst) = self.devnet.sides(direction);
+        let logs = dst
+            .chain
+            .logs(dst.contracts.receive_lib, PayloadVerified::SIGNATURE_HASH)
+            .await
+            .unwrap();
+        let mut params = std::collections::BTreeMap::new();
+        for log in logs {
+            let event = PayloadVerified::decode_log_data(&log.inner.data).unwrap();
+            if event.dvn == dst.contracts.dvn {
+                *params.entry(log.transaction_hash.unwrap()).or_insert(0) += 1;
+            }
+        }
+        let mut verifying = Vec::new();
+        for (hash, params) in params {
+            let provider = &dst.chain.provider;
+            verifying.push(Verifying {
+                params,
+                tx: provider
+                    .get_transaction_by_hash(hash)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                receipt: provider
+                    .get_transaction_receipt(hash)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            });
+        }
+        verifying
     }
 
     pub fn dump_logs(&self) {

@@ -8,6 +8,7 @@ mod admin_tls;
 mod alerts_live;
 mod audit;
 mod backup;
+mod batch_size;
 mod block_lead;
 mod catch_up;
 mod clock_skew;
