@@ -70,7 +70,7 @@ impl Default for NodeOptions {
             takeover_after_secs: 6,
             poll_interval_ms: 200,
             tick_ms: 200,
-            max_batch: 50,
+            max_batch: 100,
             max_in_flight: 4,
             block_lead_ms: None,
             decompressor: false,

@@ -50,7 +50,7 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         messages: usize,
         /// Most params per DVN.execute.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 100)]
         max_batch: usize,
         /// Most DVN.execute transactions in flight per destination (ours; the baseline sends
         /// one at a time).
@@ -100,7 +100,7 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         secs: u64,
         /// Most params per DVN.execute.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 100)]
         max_batch: usize,
         /// Most DVN.execute transactions in flight per destination.
         #[arg(long, default_value_t = 4)]

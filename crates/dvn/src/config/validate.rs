@@ -594,7 +594,7 @@ submitter:
         assert_eq!(validate(&config), vec![]);
         assert_eq!(config.chains[0].quorum(), 2);
         assert_eq!(config.chains[1].quorum(), 3, "all endpoints by default");
-        assert_eq!(config.submitter.max_batch, 50);
+        assert_eq!(config.submitter.max_batch, 100);
         assert_eq!(config.regions(), vec!["aliyun", "aws", "gcp"]);
     }
 

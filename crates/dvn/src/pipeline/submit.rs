@@ -47,14 +47,22 @@ use crate::chain::LatestBlock;
 use crate::store::{now_ms, Designation, Expect, PacketRow, PacketState};
 use crate::telemetry::PacketStage;
 
-/// Signed packets read per step, lowest nonces of every path first: at least five times what
-/// a step can send (with the defaults, `max_in_flight` 4 × `max_batch` 50), and never fewer
-/// than this. Each row is held twice while read (SQLite's sorter and the decoded row): 2,000
-/// held about 4 MB at the peak of a 10,000-packet catch-up.
+/// Signed packets read per step, lowest nonces of every path first — and beyond a full page,
+/// this region's own share read besides (per designation it owns now) —: this many, or twice
+/// what a step can send (`max_in_flight` × `max_batch`; 400 with the defaults) where that is
+/// more (see [`page_size`]). Each row is held twice while read (SQLite's sorter and the
+/// decoded row): a page of 2,000 held about 4 MB at the peak of a 10,000-packet catch-up.
 const PAGE: usize = 1_000;
 
-/// Beyond a full page, this region's own share read besides (per designation it owns now).
-const OWN_PAGE: usize = 1_000;
+/// See [`PAGE`]: a page never holds back what a step could send, however large the operator
+/// makes `max_batch` or `max_in_flight`.
+fn page_size(submitter: &crate::config::SubmitterConfig) -> usize {
+    PAGE.max(
+        2usize
+            .saturating_mul(submitter.max_in_flight)
+            .saturating_mul(submitter.max_batch),
+    )
+}
 
 /// How often one packet may trigger a pull from the peers.
 const PULL_EVERY: Duration = Duration::from_secs(1);
@@ -475,12 +483,7 @@ impl SubmitStage {
         takeover: u64,
     ) -> anyhow::Result<Vec<PacketRow>> {
         let reader = &self.ctx.reader;
-        let submitter = &self.ctx.config.submitter;
-        let page = PAGE.max(
-            5usize
-                .saturating_mul(submitter.max_in_flight)
-                .saturating_mul(submitter.max_batch),
-        );
+        let page = page_size(&self.ctx.config.submitter);
         let mut signed = reader
             .packets(PacketState::Signed, Some(self.eid), page)
             .await?;
@@ -503,7 +506,7 @@ impl SubmitStage {
                 index: index as u64,
             };
             let own = reader
-                .packets_designated(PacketState::Signed, self.eid, designation, OWN_PAGE)
+                .packets_designated(PacketState::Signed, self.eid, designation, page)
                 .await?;
             signed.extend(own.into_iter().filter(|r| seen.insert(r.packet.guid)));
         }

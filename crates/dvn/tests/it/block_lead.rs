@@ -17,7 +17,7 @@ async fn every_partial_batch_is_counted_against_the_block_it_closed_for() {
     let mut stand = Stand::new(DevnetConfig::default(), NodeOptions::default()).await;
     stand.devnet.b.chain.set_interval_mining(1).await.unwrap();
     stand.nodes.start(&[0, 1, 2]).await.unwrap();
-    // Three rounds of two packets: each goes out as a partial batch (max_batch is 50).
+    // Three rounds of two packets: each goes out as a partial batch (max_batch is 100).
     let mut all = Vec::new();
     for _ in 0..3 {
         let packets = stand
