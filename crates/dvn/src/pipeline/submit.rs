@@ -38,7 +38,7 @@ use super::batching::{self, BlockCadence, BlockLead};
 use super::expiration::too_close;
 use super::rotation::Rotations;
 use super::sign::{canonical_problem, destination_done, destination_done_at, Shared};
-use super::transactions::TxManager;
+use super::transactions::{Aim, TxManager};
 use super::turns::{
     catch_up_designation, designated, owner, ROTATION_SLOT_SECS, TAKEOVER_MIN_BLOCKS,
 };
@@ -720,7 +720,7 @@ impl SubmitStage {
             return Ok((false, rest));
         }
         let from = self.ctx.submitter.address();
-        let (to, input, gas) = loop {
+        let (to, input, gas, estimated) = loop {
             let params: Vec<ExecuteParam> = batch.iter().map(|r| r.param.clone()).collect();
             let (to, input) = execute::call(&chain.config, dvn.address, params)?;
             if input.len() > execute::MAX_INPUT_BYTES && batch.len() > 1 {
@@ -731,7 +731,7 @@ impl SubmitStage {
                 .with_from(from)
                 .with_to(to)
                 .with_input(input.clone());
-            let gas = match self.txs.execute_gas(&request, batch.len()).await {
+            let (gas, estimated) = match self.txs.execute_gas(&request, batch.len()).await {
                 Ok(gas) => gas,
                 Err(e) => {
                     // An execute that would revert: most likely our submitter lost ADMIN_ROLE.
@@ -741,18 +741,27 @@ impl SubmitStage {
                 }
             };
             if gas <= self.ctx.config.submitter.max_batch_gas || batch.len() == 1 {
-                break (to, input, gas);
+                break (to, input, gas, estimated);
             }
             batch.truncate(batch.len().div_ceil(2));
         };
         let packets: Vec<Expect> = batch.iter().map(|r| r.row.expect()).collect();
-        let aim = partial.then(|| latest.number + 1);
+        // A batch that waited for `eth_estimateGas` (none could be had while it gathered: the
+        // first close after a start or of a turn) is neither timed for the lead nor does its
+        // landing move the lead's margin: that wait is rare, and sized into the lead it held
+        // every batch of the next 32 back by it.
+        let aim = partial.then_some(Aim {
+            block: latest.number + 1,
+            teaches_lead: !estimated,
+        });
         let sent = self.txs.send(to, input, gas, &packets, aim).await?;
         if sent {
             // Checks, estimate, signing and broadcast of one batch: what the lead must cover
             // for the batch to make the block it closed for.
             let took = started.elapsed();
-            self.lead.took(took);
+            if !estimated {
+                self.lead.took(took);
+            }
             metrics::histogram!("dvn_submit_batch_seconds", "chain" => chain.name().to_string())
                 .record(took.as_secs_f64());
             for ready in &batch {
@@ -780,27 +789,38 @@ impl SubmitStage {
                 return;
             }
         };
-        // One packet just found still to submit anchors the gas estimates' low end.
-        if let Some(first) = fresh.first() {
-            if let Err(e) = self.anchor_gas(first).await {
+        // One packet just found still to submit anchors the gas estimates' low end, and the
+        // batch gathered so far gives a point the line extends from (up to twice its size):
+        // the batch that closes is then estimated without `eth_estimateGas`.
+        let params: Vec<ExecuteParam> = fresh.iter().map(|r| r.param.clone()).collect();
+        for params in [&params[..params.len().min(1)], &params[..]] {
+            if let Err(e) = self.estimate_ahead(params).await {
                 tracing::debug!(
                     chain = self.eid,
-                    "estimating a one-param execute failed (the batch is estimated when it closes): {e:#}"
+                    params = params.len(),
+                    "estimating an execute ahead failed (the batch is estimated when it closes): {e:#}"
                 );
             }
         }
     }
 
-    /// See [`TxManager::anchor_gas`].
-    async fn anchor_gas(&mut self, ready: &Ready) -> anyhow::Result<()> {
+    /// See [`TxManager::estimate_ahead`]: for an `execute` of `params` (none when empty, or
+    /// larger than is ever sent).
+    async fn estimate_ahead(&mut self, params: &[ExecuteParam]) -> anyhow::Result<()> {
+        if params.is_empty() {
+            return Ok(());
+        }
         let ctx = Arc::clone(&self.ctx);
         let (chain, dvn) = (ctx.chain(self.eid)?, ctx.dvn(self.eid)?);
-        let (to, input) = execute::call(&chain.config, dvn.address, vec![ready.param.clone()])?;
+        let (to, input) = execute::call(&chain.config, dvn.address, params.to_vec())?;
+        if input.len() > execute::MAX_INPUT_BYTES {
+            return Ok(());
+        }
         let request = TransactionRequest::default()
             .with_from(ctx.submitter.address())
             .with_to(to)
             .with_input(input);
-        self.txs.anchor_gas(&request).await
+        self.txs.estimate_ahead(&request, params.len()).await
     }
 
     /// The packets of `chunk` still to submit as of destination block `latest` (and, given

@@ -102,9 +102,19 @@ pub struct TxManager {
     gas_estimates: GasEstimates,
     /// The destination block each batch closed for was meant to make, by nonce (a fee bump
     /// keeps the nonce, and counts as late).
-    aims: HashMap<u64, u64>,
-    /// Whether each aimed transaction mined since the last [`Self::take_landed`] made its block.
+    aims: HashMap<u64, Aim>,
+    /// Whether each aimed transaction that teaches the lead, mined since the last
+    /// [`Self::take_landed`], made its block.
     landed: Vec<bool>,
+}
+
+/// The destination block a batch closed for, to tell when it is mined whether it made it.
+#[derive(Debug, Clone, Copy)]
+pub struct Aim {
+    pub block: u64,
+    /// Whether making it or not says something about the lead it closed with (see
+    /// [`TxManager::take_landed`]); it is counted in `dvn_submit_batches_landed_total` either way.
+    pub teaches_lead: bool,
 }
 
 impl TxManager {
@@ -122,37 +132,47 @@ impl TxManager {
         }
     }
 
-    /// Whether each transaction sent with an aim and mined since the last call made the
-    /// block it aimed at, oldest first.
+    /// Whether each transaction sent with an aim that teaches the lead, and mined since the
+    /// last call, made the block it aimed at, oldest first.
     pub fn take_landed(&mut self) -> Vec<bool> {
         std::mem::take(&mut self.landed)
     }
 
     /// The gas estimate for an `execute` carrying `params` params: one learned from our mined
     /// calls of the same shape when there is one (then the call is only run once, to see it
-    /// would not revert), else the endpoints' `eth_estimateGas`. See [`super::gas`].
+    /// would not revert), else the endpoints' `eth_estimateGas` — then also `true`: the
+    /// caller waited for it. See [`super::gas`].
     pub async fn execute_gas(
         &self,
         request: &TransactionRequest,
         params: usize,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<(u64, bool)> {
         let chain = self.ctx.chain(self.eid)?;
         let shape = call_shape(request, params);
         let Some(gas) = self.gas_estimates.reusable(&shape, Instant::now()) else {
-            return Ok(chain.estimate_gas(request).await?);
+            return Ok((chain.estimate_gas(request).await?, true));
         };
         chain.runs_without_revert(request).await?;
         metrics::counter!("dvn_execute_gas_estimates_reused_total", "chain" => chain.name().to_string())
             .increment(1);
-        Ok(gas)
+        Ok((gas, false))
     }
 
-    /// While a batch gathers: makes sure the estimate of `request`, a one-param `execute`,
-    /// is known, so that a batch of any size up to a learned one gets an interpolated estimate
-    /// when it closes instead of waiting for `eth_estimateGas` (see [`super::gas`]).
-    pub async fn anchor_gas(&mut self, request: &TransactionRequest) -> anyhow::Result<()> {
-        let shape = call_shape(request, 1);
-        if self.gas_estimates.knows(&shape, Instant::now()) {
+    /// While a batch gathers: makes sure an estimate for `request`, an `execute` carrying
+    /// `params` params, can be had without `eth_estimateGas` — learned, or on a line through
+    /// learned ones — and estimates it now when not, so that the batch, when it closes, is
+    /// not held for `eth_estimateGas` between closing and broadcast (see [`super::gas`]).
+    pub async fn estimate_ahead(
+        &mut self,
+        request: &TransactionRequest,
+        params: usize,
+    ) -> anyhow::Result<()> {
+        let shape = call_shape(request, params);
+        if self
+            .gas_estimates
+            .reusable(&shape, Instant::now())
+            .is_some()
+        {
             return Ok(());
         }
         let estimate = self.ctx.chain(self.eid)?.estimate_gas(request).await?;
@@ -171,7 +191,7 @@ impl TxManager {
         input: Bytes,
         gas: u64,
         packets: &[Expect],
-        aim: Option<u64>,
+        aim: Option<Aim>,
     ) -> anyhow::Result<bool> {
         let ctx = Arc::clone(&self.ctx);
         let chain = ctx.chain(self.eid)?;
@@ -233,8 +253,8 @@ impl TxManager {
         }
         metrics::counter!("dvn_submissions_total", "chain" => chain.name().to_string())
             .increment(1);
-        if let Some(block) = aim {
-            self.aims.insert(nonce, block);
+        if let Some(aim) = aim {
+            self.aims.insert(nonce, aim);
         }
         tracing::info!(chain = chain.name(), tx = %row.tx_hash, nonce, packets = packets.len(), gas, "submitting DVN.execute");
         if !ctx.may_broadcast().await {
@@ -620,10 +640,22 @@ impl TxManager {
             }
         }
         if let Some(aim) = self.aims.remove(&mined.account_nonce) {
-            let made = receipt.block_number.is_some_and(|b| b <= aim);
+            let made = receipt.block_number.is_some_and(|b| b <= aim.block);
             let block = if made { "made" } else { "missed" };
+            if !made {
+                tracing::info!(
+                    chain = chain.name(),
+                    tx = %mined.tx_hash,
+                    aimed = aim.block,
+                    mined_in = ?receipt.block_number,
+                    widens_margin = aim.teaches_lead,
+                    "a batch closed for a block was mined in a later one"
+                );
+            }
             metrics::counter!("dvn_submit_batches_landed_total", "chain" => chain.name().to_string(), "block" => block).increment(1);
-            self.landed.push(made);
+            if aim.teaches_lead {
+                self.landed.push(made);
+            }
         }
         // A reverted execute: the usual cause is a submitter that lost ADMIN_ROLE. Then the
         // packets were never tried, so no attempt is used up; the role is re-read at once.
