@@ -43,7 +43,9 @@
 //!   of the extension's rise (over 250,000 gas from 50 to 100 params) covers it, before the
 //!   headroom. Without it each batch larger than any before waited for `eth_estimateGas`, and
 //!   the lead — sized from the slowest of the last 32 closing → broadcast times — carried
-//!   that wait for the next 32 batches (0.35–0.4 s instead of 0.2 s, measured in steady runs);
+//!   that wait for the next 32 batches (0.35–0.4 s instead of 0.2 s, measured in steady runs).
+//!   Not where the chain charges for the limit left unused (Conflux: see
+//!   [`crate::config::ChainProfile::extends_gas_estimates`]);
 //! - so that every size up to a learned one has a line, the low end is **anchored**: while a
 //!   batch gathers, a one-param call carrying a packet just found still to submit is estimated
 //!   (a one-param estimate took 10–30 ms) and kept like a learned one — it is the estimate that
@@ -141,6 +143,9 @@ pub struct MinedCall {
 #[derive(Debug)]
 pub struct GasEstimates {
     headroom: Headroom,
+    /// Whether a shape beyond the largest learned gets an extended line (see
+    /// [`crate::config::ChainProfile::extends_gas_estimates`]).
+    extend: bool,
     learned: HashMap<CallShape, (u64, Instant)>,
 }
 
@@ -148,7 +153,16 @@ impl GasEstimates {
     pub fn new(headroom: Headroom) -> Self {
         Self {
             headroom,
+            extend: true,
             learned: HashMap::new(),
+        }
+    }
+
+    /// A destination's estimates: its profile's headroom, and whether lines extend.
+    pub fn for_profile(profile: crate::config::ChainProfile) -> Self {
+        Self {
+            extend: profile.extends_gas_estimates(),
+            ..Self::new(Headroom::for_profile(profile))
         }
     }
 
@@ -210,6 +224,9 @@ impl GasEstimates {
     /// young learned shapes under it (fewer params, no more calldata), its rise beyond the
     /// larger an eighth steeper; nothing past twice the larger's params.
     fn beyond(&self, shape: &CallShape, now: Instant) -> Option<u64> {
+        if !self.extend {
+            return None;
+        }
         let mut under: Vec<(&CallShape, u64)> = self
             .learned
             .iter()
@@ -520,6 +537,15 @@ mod tests {
         other_target.to = Address::repeat_byte(0xdc);
         assert_eq!(estimates.reusable(&other_target, t0), None);
         assert_eq!(estimates.reusable(&shape(60), t0 + REUSE_FOR), None);
+        // Not on a chain that charges for the limit left unused.
+        let mut conflux = GasEstimates::for_profile(crate::config::ChainProfile::ConfluxEspace);
+        conflux.anchor(shape(1), cost(1), t0);
+        conflux.mined(&learned(40), t0);
+        assert_eq!(conflux.reusable(&shape(41), t0), None);
+        assert!(
+            conflux.reusable(&shape(20), t0).is_some(),
+            "between: a line"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use alloy::sol_types::SolEvent;
 use dvn_lz::contracts::{IReceiveUln302, IDVN};
 use dvn_lz::PacketHeader;
 
-use super::gas::{CallShape, GasEstimates, Headroom, MinedCall};
+use super::gas::{CallShape, GasEstimates, MinedCall};
 use super::sign::destination_done;
 use super::{execute, turns, Context};
 use crate::peer::protocol::ClaimEntry;
@@ -126,7 +126,7 @@ impl TxManager {
             nonce_taken_since: HashMap::new(),
             reported_stuck: HashSet::new(),
             reported_unknown: None,
-            gas_estimates: GasEstimates::new(Headroom::for_profile(profile.unwrap_or_default())),
+            gas_estimates: GasEstimates::for_profile(profile.unwrap_or_default()),
             aims: HashMap::new(),
             landed: Vec::new(),
         }
