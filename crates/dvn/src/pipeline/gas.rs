@@ -139,6 +139,23 @@ pub struct MinedCall {
     pub verified_params: usize,
 }
 
+/// A line through the shapes `lo` and `hi` read at `shape` (`line(at, lo, hi)` on one
+/// measure): whichever of params and calldata bytes puts it higher — bytes only where the two
+/// shapes differ in them.
+fn higher_reading(
+    shape: &CallShape,
+    lo: &CallShape,
+    hi: &CallShape,
+    line: impl Fn(usize, usize, usize) -> u64,
+) -> u64 {
+    let by_params = line(shape.params, lo.params, hi.params);
+    if hi.calldata > lo.calldata {
+        by_params.max(line(shape.calldata, lo.calldata, hi.calldata))
+    } else {
+        by_params
+    }
+}
+
 /// Learned estimates, per call shape, of one destination (owned by its transaction manager).
 #[derive(Debug)]
 pub struct GasEstimates {
@@ -205,19 +222,13 @@ impl GasEstimates {
         if hi_gas < lo_gas {
             return None;
         }
-        // Whichever of the two measures puts it higher, rounded up.
+        // Rounded up.
         let along = |at: usize, from: usize, to: usize| -> u64 {
             let (span, part) = ((to - from) as u128, (at - from) as u128);
             let rise = u128::from(hi_gas - lo_gas) * part;
             lo_gas + u64::try_from(rise.div_ceil(span.max(1))).unwrap_or(u64::MAX)
         };
-        let by_params = along(shape.params, lo.params, hi.params);
-        let by_bytes = if hi.calldata > lo.calldata {
-            along(shape.calldata, lo.calldata, hi.calldata)
-        } else {
-            by_params
-        };
-        Some(by_params.max(by_bytes))
+        Some(higher_reading(shape, lo, hi, along))
     }
 
     /// For a shape beyond every learned one of its target: the line through the two largest
@@ -251,13 +262,7 @@ impl GasEstimates {
             let rise = (u128::from(hi_gas - lo_gas) * part * 9).div_ceil(span.max(1) * 8);
             hi_gas.saturating_add(u64::try_from(rise).unwrap_or(u64::MAX))
         };
-        let by_params = past(shape.params, lo.params, hi.params);
-        let by_bytes = if hi.calldata > lo.calldata {
-            past(shape.calldata, lo.calldata, hi.calldata)
-        } else {
-            by_params
-        };
-        Some(by_params.max(by_bytes))
+        Some(higher_reading(shape, lo, hi, past))
     }
 
     /// Whether a young estimate for `shape` is known (learned or anchored).
