@@ -720,7 +720,9 @@ impl SubmitStage {
             return Ok((false, rest));
         }
         let from = self.ctx.submitter.address();
-        let (to, input, gas, estimated) = loop {
+        // Whether this close waited for `eth_estimateGas`, on any of its tries.
+        let mut waited = false;
+        let (to, input, gas) = loop {
             let params: Vec<ExecuteParam> = batch.iter().map(|r| r.param.clone()).collect();
             let (to, input) = execute::call(&chain.config, dvn.address, params)?;
             if input.len() > execute::MAX_INPUT_BYTES && batch.len() > 1 {
@@ -740,8 +742,9 @@ impl SubmitStage {
                     return Err(e);
                 }
             };
+            waited |= estimated;
             if gas <= self.ctx.config.submitter.max_batch_gas || batch.len() == 1 {
-                break (to, input, gas, estimated);
+                break (to, input, gas);
             }
             batch.truncate(batch.len().div_ceil(2));
         };
@@ -752,14 +755,14 @@ impl SubmitStage {
         // every batch of the next 32 back by it.
         let aim = partial.then_some(Aim {
             block: latest.number + 1,
-            teaches_lead: !estimated,
+            teaches_lead: !waited,
         });
         let sent = self.txs.send(to, input, gas, &packets, aim).await?;
         if sent {
             // Checks, estimate, signing and broadcast of one batch: what the lead must cover
             // for the batch to make the block it closed for.
             let took = started.elapsed();
-            if !estimated {
+            if !waited {
                 self.lead.took(took);
             }
             metrics::histogram!("dvn_submit_batch_seconds", "chain" => chain.name().to_string())
@@ -790,7 +793,8 @@ impl SubmitStage {
             }
         };
         // One packet just found still to submit anchors the gas estimates' low end, and the
-        // batch gathered so far gives a point the line extends from (up to twice its size):
+        // batch gathered so far a point the line extends from (up to twice its size, where
+        // lines extend) or reaches exactly:
         // the batch that closes is then estimated without `eth_estimateGas`.
         let params: Vec<ExecuteParam> = fresh.iter().map(|r| r.param.clone()).collect();
         for params in [&params[..params.len().min(1)], &params[..]] {
