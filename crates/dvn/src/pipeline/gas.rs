@@ -265,13 +265,6 @@ impl GasEstimates {
         Some(higher_reading(shape, lo, hi, past))
     }
 
-    /// Whether a young estimate for `shape` is known (learned or anchored).
-    pub fn knows(&self, shape: &CallShape, now: Instant) -> bool {
-        self.learned
-            .get(shape)
-            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < REUSE_FOR)
-    }
-
     /// Takes in an `eth_estimateGas` taken while a batch gathers: of a one-param call (the
     /// low end of the lines), or of the batch gathered so far (a point a line extends from;
     /// see the module docs).
@@ -485,9 +478,9 @@ mod tests {
         let mut estimates = GasEstimates::default();
         estimates.mined(&clean(50, 2_400_000), t0);
         assert_eq!(estimates.reusable(&shape(45), t0), None);
-        assert!(!estimates.knows(&shape(1), t0));
+        assert_eq!(estimates.reusable(&shape(1), t0), None);
         estimates.anchor(shape(1), 60_000, t0);
-        assert!(estimates.knows(&shape(1), t0));
+        assert!(estimates.reusable(&shape(1), t0).is_some());
         let hi = estimate_in(2_400_000);
         assert_eq!(
             estimates.reusable(&shape(45), t0),
@@ -495,11 +488,11 @@ mod tests {
         );
         assert_eq!(estimates.reusable(&shape(1), t0), Some(60_000));
         // Aged like a learned one, and forgotten with them when a call shows it short.
-        assert!(!estimates.knows(&shape(1), t0 + REUSE_FOR));
+        assert_eq!(estimates.reusable(&shape(1), t0 + REUSE_FOR), None);
         let mut short = clean(45, 2_200_000);
         short.gas_used = estimate_in(short.gas_limit) * 11 / 10 + 1;
         estimates.mined(&short, t0);
-        assert!(!estimates.knows(&shape(1), t0));
+        assert_eq!(estimates.reusable(&shape(1), t0), None);
         assert_eq!(estimates.reusable(&shape(45), t0), None);
     }
 
