@@ -77,12 +77,17 @@ impl NewHeads {
 /// Follows `url`'s new heads into `heads` until `cancel`, connecting again (with a growing
 /// wait) whenever the stream fails or ends. `dvn_chain_head_stream_up{chain}` says whether it
 /// is subscribed now.
+///
+/// The gauge appears with the first attempt's outcome, not before: a series at 0 in the
+/// milliseconds before a healthy start's first subscription would be a scrape's worth of
+/// "down" that an alert on it could catch.
 pub async fn follow(chain: String, url: String, heads: Arc<NewHeads>, cancel: CancellationToken) {
-    let up = metrics::gauge!("dvn_chain_head_stream_up", "chain" => chain.clone());
+    let up = |value: f64| {
+        metrics::gauge!("dvn_chain_head_stream_up", "chain" => chain.clone()).set(value)
+    };
     let announced = metrics::counter!("dvn_chain_heads_announced_total", "chain" => chain.clone());
     let mut wait = Duration::from_secs(1);
     loop {
-        up.set(0.0);
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
             outcome = stream(&url, &heads, &up, &announced) => outcome,
@@ -98,7 +103,7 @@ pub async fn follow(chain: String, url: String, heads: Arc<NewHeads>, cancel: Ca
                 );
             }
         }
-        up.set(0.0);
+        up(0.0);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
@@ -112,14 +117,14 @@ pub async fn follow(chain: String, url: String, heads: Arc<NewHeads>, cancel: Ca
 async fn stream(
     url: &str,
     heads: &NewHeads,
-    up: &metrics::Gauge,
+    up: &impl Fn(f64),
     announced: &metrics::Counter,
 ) -> anyhow::Result<()> {
     let connect = ProviderBuilder::new().connect_ws(WsConnect::new(url));
     let provider = tokio::time::timeout(Duration::from_secs(10), connect).await??;
     let mut subscription =
         tokio::time::timeout(Duration::from_secs(10), provider.subscribe_blocks()).await??;
-    up.set(1.0);
+    up(1.0);
     let mut last_wake: Option<Instant> = None;
     loop {
         let header = match subscription.recv().await {
