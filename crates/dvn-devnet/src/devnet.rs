@@ -115,6 +115,9 @@ const DEPLOYER_B: usize = 1;
 const DVN_ADMINS: [usize; 3] = [2, 3, 4];
 const EXECUTOR_ADMIN: usize = 5;
 const USER: usize = 6;
+/// User accounts that may send at once (anvil's dev accounts 6–9, the first being the user's):
+/// the devnet's provider asks the node for every nonce, so one account sends one at a time.
+pub const USER_LANES: usize = 4;
 
 /// Deterministic signer keys, so demo and test configs can name them.
 pub fn signer_key(index: usize) -> anyhow::Result<PrivateKeySigner> {
@@ -308,10 +311,38 @@ impl Devnet {
         Ok(packets)
     }
 
+    /// One message on `direction` sent from user account `lane` (below [`USER_LANES`]): a
+    /// load harness sends from several lanes at once, one message at a time on each.
+    pub async fn send_message_on_lane(
+        &self,
+        direction: Direction,
+        lane: usize,
+    ) -> anyhow::Result<Vec<SentPacket>> {
+        anyhow::ensure!(lane < USER_LANES, "lane {lane} of {USER_LANES}");
+        let (src, _) = self.sides(direction);
+        let from = account(&src.chain, USER + lane)?;
+        let receipt = self
+            .increment_from(direction, from, COUNTER_VANILLA)
+            .await?;
+        self.packets_in_receipt(src, &receipt)
+    }
+
     /// One `OmniCounter.increment` from the user, paying the quoted fee.
     async fn increment(
         &self,
         direction: Direction,
+        msg_type: u8,
+    ) -> anyhow::Result<TransactionReceipt> {
+        let (src, _) = self.sides(direction);
+        self.increment_from(direction, self.user_on(src)?, msg_type)
+            .await
+    }
+
+    /// One `OmniCounter.increment` from `from`, paying the quoted fee.
+    async fn increment_from(
+        &self,
+        direction: Direction,
+        from: Address,
         msg_type: u8,
     ) -> anyhow::Result<TransactionReceipt> {
         let (src, dst) = self.sides(direction);
@@ -329,12 +360,7 @@ impl Devnet {
         };
         Ok(src
             .chain
-            .send(
-                self.user_on(src)?,
-                src.contracts.counter,
-                &increment,
-                fee.nativeFee,
-            )
+            .send(from, src.contracts.counter, &increment, fee.nativeFee)
             .await?)
     }
 

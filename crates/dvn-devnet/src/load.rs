@@ -20,6 +20,9 @@ use alloy::sol_types::SolEvent;
 use dvn_lz::contracts::IReceiveUln302;
 use dvn_lz::SentPacket;
 
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::devnet::USER_LANES;
 use crate::{Devnet, Direction};
 
 /// How often the harness looks for new verifications (the latency figures' resolution).
@@ -41,6 +44,25 @@ pub struct LoadRun {
 impl LoadRun {
     pub fn offered_per_sec(&self) -> f64 {
         self.packets.len() as f64 / self.sending.as_secs_f64().max(1e-9)
+    }
+
+    /// Packets verified per second: all of them over the time from the first confirmation to
+    /// the last verification (below the offered rate when the nodes fall behind).
+    pub fn verified_per_sec(&self) -> f64 {
+        let first = self
+            .confirmed_after
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or_default();
+        let last = self
+            .confirmed_after
+            .iter()
+            .zip(&self.latencies)
+            .map(|(at, latency)| *at + *latency)
+            .max()
+            .unwrap_or_default();
+        self.packets.len() as f64 / last.saturating_sub(first).as_secs_f64().max(1e-9)
     }
 
     /// The `q`-quantile (0–1) latency, nearest rank.
@@ -80,10 +102,10 @@ struct Seen {
     verified: HashMap<(B256, B256), Instant>,
 }
 
-/// Sends one message every `1 / rate` seconds for `duration` (a send that takes longer delays
-/// the next: the rate offered is reported, not assumed) while watching the destination for
-/// our DVN's verifications; returns when every packet is verified, or fails after `timeout`
-/// from the last send.
+/// Sends one message every `1 / rate` seconds for `duration`, from up to [`USER_LANES`]
+/// accounts at once (when all are busy the next send waits: the rate offered is reported, not
+/// assumed), while watching the destination for our DVN's verifications; returns when every
+/// packet is verified, or fails after `timeout` from the last send.
 pub async fn offer(
     devnet: &Devnet,
     direction: Direction,
@@ -95,32 +117,9 @@ pub async fn offer(
     let seen = Mutex::new(Seen::default());
     let sending_done = AtomicBool::new(false);
     let send = async {
-        let started = Instant::now();
-        let mut packets = Vec::new();
-        let mut confirmed_after = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while started.elapsed() < duration {
-            tick.tick().await;
-            let sent = devnet.send_messages(direction, 1).await;
-            let at = Instant::now();
-            let sent = match sent {
-                Ok(sent) => sent,
-                Err(e) => {
-                    sending_done.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-            };
-            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-            for p in &sent {
-                seen.confirmed.insert(key(p), at);
-                confirmed_after.push(at.saturating_duration_since(started));
-            }
-            packets.extend(sent);
-        }
-        let sending = started.elapsed();
+        let sent = send_at_rate(devnet, direction, rate, duration, &seen).await;
         sending_done.store(true, Ordering::SeqCst);
-        Ok((packets, confirmed_after, sending))
+        sent
     };
     let watch = async {
         let (_, dst) = devnet.sides(direction);
@@ -188,6 +187,65 @@ pub async fn offer(
         latencies,
         confirmed_after,
     })
+}
+
+/// The sending half of [`offer`]: returns the packets in the order their sends began, when
+/// each was confirmed (from the start), and how long sending took.
+async fn send_at_rate(
+    devnet: &Devnet,
+    direction: Direction,
+    rate: f64,
+    duration: Duration,
+    seen: &Mutex<Seen>,
+) -> anyhow::Result<(Vec<SentPacket>, Vec<Duration>, Duration)> {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_lanes: Vec<usize> = (0..USER_LANES).rev().collect();
+    let mut sending = FuturesUnordered::new();
+    // (order the send began, its packets, confirmed after)
+    let mut done: Vec<(usize, Vec<SentPacket>, Duration)> = Vec::new();
+    let mut began = 0;
+    loop {
+        let more = started.elapsed() < duration;
+        if !more && sending.is_empty() {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick(), if more && !idle_lanes.is_empty() => {
+                if started.elapsed() >= duration {
+                    continue;
+                }
+                let Some(lane) = idle_lanes.pop() else {
+                    continue;
+                };
+                let order = began;
+                began += 1;
+                sending.push(async move {
+                    let sent = devnet.send_message_on_lane(direction, lane).await;
+                    (lane, order, sent, Instant::now())
+                });
+            }
+            Some((lane, order, sent, at)) = sending.next() => {
+                idle_lanes.push(lane);
+                let sent = sent?;
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                for p in &sent {
+                    seen.confirmed.insert(key(p), at);
+                }
+                done.push((order, sent, at.saturating_duration_since(started)));
+            }
+        }
+    }
+    let sending = started.elapsed();
+    done.sort_by_key(|(order, _, _)| *order);
+    let mut packets = Vec::new();
+    let mut confirmed_after = Vec::new();
+    for (_, sent, after) in done {
+        confirmed_after.extend(std::iter::repeat_n(after, sent.len()));
+        packets.extend(sent);
+    }
+    Ok((packets, confirmed_after, sending))
 }
 
 fn key(p: &SentPacket) -> (B256, B256) {

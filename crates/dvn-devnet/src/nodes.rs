@@ -40,6 +40,8 @@ pub struct NodeOptions {
     pub max_in_flight: usize,
     /// `submitter.block_lead_ms` (the node's default when `None`).
     pub block_lead_ms: Option<u64>,
+    /// `submitter.block_lead_margin_ms` (the node's default when `None`).
+    pub block_lead_margin_ms: Option<u64>,
     /// Submit through the devnet's `DVNDecompressor`s (each node its own admin's; the devnet
     /// must have been started with `decompressors`).
     pub decompressor: bool,
@@ -73,6 +75,7 @@ impl Default for NodeOptions {
             max_batch: 100,
             max_in_flight: 4,
             block_lead_ms: None,
+            block_lead_margin_ms: None,
             decompressor: false,
             new_heads: true,
             ws_a: None,
@@ -495,6 +498,9 @@ impl NodeSet {
             });
             if let Some(lead) = options.block_lead_ms {
                 config["submitter"]["block_lead_ms"] = serde_json::json!(lead);
+            }
+            if let Some(margin) = options.block_lead_margin_ms {
+                config["submitter"]["block_lead_margin_ms"] = serde_json::json!(margin);
             }
             let config_path = dir.join(format!("{region}.yaml"));
             std::fs::write(&config_path, serde_norway::to_string(&config)?)?;

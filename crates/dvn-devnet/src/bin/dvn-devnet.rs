@@ -109,6 +109,10 @@ enum Command {
         /// partial batch closes (the node's default when absent).
         #[arg(long)]
         block_lead_ms: Option<u64>,
+        /// `submitter.block_lead_margin_ms`: added to the measured closing → broadcast time
+        /// for the lead (the node's default when absent).
+        #[arg(long)]
+        block_lead_margin_ms: Option<u64>,
         /// Each chain's `poll_interval_ms`: how often the watcher looks for new blocks.
         #[arg(long, default_value_t = NodeOptions::default().poll_interval_ms)]
         poll_interval_ms: u64,
@@ -205,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
             max_batch,
             max_in_flight,
             block_lead_ms,
+            block_lead_margin_ms,
             poll_interval_ms,
             no_new_heads,
             warmup_secs,
@@ -217,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
                 max_batch,
                 max_in_flight,
                 block_lead_ms,
+                block_lead_margin_ms,
                 poll_interval_ms,
                 new_heads: !no_new_heads,
                 ..NodeOptions::default()
@@ -252,6 +258,8 @@ async fn main() -> anyhow::Result<()> {
 struct SteadyFigures {
     offered_per_sec: f64,
     achieved_per_sec: f64,
+    /// Packets verified per second, from the first confirmation to the last verification.
+    verified_per_sec: f64,
     packets: usize,
     latency_p50_secs: f64,
     latency_p99_secs: f64,
@@ -268,8 +276,8 @@ struct SteadyFigures {
 impl SteadyFigures {
     fn print(&self) {
         println!(
-            "steady load ethereum → conflux-espace (1 s destination blocks): {:.0} packets/s offered, {:.1} achieved ({} packets), 3 running nodes, quorum 2",
-            self.offered_per_sec, self.achieved_per_sec, self.packets
+            "steady load ethereum → conflux-espace (1 s destination blocks): {:.0} packets/s offered, {:.1} achieved ({} packets), {:.1} verified, 3 running nodes, quorum 2",
+            self.offered_per_sec, self.achieved_per_sec, self.packets, self.verified_per_sec
         );
         println!(
             "  required confirmation → verified: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
@@ -294,8 +302,8 @@ impl SteadyFigures {
     }
 
     fn table(all: &[SteadyFigures]) {
-        println!("\n| offered | achieved | p50 | p99 | max | p99 after warm-up | execute txs | gas / packet | RPC requests / packet | peak RSS |");
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("\n| offered | achieved | verified | p50 | p99 | max | p50 / p99 after warm-up | execute txs | gas / packet | RPC requests / packet | peak RSS |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for f in all {
             let rss = f
                 .costs
@@ -304,12 +312,14 @@ impl SteadyFigures {
                 .filter_map(|(_, m)| *m)
                 .fold(0.0_f64, f64::max);
             println!(
-                "| {:.0}/s | {:.1}/s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {} | {} | {:.1} | {:.1} MiB |",
+                "| {:.0}/s | {:.1}/s | {:.1}/s | {:.2} s | {:.2} s | {:.2} s | {:.2} / {:.2} s | {} | {} | {:.1} | {:.1} MiB |",
                 f.offered_per_sec,
                 f.achieved_per_sec,
+                f.verified_per_sec,
                 f.latency_p50_secs,
                 f.latency_p99_secs,
                 f.latency_max_secs,
+                f.warm_latency_p50_secs,
                 f.warm_latency_p99_secs,
                 f.costs.execute_transactions,
                 f.costs.gas_per_packet,
@@ -317,7 +327,52 @@ impl SteadyFigures {
                 rss
             );
         }
+        if let Some(line) = latency_growth_line(all) {
+            println!("\n{line}");
+        }
     }
+}
+
+/// How far above the lowest rate's p50 (after warm-up) a rate's p50 must be for latency to
+/// count as growing: half a destination block, more than a loaded machine's spread between
+/// runs (0.05–0.1 s here) and less than the block a packet waits once batches fall behind.
+const LATENCY_GROWTH: f64 = 0.5;
+
+/// Where latency starts to grow with the rate offered: the first rate whose p50 after warm-up
+/// is [`LATENCY_GROWTH`] s above the lowest rate's. `None` with fewer than two rates.
+fn latency_growth_line(all: &[SteadyFigures]) -> Option<String> {
+    let mut by_rate: Vec<&SteadyFigures> = all.iter().collect();
+    by_rate.sort_by(|a, b| a.offered_per_sec.total_cmp(&b.offered_per_sec));
+    let (lowest, highest) = (by_rate.first()?, by_rate.last()?);
+    if by_rate.len() < 2 {
+        return None;
+    }
+    let p50s: Vec<f64> = by_rate.iter().map(|f| f.warm_latency_p50_secs).collect();
+    Some(match first_growing(&p50s) {
+        Some(i) => format!(
+            "latency grows from {:.0} packets/s offered ({:.1} achieved, {:.1} verified): p50 after warm-up {:.2} s against {:.2} s at {:.0}/s",
+            by_rate[i].offered_per_sec,
+            by_rate[i].achieved_per_sec,
+            by_rate[i].verified_per_sec,
+            p50s[i],
+            p50s[0],
+            lowest.offered_per_sec
+        ),
+        None => format!(
+            "latency did not grow up to {:.0} packets/s offered ({:.1} achieved): p50 after warm-up within {LATENCY_GROWTH} s of {:.2} s at {:.0}/s",
+            highest.offered_per_sec,
+            highest.achieved_per_sec,
+            p50s[0],
+            lowest.offered_per_sec
+        ),
+    })
+}
+
+/// Of p50s in order of rising rate, the first more than [`LATENCY_GROWTH`] above the first.
+fn first_growing(p50s: &[f64]) -> Option<usize> {
+    let reference = *p50s.first()?;
+    p50s.iter()
+        .position(|p50| *p50 > reference + LATENCY_GROWTH)
 }
 
 /// `secs` of messages A → B at `rate` per second to three running nodes on a fresh devnet.
@@ -357,6 +412,7 @@ async fn steady(
         warm_latency_p99_secs: dvn_devnet::load::quantile(&warm, 0.99).as_secs_f64(),
         offered_per_sec: rate,
         achieved_per_sec: run.offered_per_sec(),
+        verified_per_sec: run.verified_per_sec(),
         packets: messages,
         latency_p50_secs: run.latency_quantile(0.5).as_secs_f64(),
         latency_p99_secs: run.latency_quantile(0.99).as_secs_f64(),
@@ -1202,4 +1258,18 @@ async fn advance(devnet: &Devnet, lane: &mut Lane) -> anyhow::Result<()> {
     }
     lane.verified = verified;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_grows_where_p50_first_rises_half_a_block_above_the_lowest_rates() {
+        assert_eq!(first_growing(&[0.9, 0.95, 1.3]), None);
+        assert_eq!(first_growing(&[0.9, 0.95, 1.3, 2.5]), Some(3));
+        assert_eq!(first_growing(&[0.9, 1.2, 1.45, 2.5]), Some(2));
+        assert_eq!(first_growing(&[0.9, 1.41, 1.0]), Some(1));
+        assert_eq!(first_growing(&[]), None);
+    }
 }
