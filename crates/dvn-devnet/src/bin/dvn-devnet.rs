@@ -116,6 +116,11 @@ enum Command {
         /// Each chain's `poll_interval_ms`: how often the watcher looks for new blocks.
         #[arg(long, default_value_t = NodeOptions::default().poll_interval_ms)]
         poll_interval_ms: u64,
+        /// Each region's turn (`submitter.takeover_after_secs`; the devnet's default is short
+        /// so tests run fast, a deployment's is 60). Each region learns its lead in its own
+        /// first batches, so short turns spread that over more of a run.
+        #[arg(long, default_value_t = NodeOptions::default().takeover_after_secs)]
+        takeover_secs: u64,
         /// Seconds at the start of each rate whose packets count towards gas and RPC but not
         /// towards the "after warm-up" latencies (the whole run's are printed too).
         #[arg(long, default_value_t = 10)]
@@ -211,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
             block_lead_ms,
             block_lead_margin_ms,
             poll_interval_ms,
+            takeover_secs,
             no_new_heads,
             warmup_secs,
             log_dir,
@@ -224,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
                 block_lead_ms,
                 block_lead_margin_ms,
                 poll_interval_ms,
+                takeover_after_secs: takeover_secs,
                 new_heads: !no_new_heads,
                 ..NodeOptions::default()
             };
@@ -261,6 +268,8 @@ struct SteadyFigures {
     /// Packets verified per second, from the first confirmation to the last verification.
     verified_per_sec: f64,
     packets: usize,
+    /// Each region's submitter turn.
+    takeover_secs: u64,
     latency_p50_secs: f64,
     latency_p99_secs: f64,
     latency_max_secs: f64,
@@ -276,8 +285,12 @@ struct SteadyFigures {
 impl SteadyFigures {
     fn print(&self) {
         println!(
-            "steady load ethereum → conflux-espace (1 s destination blocks): {:.0} packets/s offered, {:.1} achieved ({} packets), {:.1} verified, 3 running nodes, quorum 2",
-            self.offered_per_sec, self.achieved_per_sec, self.packets, self.verified_per_sec
+            "steady load ethereum → conflux-espace (1 s destination blocks): {:.0} packets/s offered, {:.1} achieved ({} packets), {:.1} verified, 3 running nodes, quorum 2, {} s turns",
+            self.offered_per_sec,
+            self.achieved_per_sec,
+            self.packets,
+            self.verified_per_sec,
+            self.takeover_secs
         );
         println!(
             "  required confirmation → verified: p50 {:.2} s, p99 {:.2} s, max {:.2} s",
@@ -414,6 +427,7 @@ async fn steady(
         achieved_per_sec: run.offered_per_sec(),
         verified_per_sec: run.verified_per_sec(),
         packets: messages,
+        takeover_secs: options.takeover_after_secs,
         latency_p50_secs: run.latency_quantile(0.5).as_secs_f64(),
         latency_p99_secs: run.latency_quantile(0.99).as_secs_f64(),
         latency_max_secs: run.latency_quantile(1.0).as_secs_f64(),
