@@ -473,8 +473,20 @@ fn check_key(problem: &mut impl FnMut(String, String), at: &str, key: &KeyConfig
             if key_id.trim().is_empty() {
                 problem(format!("{at}.key_id"), "must name the KMS key".into());
             }
+            if !cfg!(feature = "aws-kms") {
+                problem(
+                    format!("{at}.kind"),
+                    "this dvn was built without the aws-kms feature".into(),
+                );
+            }
         }
         KeyConfig::GcpKms { key_version, .. } => {
+            if !cfg!(feature = "gcp-kms") {
+                problem(
+                    format!("{at}.kind"),
+                    "this dvn was built without the gcp-kms feature".into(),
+                );
+            }
             let parts: Vec<&str> = key_version.split('/').collect();
             if parts.len() != 10
                 || parts[0] != "projects"

@@ -20,7 +20,9 @@ use crate::config::{KeyConfig, SigningConfig};
 
 pub mod acs3;
 pub mod aliyun_kms;
+#[cfg(feature = "aws-kms")]
 pub mod aws_kms;
+#[cfg(feature = "gcp-kms")]
 pub mod gcp_kms;
 pub mod kms;
 pub mod pkcs11;
@@ -61,6 +63,8 @@ pub enum KeyError {
     Sign(String),
     #[error("signing timed out after {0:?}")]
     Timeout(Duration),
+    #[error("this dvn was built without the {0} feature: rebuild with `--features {0}`")]
+    NotBuilt(&'static str),
     #[error(
         "signature from the backend recovers to {actual}, not to the key's address {expected}"
     )]
@@ -195,6 +199,7 @@ async fn open_backend(
             .map_err(|e| KeyError::Sign(e.to_string()))??;
             (Arc::new(signer), "pkcs11")
         }
+        #[cfg(feature = "aws-kms")]
         KeyConfig::AwsKms {
             key_id,
             region,
@@ -207,6 +212,9 @@ async fn open_backend(
                 "aws-kms",
             )
         }
+        #[cfg(not(feature = "aws-kms"))]
+        KeyConfig::AwsKms { .. } => return Err(KeyError::NotBuilt("aws-kms")),
+        #[cfg(feature = "gcp-kms")]
         KeyConfig::GcpKms {
             key_version,
             credentials_file,
@@ -223,6 +231,8 @@ async fn open_backend(
                 "gcp-kms",
             )
         }
+        #[cfg(not(feature = "gcp-kms"))]
+        KeyConfig::GcpKms { .. } => return Err(KeyError::NotBuilt("gcp-kms")),
         KeyConfig::AliyunKms {
             key_id,
             key_version_id,
