@@ -793,8 +793,8 @@ impl SubmitStage {
             }
         };
         // One packet just found still to submit anchors the gas estimates' low end, and the
-        // batch gathered so far a point the line extends from (up to twice its size, where
-        // lines extend) or reaches exactly:
+        // batch gathered so far a point the line extends from (up to four times its size,
+        // where lines extend) or reaches exactly:
         // the batch that closes is then estimated without `eth_estimateGas`.
         let params: Vec<ExecuteParam> = fresh.iter().map(|r| r.param.clone()).collect();
         for params in [&params[..params.len().min(1)], &params[..]] {
