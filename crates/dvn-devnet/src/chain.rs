@@ -206,12 +206,48 @@ impl Chain {
         call: &C,
         value: U256,
     ) -> Result<TransactionReceipt, ChainError> {
-        let tx = TransactionRequest::default()
-            .from(from)
-            .to(to)
-            .input(Bytes::from(call.abi_encode()).into())
-            .value(value);
-        self.send_tx(C::SIGNATURE, tx).await
+        self.send_tx(C::SIGNATURE, call_request(from, to, call, value))
+            .await
+    }
+
+    /// Broadcasts `call` to `to` from `from` with `value` wei and returns its hash once the
+    /// node took it (see [`Chain::submit_tx`]).
+    pub async fn submit<C: SolCall>(
+        &self,
+        from: Address,
+        to: Address,
+        call: &C,
+        value: U256,
+    ) -> Result<TxHash, ChainError> {
+        self.submit_tx(C::SIGNATURE, call_request(from, to, call, value))
+            .await
+    }
+
+    /// Every receipt of block `number`, or `None` before it exists (`eth_getBlockReceipts`).
+    pub async fn block_receipts(
+        &self,
+        number: u64,
+    ) -> Result<Option<Vec<TransactionReceipt>>, ChainError> {
+        self.provider
+            .get_block_receipts(number.into())
+            .await
+            .map_err(|e| ChainError::from_rpc("eth_getBlockReceipts", e))
+    }
+
+    /// Broadcasts `tx` and returns its hash once the node took it, without waiting for a
+    /// block (the next one from the same account may follow at once: nonces are read from
+    /// the pending pool).
+    pub async fn submit_tx(
+        &self,
+        what: &str,
+        tx: TransactionRequest,
+    ) -> Result<TxHash, ChainError> {
+        let pending = self
+            .provider
+            .send_transaction(tx)
+            .await
+            .map_err(|e| ChainError::from_rpc(what, e))?;
+        Ok(*pending.tx_hash())
     }
 
     /// Broadcasts `tx` and waits for its receipt; a mined revert is an error.
@@ -220,12 +256,7 @@ impl Chain {
         what: &str,
         tx: TransactionRequest,
     ) -> Result<TransactionReceipt, ChainError> {
-        let pending = self
-            .provider
-            .send_transaction(tx)
-            .await
-            .map_err(|e| ChainError::from_rpc(what, e))?;
-        let hash = *pending.tx_hash();
+        let hash = self.submit_tx(what, tx).await?;
         let receipt = self.wait_receipt(what, hash).await?;
         if !receipt.status() {
             return Err(ChainError::Reverted {
@@ -409,4 +440,19 @@ impl Chain {
             .await
             .map_err(|e| ChainError::from_rpc("eth_getLogs", e))
     }
+}
+
+/// A transaction calling `call` on `to` from `from` with `value` wei (the rest filled in by
+/// the provider).
+fn call_request<C: SolCall>(
+    from: Address,
+    to: Address,
+    call: &C,
+    value: U256,
+) -> TransactionRequest {
+    TransactionRequest::default()
+        .from(from)
+        .to(to)
+        .input(Bytes::from(call.abi_encode()).into())
+        .value(value)
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use alloy::primitives::{keccak256, Address, Bytes, Signature, U256};
+use alloy::primitives::{keccak256, Address, Bytes, Signature, TxHash, U256};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
@@ -327,6 +327,24 @@ impl Devnet {
         self.packets_in_receipt(src, &receipt)
     }
 
+    /// One message on `direction` from user account `lane`, handed to the source's pool
+    /// without waiting for its block: on an interval-mined source a lane sends many per block.
+    /// Its packets are in the receipt of the transaction returned.
+    pub async fn submit_message_on_lane(
+        &self,
+        direction: Direction,
+        lane: usize,
+    ) -> anyhow::Result<TxHash> {
+        anyhow::ensure!(lane < USER_LANES, "lane {lane} of {USER_LANES}");
+        let (src, _) = self.sides(direction);
+        let from = account(&src.chain, USER + lane)?;
+        let (increment, fee) = self.increment_call(direction, COUNTER_VANILLA).await?;
+        Ok(src
+            .chain
+            .submit(from, src.contracts.counter, &increment, fee)
+            .await?)
+    }
+
     /// One `OmniCounter.increment` from the user, paying the quoted fee.
     async fn increment(
         &self,
@@ -345,6 +363,21 @@ impl Devnet {
         from: Address,
         msg_type: u8,
     ) -> anyhow::Result<TransactionReceipt> {
+        let (src, _) = self.sides(direction);
+        let (increment, fee) = self.increment_call(direction, msg_type).await?;
+        Ok(src
+            .chain
+            .send(from, src.contracts.counter, &increment, fee)
+            .await?)
+    }
+
+    /// An `OmniCounter.increment` of `msg_type` on `direction` and the fee it must pay, quoted
+    /// by the source's counter now.
+    async fn increment_call(
+        &self,
+        direction: Direction,
+        msg_type: u8,
+    ) -> anyhow::Result<(OmniCounter::incrementCall, U256)> {
         let (src, dst) = self.sides(direction);
         let options = dvn_lz::options::executor_lz_receive_option(LZ_RECEIVE_GAS, 0);
         let quote = OmniCounter::quoteCall {
@@ -358,10 +391,7 @@ impl Devnet {
             _type: msg_type,
             _options: options,
         };
-        Ok(src
-            .chain
-            .send(from, src.contracts.counter, &increment, fee.nativeFee)
-            .await?)
+        Ok((increment, fee.nativeFee))
     }
 
     /// Sends one counter message on `direction` through a *second* send library registered on

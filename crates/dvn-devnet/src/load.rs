@@ -2,9 +2,11 @@
 //! each one's latency from its required confirmation to our DVN's `PayloadVerified`, as the
 //! harness sees them.
 //!
-//! The source chain mines a block per transaction, and the devnet's paths need one
-//! confirmation: a send's receipt is its required confirmation, so that is when a packet's
-//! clock starts. The destination must produce blocks by itself (interval mining: see
+//! The devnet's paths need one confirmation, so a packet's clock starts when its block is
+//! there. The source chain makes blocks in one of two ways ([`SourceBlocks`]): a block per
+//! transaction, where a send's receipt is its required confirmation and any rate can be
+//! offered; or a block every interval, as a live chain does, where sends wait in the pool and
+//! a packet is confirmed when the harness sees its block (read every [`POLL`]). The destination must produce blocks by itself (interval mining: see
 //! [`crate::Chain::set_interval_mining`]). Its clock stops when the harness first sees our DVN's `PayloadVerified` for
 //! it in the destination's logs: the harness reads the head every [`POLL`] and the logs only
 //! when a block was added (one `eth_getLogs` per destination block), so it does not load the
@@ -15,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{keccak256, B256};
+use alloy::primitives::{keccak256, TxHash, B256};
+use alloy::rpc::types::TransactionReceipt;
 use alloy::sol_types::SolEvent;
 use dvn_lz::contracts::IReceiveUln302;
 use dvn_lz::SentPacket;
@@ -27,6 +30,17 @@ use crate::{Devnet, Direction};
 
 /// How often the harness looks for new verifications (the latency figures' resolution).
 pub const POLL: Duration = Duration::from_millis(10);
+
+/// How the source chain makes blocks while load is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceBlocks {
+    /// A block per transaction (automine): 50 packets a second are 50 one-packet blocks,
+    /// each of which wakes the nodes' watchers.
+    PerSend,
+    /// A block every interval, set on the chain beforehand (see
+    /// [`crate::Chain::set_interval_mining`]): the packets of an interval arrive together.
+    Interval,
+}
 
 /// What a run of steady load saw.
 #[derive(Debug)]
@@ -109,6 +123,7 @@ struct Seen {
 pub async fn offer(
     devnet: &Devnet,
     direction: Direction,
+    source: SourceBlocks,
     rate: f64,
     duration: Duration,
     timeout: Duration,
@@ -117,7 +132,12 @@ pub async fn offer(
     let seen = Mutex::new(Seen::default());
     let sending_done = AtomicBool::new(false);
     let send = async {
-        let sent = send_at_rate(devnet, direction, rate, duration, &seen).await;
+        let sent = match source {
+            SourceBlocks::PerSend => send_at_rate(devnet, direction, rate, duration, &seen).await,
+            SourceBlocks::Interval => {
+                submit_at_rate(devnet, direction, rate, duration, &seen).await
+            }
+        };
         sending_done.store(true, Ordering::SeqCst);
         sent
     };
@@ -248,6 +268,179 @@ async fn send_at_rate(
     Ok((packets, confirmed_after, sending))
 }
 
+/// The sending half of [`offer`] on an interval-mined source: each lane hands its messages to
+/// the pool one after another without waiting for their block, and a packet counts as
+/// confirmed when the harness first sees the block holding it. Returns what
+/// [`send_at_rate`] does.
+async fn submit_at_rate(
+    devnet: &Devnet,
+    direction: Direction,
+    rate: f64,
+    duration: Duration,
+    seen: &Mutex<Seen>,
+) -> anyhow::Result<(Vec<SentPacket>, Vec<Duration>, Duration)> {
+    let (src, _) = devnet.sides(direction);
+    let started = Instant::now();
+    let mut next_block = src.chain.head().await? + 1;
+    let matcher = Mutex::new(Matcher::<TransactionReceipt>::default());
+    let submitting_done = AtomicBool::new(false);
+    // (order the send began, its packets, confirmed after)
+    let confirmed = Mutex::new(Vec::<(usize, Vec<SentPacket>, Duration)>::new());
+    let take = |found: Vec<(usize, TransactionReceipt, Instant)>| -> anyhow::Result<()> {
+        for (order, receipt, at) in found {
+            anyhow::ensure!(
+                receipt.status(),
+                "send {} reverted",
+                receipt.transaction_hash
+            );
+            let packets = devnet.packets_in_receipt(src, &receipt)?;
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &packets {
+                seen.confirmed.insert(key(p), at);
+            }
+            confirmed.lock().unwrap_or_else(|e| e.into_inner()).push((
+                order,
+                packets,
+                at.saturating_duration_since(started),
+            ));
+        }
+        Ok(())
+    };
+    let submit = async {
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut idle_lanes: Vec<usize> = (0..USER_LANES).rev().collect();
+        let mut submitting = FuturesUnordered::new();
+        let mut began = 0;
+        loop {
+            let more = started.elapsed() < duration;
+            if !more && submitting.is_empty() {
+                break;
+            }
+            tokio::select! {
+                _ = tick.tick(), if more && !idle_lanes.is_empty() => {
+                    if started.elapsed() >= duration {
+                        continue;
+                    }
+                    let Some(lane) = idle_lanes.pop() else {
+                        continue;
+                    };
+                    let order = began;
+                    began += 1;
+                    submitting.push(async move {
+                        (lane, order, devnet.submit_message_on_lane(direction, lane).await)
+                    });
+                }
+                Some((lane, order, hash)) = submitting.next() => {
+                    idle_lanes.push(lane);
+                    let found = matcher.lock().unwrap_or_else(|e| e.into_inner()).submitted(hash?, order);
+                    take(found.into_iter().collect())?;
+                }
+            }
+        }
+        let sending = started.elapsed();
+        submitting_done.store(true, Ordering::SeqCst);
+        Ok::<_, anyhow::Error>(sending)
+    };
+    let confirm = async {
+        let mut done_at: Option<Instant> = None;
+        loop {
+            let head = src.chain.head().await?;
+            while next_block <= head {
+                let receipts = src
+                    .chain
+                    .block_receipts(next_block)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("block {next_block} has no receipts"))?;
+                let at = Instant::now();
+                let found = {
+                    let mut matcher = matcher.lock().unwrap_or_else(|e| e.into_inner());
+                    receipts
+                        .into_iter()
+                        .flat_map(|r| matcher.mined(r.transaction_hash, r, at))
+                        .collect()
+                };
+                take(found)?;
+                next_block += 1;
+            }
+            if submitting_done.load(Ordering::SeqCst) {
+                if matcher
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unmatched_sends
+                    .is_empty()
+                {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let since = *done_at.get_or_insert_with(Instant::now);
+                anyhow::ensure!(
+                    since.elapsed() < RECEIPT_WAIT,
+                    "sends not mined {RECEIPT_WAIT:?} after the last one"
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    let (sending, confirmed_all) = tokio::join!(submit, confirm);
+    let sending = sending?;
+    confirmed_all?;
+    let mut done = confirmed.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(order, _, _)| *order);
+    let mut packets = Vec::new();
+    let mut confirmed_after = Vec::new();
+    for (_, sent, after) in done {
+        confirmed_after.extend(std::iter::repeat_n(after, sent.len()));
+        packets.extend(sent);
+    }
+    Ok((packets, confirmed_after, sending))
+}
+
+/// Longest an interval-mined source may take to mine the last send.
+const RECEIPT_WAIT: Duration = Duration::from_secs(60);
+
+/// Pairs sends with their mined receipts (`R`), whichever the harness learns of first: a block
+/// can be seen before the lane that sent into it has its hash back.
+struct Matcher<R> {
+    /// Hash → order of the send, for sends whose block was not seen yet.
+    unmatched_sends: HashMap<TxHash, usize>,
+    /// Hash → receipt and when its block was seen, for mined transactions no send claimed
+    /// yet.
+    unclaimed_receipts: HashMap<TxHash, (R, Instant)>,
+}
+
+impl<R> Default for Matcher<R> {
+    fn default() -> Self {
+        Self {
+            unmatched_sends: HashMap::new(),
+            unclaimed_receipts: HashMap::new(),
+        }
+    }
+}
+
+impl<R> Matcher<R> {
+    /// Send number `order` got `hash` back: its receipt, when its block was seen already.
+    fn submitted(&mut self, hash: TxHash, order: usize) -> Option<(usize, R, Instant)> {
+        match self.unclaimed_receipts.remove(&hash) {
+            Some((receipt, at)) => Some((order, receipt, at)),
+            None => {
+                self.unmatched_sends.insert(hash, order);
+                None
+            }
+        }
+    }
+
+    /// Transaction `hash` was mined in a block seen `at`: its send, when that was back already.
+    fn mined(&mut self, hash: TxHash, receipt: R, at: Instant) -> Option<(usize, R, Instant)> {
+        match self.unmatched_sends.remove(&hash) {
+            Some(order) => Some((order, receipt, at)),
+            None => {
+                self.unclaimed_receipts.insert(hash, (receipt, at));
+                None
+            }
+        }
+    }
+}
+
 fn key(p: &SentPacket) -> (B256, B256) {
     (p.packet.header.hash(), p.packet.payload_hash())
 }
@@ -255,6 +448,28 @@ fn key(p: &SentPacket) -> (B256, B256) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_send_meets_its_receipt_whichever_is_learned_first() {
+        let mut matcher = Matcher::<&str>::default();
+        let t0 = Instant::now();
+        let (early, late) = (TxHash::repeat_byte(1), TxHash::repeat_byte(2));
+        // The block is seen before the lane has its hash back.
+        assert!(matcher.mined(early, "r1", t0).is_none());
+        let (order, receipt, at) = matcher.submitted(early, 7).expect("paired");
+        assert_eq!((order, receipt, at), (7, "r1", t0));
+        // The usual order: the hash first, then its block.
+        assert!(matcher.submitted(late, 8).is_none());
+        assert_eq!(matcher.unmatched_sends.len(), 1);
+        let later = t0 + Duration::from_millis(10);
+        assert_eq!(matcher.mined(late, "r2", later), Some((8, "r2", later)));
+        // Someone else's transaction in a block is kept, never claimed by another send.
+        assert!(matcher
+            .mined(TxHash::repeat_byte(3), "other", later)
+            .is_none());
+        assert!(matcher.unmatched_sends.is_empty());
+        assert!(matcher.submitted(TxHash::repeat_byte(4), 9).is_none());
+    }
 
     #[test]
     fn nearest_rank_quantiles() {

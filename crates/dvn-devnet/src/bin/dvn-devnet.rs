@@ -128,6 +128,14 @@ enum Command {
         /// Leave the chains' `ws` out: the watchers only poll (no new-heads stream).
         #[arg(long)]
         no_new_heads: bool,
+        /// The source's block interval in seconds, as a live chain's; 0 mines a block per send
+        /// (every packet its own block, which wakes the watchers once per packet).
+        #[arg(long, default_value_t = 0)]
+        source_block_secs: u64,
+        /// With `--source-block-secs`: how long after the destination's block timer the
+        /// source's starts, which sets where in a destination block a source block lands.
+        #[arg(long, default_value_t = 0)]
+        source_phase_ms: u64,
         #[arg(long, default_value = ".devnet-logs/steady")]
         log_dir: PathBuf,
         #[arg(long)]
@@ -218,6 +226,8 @@ async fn main() -> anyhow::Result<()> {
             poll_interval_ms,
             takeover_secs,
             no_new_heads,
+            source_block_secs,
+            source_phase_ms,
             warmup_secs,
             log_dir,
             dvn_bin,
@@ -240,6 +250,10 @@ async fn main() -> anyhow::Result<()> {
                     rate,
                     Duration::from_secs(secs),
                     Duration::from_secs(warmup_secs),
+                    SourceCadence {
+                        block_secs: source_block_secs,
+                        phase_ms: source_phase_ms,
+                    },
                     &options,
                     &log_dir.join(format!("{rate}")),
                     &dvn_bin,
@@ -270,6 +284,10 @@ struct SteadyFigures {
     packets: usize,
     /// Each region's submitter turn.
     takeover_secs: u64,
+    /// The source's block interval (0: a block per send) and its timer's start after the
+    /// destination's.
+    source_block_secs: u64,
+    source_phase_ms: u64,
     latency_p50_secs: f64,
     latency_p99_secs: f64,
     latency_max_secs: f64,
@@ -285,7 +303,8 @@ struct SteadyFigures {
 impl SteadyFigures {
     fn print(&self) {
         println!(
-            "steady load ethereum → conflux-espace (1 s destination blocks): {:.0} packets/s offered, {:.1} achieved ({} packets), {:.1} verified, 3 running nodes, quorum 2, {} s turns",
+            "steady load ethereum → conflux-espace (1 s destination blocks; source: {}): {:.0} packets/s offered, {:.1} achieved ({} packets), {:.1} verified, 3 running nodes, quorum 2, {} s turns",
+            self.source_line(),
             self.offered_per_sec,
             self.achieved_per_sec,
             self.packets,
@@ -312,6 +331,17 @@ impl SteadyFigures {
         println!("  per stage, mean / p99: {}", self.costs.stages_line());
         println!("  peak RSS {}", self.costs.rss_line());
         println!("  conditions: {}", self.costs.conditions_line());
+    }
+
+    /// How the source made blocks.
+    fn source_line(&self) -> String {
+        match self.source_block_secs {
+            0 => "a block per send".to_string(),
+            secs => format!(
+                "a block every {secs} s, its timer {} ms after the destination's",
+                self.source_phase_ms
+            ),
+        }
     }
 
     fn table(all: &[SteadyFigures]) {
@@ -388,11 +418,21 @@ fn first_growing(p50s: &[f64]) -> Option<usize> {
         .position(|p50| *p50 > reference + LATENCY_GROWTH)
 }
 
+/// How the steady bench's source chain makes blocks.
+#[derive(Debug, Clone, Copy)]
+struct SourceCadence {
+    /// 0: a block per send.
+    block_secs: u64,
+    /// The source's block timer starts this long after the destination's.
+    phase_ms: u64,
+}
+
 /// `secs` of messages A → B at `rate` per second to three running nodes on a fresh devnet.
 async fn steady(
     rate: f64,
     duration: Duration,
     warmup: Duration,
+    source: SourceCadence,
     options: &NodeOptions,
     log_dir: &std::path::Path,
     dvn_bin: &std::path::Path,
@@ -406,13 +446,33 @@ async fn steady(
     })
     .await?;
     // Deployed block by block; from now on the destination has a block every second, as a
-    // live chain (the source keeps a block per send, so the harness can offer any rate).
+    // live chain. The source keeps a block per send unless asked for an interval: then its
+    // timer starts `phase_ms` after the destination's, which fixes where in a destination
+    // block each source block lands for the whole run.
     devnet.b.chain.set_interval_mining(1).await?;
+    let source_blocks = if source.block_secs == 0 {
+        dvn_devnet::load::SourceBlocks::PerSend
+    } else {
+        tokio::time::sleep(Duration::from_millis(source.phase_ms)).await;
+        devnet
+            .a
+            .chain
+            .set_interval_mining(source.block_secs)
+            .await?;
+        dvn_devnet::load::SourceBlocks::Interval
+    };
     let mut nodes = NodeSet::configure(&devnet, dvn_bin, &log_dir.join("nodes"), options)?;
     nodes.start(&[0, 1, 2]).await?;
     let direction = Direction::AToB;
-    let run = dvn_devnet::load::offer(&devnet, direction, rate, duration, Duration::from_secs(120))
-        .await?;
+    let run = dvn_devnet::load::offer(
+        &devnet,
+        direction,
+        source_blocks,
+        rate,
+        duration,
+        Duration::from_secs(120),
+    )
+    .await?;
     let report = devnet.check_invariants(direction, &run.packets).await?;
     anyhow::ensure!(report.holds(), "invariants violated: {report:?}");
     let messages = run.packets.len();
@@ -428,6 +488,8 @@ async fn steady(
         verified_per_sec: run.verified_per_sec(),
         packets: messages,
         takeover_secs: options.takeover_after_secs,
+        source_block_secs: source.block_secs,
+        source_phase_ms: source.phase_ms,
         latency_p50_secs: run.latency_quantile(0.5).as_secs_f64(),
         latency_p99_secs: run.latency_quantile(0.99).as_secs_f64(),
         latency_max_secs: run.latency_quantile(1.0).as_secs_f64(),
