@@ -765,6 +765,16 @@ impl SubmitStage {
             if !waited {
                 self.lead.took(took);
             }
+            // What sizes the next leads: one slow close keeps the lead long for the next
+            // batches (see `BlockLead`), and this line shows which one it was.
+            tracing::info!(
+                chain = chain.name(),
+                packets = batch.len(),
+                closing_to_broadcast_ms = took.as_millis() as u64,
+                waited_for_estimate = waited,
+                lead_ms = self.lead.lead().as_millis() as u64,
+                "batch broadcast"
+            );
             metrics::histogram!("dvn_submit_batch_seconds", "chain" => chain.name().to_string())
                 .record(took.as_secs_f64());
             for ready in &batch {
