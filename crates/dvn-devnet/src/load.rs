@@ -219,16 +219,53 @@ async fn send_at_rate(
     seen: &Mutex<Seen>,
 ) -> anyhow::Result<(Vec<SentPacket>, Vec<Duration>, Duration)> {
     let started = Instant::now();
+    // (order the send began, its packets, confirmed after)
+    let mut done: Vec<(usize, Vec<SentPacket>, Duration)> = Vec::new();
+    let sending = on_lanes_at_rate(
+        started,
+        rate,
+        duration,
+        |lane| async move {
+            let sent = devnet.send_message_on_lane(direction, lane).await;
+            (sent, Instant::now())
+        },
+        |order, (sent, at)| {
+            let sent = sent?;
+            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+            for p in &sent {
+                seen.confirmed.insert(key(p), at);
+            }
+            done.push((order, sent, at.saturating_duration_since(started)));
+            Ok(())
+        },
+    )
+    .await?;
+    let (packets, confirmed_after) = in_send_order(done);
+    Ok((packets, confirmed_after, sending))
+}
+
+/// Starts `send(lane)` once every `1 / rate` seconds from `started` until `duration` has
+/// passed, on whichever of the [`USER_LANES`] lanes is idle (a lane is busy until its send
+/// returns; when all are, the next send waits), and hands each outcome to `done` with the
+/// order its send began. Returns how long sending took.
+async fn on_lanes_at_rate<T, Fut>(
+    started: Instant,
+    rate: f64,
+    duration: Duration,
+    send: impl Fn(usize) -> Fut,
+    mut done: impl FnMut(usize, T) -> anyhow::Result<()>,
+) -> anyhow::Result<Duration>
+where
+    Fut: std::future::Future<Output = T>,
+{
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_lanes: Vec<usize> = (0..USER_LANES).rev().collect();
-    let mut sending = FuturesUnordered::new();
-    // (order the send began, its packets, confirmed after)
-    let mut done: Vec<(usize, Vec<SentPacket>, Duration)> = Vec::new();
+    let mut running = FuturesUnordered::new();
     let mut began = 0;
     loop {
         let more = started.elapsed() < duration;
-        if !more && sending.is_empty() {
+        if !more && running.is_empty() {
             break;
         }
         tokio::select! {
@@ -241,23 +278,23 @@ async fn send_at_rate(
                 };
                 let order = began;
                 began += 1;
-                sending.push(async move {
-                    let sent = devnet.send_message_on_lane(direction, lane).await;
-                    (lane, order, sent, Instant::now())
-                });
+                let sent = send(lane);
+                running.push(async move { (lane, order, sent.await) });
             }
-            Some((lane, order, sent, at)) = sending.next() => {
+            Some((lane, order, outcome)) = running.next() => {
                 idle_lanes.push(lane);
-                let sent = sent?;
-                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                for p in &sent {
-                    seen.confirmed.insert(key(p), at);
-                }
-                done.push((order, sent, at.saturating_duration_since(started)));
+                done(order, outcome)?;
             }
         }
     }
-    let sending = started.elapsed();
+    Ok(started.elapsed())
+}
+
+/// Each send's packets in the order the sends began, and beside each packet when it was
+/// confirmed (from the start of sending).
+fn in_send_order(
+    mut done: Vec<(usize, Vec<SentPacket>, Duration)>,
+) -> (Vec<SentPacket>, Vec<Duration>) {
     done.sort_by_key(|(order, _, _)| *order);
     let mut packets = Vec::new();
     let mut confirmed_after = Vec::new();
@@ -265,7 +302,7 @@ async fn send_at_rate(
         confirmed_after.extend(std::iter::repeat_n(after, sent.len()));
         packets.extend(sent);
     }
-    Ok((packets, confirmed_after, sending))
+    (packets, confirmed_after)
 }
 
 /// The sending half of [`offer`] on an interval-mined source: each lane hands its messages to
@@ -307,40 +344,22 @@ async fn submit_at_rate(
         Ok(())
     };
     let submit = async {
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut idle_lanes: Vec<usize> = (0..USER_LANES).rev().collect();
-        let mut submitting = FuturesUnordered::new();
-        let mut began = 0;
-        loop {
-            let more = started.elapsed() < duration;
-            if !more && submitting.is_empty() {
-                break;
-            }
-            tokio::select! {
-                _ = tick.tick(), if more && !idle_lanes.is_empty() => {
-                    if started.elapsed() >= duration {
-                        continue;
-                    }
-                    let Some(lane) = idle_lanes.pop() else {
-                        continue;
-                    };
-                    let order = began;
-                    began += 1;
-                    submitting.push(async move {
-                        (lane, order, devnet.submit_message_on_lane(direction, lane).await)
-                    });
-                }
-                Some((lane, order, hash)) = submitting.next() => {
-                    idle_lanes.push(lane);
-                    let found = matcher.lock().unwrap_or_else(|e| e.into_inner()).submitted(hash?, order);
-                    take(found.into_iter().collect())?;
-                }
-            }
-        }
-        let sending = started.elapsed();
+        let sending = on_lanes_at_rate(
+            started,
+            rate,
+            duration,
+            |lane| devnet.submit_message_on_lane(direction, lane),
+            |order, hash| {
+                let found = matcher
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .submitted(hash?, order);
+                take(found.into_iter().collect())
+            },
+        )
+        .await;
         submitting_done.store(true, Ordering::SeqCst);
-        Ok::<_, anyhow::Error>(sending)
+        sending
     };
     let confirm = async {
         let mut done_at: Option<Instant> = None;
@@ -384,14 +403,8 @@ async fn submit_at_rate(
     let (sending, confirmed_all) = tokio::join!(submit, confirm);
     let sending = sending?;
     confirmed_all?;
-    let mut done = confirmed.into_inner().unwrap_or_else(|e| e.into_inner());
-    done.sort_by_key(|(order, _, _)| *order);
-    let mut packets = Vec::new();
-    let mut confirmed_after = Vec::new();
-    for (_, sent, after) in done {
-        confirmed_after.extend(std::iter::repeat_n(after, sent.len()));
-        packets.extend(sent);
-    }
+    let done = confirmed.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (packets, confirmed_after) = in_send_order(done);
     Ok((packets, confirmed_after, sending))
 }
 
