@@ -111,6 +111,9 @@ pub fn closes_in(
 /// Batches whose closing → broadcast time the lead is sized from.
 const TIMED_BATCHES: usize = 32;
 
+/// Timed batches needed before the lead is sized from them (until then: the configured most).
+const TIMED_BEFORE_ADAPTING: usize = 8;
+
 /// Batches in a row that made their block before a margin widened by a miss narrows again.
 const MADE_IN_A_ROW: u32 = 32;
 
@@ -118,12 +121,7 @@ const MADE_IN_A_ROW: u32 = 32;
 /// node's own time from closing a batch to its broadcast (checks, estimate, signing, the RPC
 /// round trips, a cloud KMS call) plus the way to the block producer, and only the first is
 /// measured here: the lead is the longest of the last [`TIMED_BATCHES`] closing → broadcast
-/// times plus a margin, never more than the configured most (`block_lead_ms`). Before a batch
-/// was timed it is twice the margin: a region times its first batches when its first turn
-/// comes after a start, and had it closed its first eight at the configured most (as it did
-/// before) each would have left behind the packets that became ready in the last half second
-/// before its block — on a source with one-second blocks, the part of each second's packets
-/// not yet agreed. A node slower than that misses a block or two first. A batch that
+/// times plus a margin, never more than the configured most (`block_lead_ms`). A batch that
 /// still misses the block it closed for doubles the margin (up to that most); it narrows back
 /// by half after [`MADE_IN_A_ROW`] batches in a row made theirs. With local endpoints and a
 /// local key, closing to broadcast takes tens of milliseconds, and a lead sized for a remote
@@ -150,8 +148,8 @@ impl BlockLead {
 
     /// The lead now.
     pub fn lead(&self) -> Duration {
-        if self.timed.is_empty() {
-            return self.margin.saturating_mul(2).min(self.most);
+        if self.timed.len() < TIMED_BEFORE_ADAPTING {
+            return self.most;
         }
         let longest = self.timed.iter().max().copied().unwrap_or_default();
         longest.saturating_add(self.margin).min(self.most)
@@ -201,33 +199,18 @@ mod tests {
     }
 
     #[test]
-    fn a_node_slower_than_the_first_lead_widens_it_by_missing() {
-        let ms = Duration::from_millis;
-        let mut lead = BlockLead::new(ms(500), ms(100));
-        assert_eq!(lead.lead(), ms(200));
-        lead.landed(false);
-        assert_eq!(lead.lead(), ms(400), "twice a doubled margin");
-        lead.landed(false);
-        assert_eq!(lead.lead(), ms(500), "never beyond the configured most");
-        lead.took(ms(350));
-        assert_eq!(
-            lead.lead(),
-            ms(500),
-            "350 plus a margin doubled by the misses"
-        );
-        for _ in 0..2 * MADE_IN_A_ROW {
-            lead.landed(true);
-        }
-        assert_eq!(lead.lead(), ms(450), "350 plus the configured margin");
-    }
-
-    #[test]
     fn the_lead_is_the_longest_recent_closing_to_broadcast_plus_a_margin_that_misses_widen() {
         let ms = Duration::from_millis;
         let mut lead = BlockLead::new(ms(500), ms(100));
-        assert_eq!(lead.lead(), ms(200), "nothing timed yet: twice the margin");
-        lead.took(ms(30));
-        assert_eq!(lead.lead(), ms(130), "the one timed (30) plus the margin");
+        assert_eq!(
+            lead.lead(),
+            ms(500),
+            "nothing timed yet: the configured most"
+        );
+        for _ in 0..TIMED_BEFORE_ADAPTING - 1 {
+            lead.took(ms(30));
+        }
+        assert_eq!(lead.lead(), ms(500), "too few timed to go by");
         lead.took(ms(40));
         assert_eq!(lead.lead(), ms(140), "the longest (40) plus the margin");
         // A slow one (an estimate for a new size) sets the lead while it is among the last
