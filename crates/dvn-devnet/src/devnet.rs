@@ -318,9 +318,8 @@ impl Devnet {
         direction: Direction,
         lane: usize,
     ) -> anyhow::Result<Vec<SentPacket>> {
-        anyhow::ensure!(lane < USER_LANES, "lane {lane} of {USER_LANES}");
         let (src, _) = self.sides(direction);
-        let from = account(&src.chain, USER + lane)?;
+        let from = self.lane_account(direction, lane)?;
         let receipt = self
             .increment_from(direction, from, COUNTER_VANILLA)
             .await?;
@@ -335,14 +334,20 @@ impl Devnet {
         direction: Direction,
         lane: usize,
     ) -> anyhow::Result<TxHash> {
-        anyhow::ensure!(lane < USER_LANES, "lane {lane} of {USER_LANES}");
         let (src, _) = self.sides(direction);
-        let from = account(&src.chain, USER + lane)?;
+        let from = self.lane_account(direction, lane)?;
         let (increment, fee) = self.increment_call(direction, COUNTER_VANILLA).await?;
         Ok(src
             .chain
             .submit(from, src.contracts.counter, &increment, fee)
             .await?)
+    }
+
+    /// The source account user lane `lane` (below [`USER_LANES`]) sends from.
+    fn lane_account(&self, direction: Direction, lane: usize) -> anyhow::Result<Address> {
+        anyhow::ensure!(lane < USER_LANES, "lane {lane} of {USER_LANES}");
+        let (src, _) = self.sides(direction);
+        account(&src.chain, USER + lane)
     }
 
     /// One `OmniCounter.increment` from the user, paying the quoted fee.

@@ -6,9 +6,10 @@
 //! there. The source chain makes blocks in one of two ways ([`SourceBlocks`]): a block per
 //! transaction, where a send's receipt is its required confirmation and any rate can be
 //! offered; or a block every interval, as a live chain does, where sends wait in the pool and
-//! a packet is confirmed when the harness sees its block (read every [`POLL`]). The destination must produce blocks by itself (interval mining: see
-//! [`crate::Chain::set_interval_mining`]). Its clock stops when the harness first sees our DVN's `PayloadVerified` for
-//! it in the destination's logs: the harness reads the head every [`POLL`] and the logs only
+//! a packet is confirmed when the harness sees its block (read every [`POLL`]). The
+//! destination must produce blocks by itself (interval mining: see
+//! [`crate::Chain::set_interval_mining`]). Its clock stops when the harness first sees our
+//! DVN's `PayloadVerified` for it in the destination's logs: the harness reads the head every [`POLL`] and the logs only
 //! when a block was added (one `eth_getLogs` per destination block), so it does not load the
 //! chain it measures, and a verification is seen at most [`POLL`] after its block.
 
